@@ -1,0 +1,13 @@
+"""vaekit: variational autoencoders — train, evaluate, sample, encode and score, in nats."""
+
+__version__ = "0.1.0"
+
+from .config import Config, DataConfig, ModelConfig, TrainConfig  # noqa: E402
+from .errors import VaekitError  # noqa: E402
+from .evaluate import evaluate  # noqa: E402
+from .model import VAE  # noqa: E402
+from .runs import Run, load  # noqa: E402
+from .train import train  # noqa: E402
+
+__all__ = ["Config", "DataConfig", "ModelConfig", "TrainConfig", "VAE", "Run", "VaekitError",
+           "evaluate", "load", "train", "__version__"]

@@ -1,0 +1,39 @@
+"""The `vaekit` command: parses, then calls the library. Each subcommand is a module here that
+defines HELP, add_arguments(parser) and run(args) -> int; adding one is one line in COMMANDS."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from ..errors import VaekitError
+from .common import OneLineParser
+
+COMMANDS = ["train", "eval", "sample"]
+
+
+def build_parser() -> OneLineParser:
+    parser = OneLineParser(prog="vaekit", description="Variational autoencoders: train, evaluate, "
+                           "sample, in nats per example.")
+    from .. import __version__
+
+    parser.add_argument("--version", action="version", version=f"vaekit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        module = importlib.import_module(f".{name}", __name__)
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(p)
+        p.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args) or 0
+    except VaekitError as e:
+        print(f"vaekit {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"vaekit {args.command}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,185 @@
+"""Typed run configuration: three sections, one flat key space (the CLI options and config files)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import VaekitError
+
+
+def opt(default: Any, help: str, **meta: Any) -> Any:
+    """A dataclass field whose help text becomes the CLI option's --help."""
+    return field(default=default, metadata={"help": help, **meta})
+
+
+@dataclass
+class DataConfig:
+    data: str = opt("digits", "digits, mnist, fashion-mnist, or a path: .npy/.npz/.csv file or "
+                    "a folder of PNG/JPEG images")
+    data_dir: str = opt("data", "folder holding (or receiving) the mnist / fashion-mnist IDX files")
+    data_url: str | None = opt(None, "base URL to download mnist / fashion-mnist from "
+                               "(default: the dataset's public mirror)")
+    test_data: str | None = opt(None, "separate test file for user data (else --test-fraction "
+                                "is held out)")
+    test_fraction: float = opt(0.1, "fraction of user data held out as the test set (seeded)")
+    val_fraction: float = opt(0.1, "fraction of the training data held out for validation")
+    label_column: str | None = opt(None, "CSV column (name or 0-based index) holding labels; "
+                                   "it is not modelled")
+    image_size: int | None = opt(None, "resize images from a folder to SIZE x SIZE")
+    binarize: str = opt("none", "none | dynamic: redraw x ~ Bernoulli(pixel) every batch "
+                        "(bernoulli likelihood; test data binarized once, seeded)",
+                        choices=("none", "dynamic"))
+    standardize: str = opt("auto", "auto | on | off: standardize features with training "
+                           "statistics (auto: on for tabular data with a gaussian likelihood)",
+                           choices=("auto", "on", "off"))
+
+
+@dataclass
+class ModelConfig:
+    model: str = opt("vae", "vae, or ae: a plain deterministic autoencoder (the baseline)",
+                     choices=("vae", "ae"))
+    likelihood: str = opt("auto", "bernoulli | gaussian (learned sigma per feature) | "
+                          "gaussian-fixed (--sigma); auto: bernoulli for data in [0,1], "
+                          "else gaussian")
+    sigma: float = opt(1.0, "standard deviation of the gaussian-fixed likelihood, in model units")
+    backbone: str = opt("mlp", "encoder/decoder network")
+    hidden: tuple[int, ...] = opt((400,), "hidden layer widths, comma list, e.g. 400 or 512,256")
+    latent_dim: int = opt(20, "number of latent dimensions")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = opt(50, "maximum number of epochs")
+    batch_size: int = opt(128, "examples per minibatch")
+    lr: float = opt(1e-3, "Adam learning rate")
+    seed: int = opt(0, "seed for splits, initialization, shuffling and sampling")
+    beta: float = opt(1.0, "weight of the KL term in the ELBO")
+    mc_samples: int = opt(1, "Monte Carlo draws of z per example for E_q[log p(x|z)]")
+    objective: str = opt("elbo", "training objective: elbo | iwae", choices=("elbo", "iwae"))
+    iw_train_samples: int = opt(5, "importance samples per example for --objective iwae")
+    kl_warmup: int = opt(0, "epochs over which beta rises linearly from 0 to --beta")
+    free_bits: float = opt(0.0, "per-dimension KL floor in nats (loss only, never reported)")
+    patience: int = opt(10, "stop after this many epochs without a better validation ELBO "
+                        "(0: never)")
+    eval_mc_samples: int = opt(1, "draws of z per example when reporting the ELBO")
+    threads: int | None = opt(None, "torch CPU threads (default: torch's choice)")
+    device: str = opt("cpu", "torch device, e.g. cpu or cuda")
+    tensorboard: bool = opt(False, "also log to TensorBoard in RUN_DIR/tensorboard")
+
+
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    def to_flat(self) -> dict[str, Any]:
+        """One mapping of option name -> value, as written to config.yaml."""
+        flat: dict[str, Any] = {}
+        for name in SECTIONS:
+            for key, value in dataclasses.asdict(getattr(self, name)).items():
+                flat[key] = list(value) if isinstance(value, tuple) else value
+        return flat
+
+    @classmethod
+    def from_flat(cls, flat: dict[str, Any]) -> Config:
+        owner = {f.name: s for s, dc in SECTIONS.items() for f in fields(dc)}
+        unknown = sorted(k for k in flat if k.replace("-", "_") not in owner)
+        if unknown:
+            raise VaekitError(f"unknown config key(s) {', '.join(unknown)}; "
+                              "see `vaekit train --help` for the valid options")
+        parts: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
+        for key, value in flat.items():
+            key = key.replace("-", "_")
+            parts[owner[key]][key] = coerce(SECTIONS[owner[key]], key, value)
+        sections = {s: SECTIONS[s](**kw) for s, kw in parts.items()}
+        return cls(**sections)
+
+
+def field_type(dc: type, name: str) -> str:
+    return str(next(f.type for f in fields(dc) if f.name == name))
+
+
+def coerce(dc: type, key: str, value: Any) -> Any:
+    """Turn a YAML/CLI value into the field's type, or explain why it cannot be."""
+    kind = field_type(dc, key)
+    if value is None:
+        return None
+    try:
+        if kind.startswith("tuple"):
+            items = value.split(",") if isinstance(value, str) else value
+            items = [items] if isinstance(items, int) else items
+            return tuple(int(v) for v in items if str(v).strip())
+        if kind.startswith("bool"):
+            if isinstance(value, str):
+                return value.lower() in ("1", "true", "yes", "on")
+            return bool(value)
+        if kind.startswith("int"):
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        if kind.startswith("float"):
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise VaekitError(f"config key {key!r} has value {value!r}, which is not a valid "
+                          f"{kind}; fix it in the config file or option") from None
+
+
+def validate(cfg: Config) -> None:
+    """Collect every problem with a config into one message that says how to fix it."""
+    d, m, t = cfg.data, cfg.model, cfg.train
+    checks = [
+        (0 < d.test_fraction < 1, "--test-fraction must be in (0, 1)"),
+        (0 < d.val_fraction < 1, "--val-fraction must be in (0, 1)"),
+        (d.image_size is None or d.image_size > 0, "--image-size must be positive"),
+        (m.sigma > 0, "--sigma must be positive"),
+        (len(m.hidden) > 0 and all(h > 0 for h in m.hidden),
+         "--hidden must be a comma list of positive widths, e.g. 400 or 512,256"),
+        (m.latent_dim > 0, "--latent-dim must be positive"),
+        (t.epochs > 0, "--epochs must be positive"),
+        (t.batch_size > 0, "--batch-size must be positive"),
+        (t.lr > 0, "--lr must be positive"),
+        (t.beta >= 0, "--beta must be >= 0"),
+        (t.mc_samples >= 1, "--mc-samples must be >= 1"),
+        (t.eval_mc_samples >= 1, "--eval-mc-samples must be >= 1"),
+        (t.iw_train_samples >= 1, "--iw-train-samples must be >= 1"),
+        (t.kl_warmup >= 0, "--kl-warmup must be >= 0"),
+        (t.free_bits >= 0, "--free-bits must be >= 0"),
+        (t.patience >= 0, "--patience must be >= 0"),
+        (m.model == "vae" or (t.objective == "elbo" and t.free_bits == 0 and t.kl_warmup == 0),
+         "--model ae has no KL term: drop --objective iwae, --free-bits and --kl-warmup"),
+        (d.binarize == "none" or m.likelihood in ("bernoulli", "auto"),
+         "--binarize dynamic needs --likelihood bernoulli"),
+    ]
+    problems = [msg for ok, msg in checks if not ok]
+    if problems:
+        raise VaekitError("invalid config: " + "; ".join(problems))
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a flat YAML/JSON config file (the same keys as the options)."""
+    path = Path(path)
+    if not path.is_file():
+        raise VaekitError(f"config file {path} not found; check the path given to --config")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise VaekitError(f"config file {path} is not valid YAML/JSON ({type(e).__name__}); "
+                          "fix its syntax") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise VaekitError(f"config file {path} must hold a mapping of option: value")
+    return raw

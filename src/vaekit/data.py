@@ -1,0 +1,152 @@
+"""Turn a data source into model-space tensors: checks, seeded splits, preprocessing, binarization.
+
+Data as the user gave it -> `x_model = (x - shift) / scale` per feature: pixels are divided by
+their maximum (255 for uint8), tabular features standardized with training statistics when asked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .config import Config, DataConfig
+from .errors import VaekitError
+from .likelihoods import build_likelihood
+from .sources import OWN_TEST_SPLIT, Raw, read_source
+
+BINARIZE_SEED_OFFSET = 7919  # test/val binarization draws from seed + this, apart from training
+
+
+@dataclass
+class Dataset:
+    """Model-space splits, flat (N, D) float32, plus what it takes to describe and invert them."""
+
+    x_train: Tensor
+    x_val: Tensor
+    x_test: Tensor
+    y_train: np.ndarray | None
+    y_val: np.ndarray | None
+    y_test: np.ndarray | None
+    shape: tuple[int, ...]
+    image: bool
+    shift: Tensor
+    scale: Tensor
+    likelihood: str
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def split(self, name: str) -> tuple[Tensor, np.ndarray | None]:
+        if name not in ("train", "val", "test"):
+            raise VaekitError(f"unknown split {name!r}; choose train, val or test")
+        return getattr(self, f"x_{name}"), getattr(self, f"y_{name}")
+
+
+def check_finite(x: np.ndarray, name: str) -> None:
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
+        bad = int((~np.isfinite(x)).sum())
+        raise VaekitError(f"{name} contains {bad} NaN/Inf value(s); remove or impute them first")
+
+
+def seeded_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (kept, held out): a seeded permutation, held-out part of size round(n*fraction)."""
+    perm = np.random.RandomState(seed).permutation(n)
+    held = max(1, int(round(n * fraction)))
+    if held >= n:
+        raise VaekitError(f"only {n} examples: too few to hold out {fraction:g} of them; "
+                          "give more data or a smaller fraction")
+    return np.sort(perm[held:]), np.sort(perm[:held])
+
+
+def take(raw: Raw, idx: np.ndarray) -> Raw:
+    return Raw(raw.x[idx], None if raw.y is None else raw.y[idx], raw.image, raw.pixel_max)
+
+
+def binarize_fixed(x: Tensor, seed: int) -> Tensor:
+    """Binarize once with a fixed seed (the test-set protocol for dynamically binarized MNIST)."""
+    g = torch.Generator().manual_seed(seed + BINARIZE_SEED_OFFSET)
+    return torch.bernoulli(x, generator=g)
+
+
+def resolve_likelihood(name: str, x01: np.ndarray) -> str:
+    """'auto' -> bernoulli when the (pixel-scaled) data lie in [0, 1], else gaussian."""
+    if name != "auto":
+        return name
+    return "bernoulli" if float(x01.min()) >= 0 and float(x01.max()) <= 1 else "gaussian"
+
+
+def to_model_space(x: np.ndarray, shift: np.ndarray, scale: np.ndarray) -> Tensor:
+    flat = torch.from_numpy(np.ascontiguousarray(x.reshape(len(x), -1), dtype=np.float32))
+    return (flat - torch.from_numpy(shift)) / torch.from_numpy(scale)
+
+
+def load_dataset(cfg: Config) -> tuple[Dataset, Config]:
+    """Read, split and preprocess the run's data; returns it with `likelihood` resolved."""
+    d, seed = cfg.data, cfg.train.seed
+    train = read_source(d.data, d, "train")
+    if d.data in OWN_TEST_SPLIT:
+        test = read_source(d.data, d, "test")
+    elif d.test_data is not None:
+        test = read_source(d.test_data, d, "test")
+        if test.x.shape[1:] != train.x.shape[1:]:
+            raise VaekitError(f"--test-data examples have shape {test.x.shape[1:]} but --data "
+                              f"has {train.x.shape[1:]}; they must match")
+    else:
+        keep, held = seeded_split(len(train.x), d.test_fraction, seed)
+        train, test = take(train, keep), take(train, held)
+    keep, held = seeded_split(len(train.x), d.val_fraction, seed + 1)
+    train, val = take(train, keep), take(train, held)
+    for raw, name in ((train, "training data"), (test, "test data")):
+        check_finite(raw.x, name)
+
+    dim = int(np.prod(train.x.shape[1:]))
+    likelihood = resolve_likelihood(cfg.model.likelihood, train.x / train.pixel_max)
+    standardize = d.standardize == "on" or (
+        d.standardize == "auto" and not train.image and likelihood.startswith("gaussian"))
+    if standardize:
+        x = train.x.reshape(len(train.x), -1).astype(np.float64)
+        shift, scale = x.mean(0), x.std(0)
+        scale = np.where(scale > 1e-8 * max(1.0, float(np.abs(shift).max())), scale, 1.0)
+    else:
+        shift, scale = np.zeros(dim), np.full(dim, train.pixel_max)
+    shift, scale = shift.astype(np.float32), scale.astype(np.float32)
+    xs = {n: to_model_space(r.x, shift, scale) for n, r in (("train", train), ("val", val),
+                                                           ("test", test))}
+    lik = build_likelihood(likelihood, dim, cfg.model.sigma)
+    for n, x in xs.items():
+        lik.check(x, f"the {n} data")
+    if d.binarize == "dynamic":
+        xs["val"], xs["test"] = binarize_fixed(xs["val"], seed), binarize_fixed(xs["test"], seed + 1)
+
+    cfg.model.likelihood = likelihood
+    cfg.data.standardize = "on" if standardize else "off"
+    info = {"source": d.data, "shape": list(train.x.shape[1:]), "image": train.image,
+            "n_train": len(train.x), "n_val": len(val.x), "n_test": len(test.x),
+            "labels": train.y is not None, "preprocessing": "standardized" if standardize
+            else f"divided by {train.pixel_max:g}", "binarize": d.binarize}
+    ds = Dataset(xs["train"], xs["val"], xs["test"], train.y, val.y, test.y,
+                 tuple(train.x.shape[1:]), train.image, torch.from_numpy(shift),
+                 torch.from_numpy(scale), likelihood, info)
+    return ds, cfg
+
+
+def load_for_model(model, cfg: Config, source: str | None = None,
+                   split: str = "test") -> tuple[Tensor, np.ndarray | None]:
+    """Data for a trained model, in its model space: the run's own split when source is None,
+    a built-in dataset's split, or every example of a user file."""
+    if source is None or source == cfg.data.data:
+        ds, _ = load_dataset(Config.from_flat(cfg.to_flat()))
+        return ds.split(split)
+    d: DataConfig = cfg.data
+    raw = read_source(source, d, "test" if split == "test" else "train")
+    if raw.x.shape[1:] != model.input_shape and int(np.prod(raw.x.shape[1:])) != model.dim:
+        raise VaekitError(f"{source} has examples of shape {tuple(raw.x.shape[1:])} but the "
+                          f"model was trained on shape {model.input_shape}; give matching data")
+    check_finite(raw.x, source)
+    x = model.prepare(raw.x).cpu()
+    model.likelihood.check(x, source)
+    if d.binarize == "dynamic":
+        x = binarize_fixed(x, cfg.train.seed + 1)
+    return x, raw.y

@@ -1,0 +1,48 @@
+"""Writing results the user asked for: arrays as .npy/.csv, images as a PNG grid; atomically."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import VaekitError
+from .images import save_grid
+from .runs import atomic_write
+
+TABLE_SUFFIXES = (".npy", ".csv")
+
+
+def write_table(path: str | Path, values: np.ndarray, columns: Sequence[str] | None = None) -> None:
+    """(N, ...) values to .npy as they are, or to .csv one row per example (flattened)."""
+    path = Path(path)
+    values = np.asarray(values)
+    if path.suffix == ".npy":
+        atomic_write(path, lambda f: np.save(f, values, allow_pickle=False))
+    elif path.suffix == ".csv":
+        buf = io.StringIO()
+        flat = values.reshape(len(values), -1)
+        header = ",".join(columns) if columns is not None else ""
+        np.savetxt(buf, flat, delimiter=",", fmt="%.7g", header=header, comments="")
+        atomic_write(path, buf.getvalue())
+    else:
+        raise VaekitError(f"cannot write {path.name}: use a .npy or .csv file for --out")
+
+
+def write_examples(path: str | Path, model_space: torch.Tensor, data_space: torch.Tensor,
+                   image: bool, ncol: int | None = None) -> None:
+    """Generated examples: a PNG grid (image data, model space in [0, 1]) or a table (data space)."""
+    path = Path(path)
+    if path.suffix == ".png":
+        if not image:
+            raise VaekitError(f"{path.name}: a PNG grid needs image data; this model's data is "
+                              "tabular, so write .npy or .csv")
+        save_grid(path, model_space.reshape(len(model_space), *data_space.shape[1:]).cpu(),
+                  ncol=ncol, scale=2)
+    elif path.suffix in TABLE_SUFFIXES:
+        write_table(path, data_space.detach().cpu().numpy())
+    else:
+        raise VaekitError(f"cannot write {path.name}: use .png (images), .npy or .csv for --out")

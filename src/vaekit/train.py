@@ -1,0 +1,227 @@
+"""The one training loop: minibatch Adam on a registry objective, validation, early stopping,
+best/last checkpoints, exact resume (model, optimizer, RNG state, epoch), per-epoch hooks."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from .config import Config
+from .data import Dataset, load_dataset
+from .errors import VaekitError
+from .evaluate import evaluate
+from .hooks import Hook, default_hooks
+from .images import save_grid
+from .model import VAE
+from .objectives import OBJECTIVES, beta_at
+from .runs import (Run, load, load_torch, manifest, save_torch, write_config, write_json,
+                   write_metrics)
+
+
+@dataclass
+class TrainState:
+    """What the loop carries between epochs (saved in last.pt) and what hooks may read."""
+
+    epoch: int = 0  # epochs completed
+    best: float = -math.inf  # best validation score (ELBO; reconstruction for the autoencoder)
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    run_dir: Path | None = None
+    log: Callable[[str], None] = print
+    stop: str | None = None  # set by a hook to end training after this epoch, with the reason
+
+    def saved(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "best": self.best, "best_epoch": self.best_epoch,
+                "bad_epochs": self.bad_epochs}
+
+
+class Diverged(VaekitError):
+    pass
+
+
+def default_run_dir(cfg: Config) -> Path:
+    stem = Path(cfg.data.data).stem or "data"
+    base = Path("runs") / f"{stem}-{datetime.now():%Y%m%d-%H%M%S}"
+    run_dir, i = base, 1
+    while run_dir.exists():
+        run_dir, i = base.with_name(f"{base.name}-{i}"), i + 1
+    return run_dir
+
+
+def make_optimizer(model: VAE, lr: float) -> torch.optim.Optimizer:
+    """Adam; the fused kernel (one op for all parameters) where this torch has it for the device."""
+    try:
+        return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.Adam(model.parameters(), lr=lr)
+
+
+def train_epoch(model: VAE, opt, x: torch.Tensor, cfg: Config, beta: float, bar) -> dict[str, float]:
+    """One pass over shuffled minibatches (slices of one tensor: no per-example Python work)."""
+    t = cfg.train
+    objective = OBJECTIVES[t.objective]
+    binarize = cfg.data.binarize == "dynamic"
+    model.train()
+    perm = torch.randperm(len(x))
+    sums = torch.zeros(3, dtype=torch.float64)
+    for i in range(0, len(x), t.batch_size):
+        xb = x[perm[i:i + t.batch_size]].to(model.device, non_blocking=True)
+        if binarize:
+            xb = torch.bernoulli(xb)
+        loss, terms = objective(model, xb, beta, t)
+        if not torch.isfinite(loss):
+            raise Diverged("loss became NaN/Inf; the last good checkpoint is kept: lower --lr, "
+                           "or resume from it with --resume")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            sums += torch.stack([loss * len(xb), terms.reconstruction.sum(), terms.kl.sum()]).cpu()
+        bar.update(1)
+    loss, rec, kl = (sums / len(x)).tolist()
+    return {"train_loss": loss, "train_elbo": rec - kl if model.stochastic else None,
+            "train_reconstruction": rec, "train_kl": kl}
+
+
+def epoch_metrics(model: VAE, data: Dataset, cfg: Config, epoch: int, beta: float,
+                  train_part: dict[str, float], seconds: float) -> dict[str, Any]:
+    val = evaluate(model, data.x_val, cfg.train.eval_mc_samples)
+    row = {"epoch": epoch, "beta": beta, **train_part}
+    row.update({f"val_{k}": v for k, v in val.items() if k != "n"})
+    row["seconds"] = round(seconds, 3)
+    return row
+
+
+def write_images(model: VAE, data: Dataset, run_dir: Path, seed: int) -> None:
+    """samples.png (prior draws through the decoder mean) and reconstructions.png (inputs above)."""
+    g = torch.Generator().manual_seed(seed)
+    save_grid(run_dir / "samples.png", model.sample(64, generator=g).cpu(), scale=2)
+    x = data.x_test[:32].to(model.device)
+    with torch.no_grad():
+        recon = model.decode(model.encode(x)[0])
+    pairs = torch.cat([x.reshape(recon.shape), recon]).cpu()
+    order = torch.arange(64).reshape(2, 4, 8).transpose(0, 1).reshape(-1)  # input row, recon row
+    save_grid(run_dir / "reconstructions.png", pairs[order], ncol=8, scale=2)
+
+
+def train(cfg: Config | None = None, out: str | Path | None = None, resume: bool = False,
+          quiet: bool = False, hooks: list[Hook] | None = None) -> Run:
+    """Train a model from cfg into the run folder `out` (or continue it with resume=True)."""
+    cfg = cfg or Config()
+    run_dir = Path(out) if out else default_run_dir(cfg)
+    if resume and not (run_dir / "last.pt").is_file():
+        raise VaekitError(f"{run_dir} has no last.pt to resume from; give a run folder that "
+                          "`vaekit train` wrote")
+    if not resume and (run_dir / "config.yaml").exists():
+        raise VaekitError(f"{run_dir} already holds a run; continue it with --resume {run_dir} "
+                          "or choose another --out")
+    t = cfg.train
+    if t.threads:
+        torch.set_num_threads(t.threads)
+    torch.manual_seed(t.seed)
+    data, cfg = load_dataset(cfg)
+    model = VAE(cfg.model, data.shape)
+    model.set_preprocessing(data.shift, data.scale)
+    model.to(t.device)
+    opt = make_optimizer(model, t.lr)
+    state = TrainState(run_dir=run_dir)
+    if resume:
+        last = load_torch(run_dir / "last.pt")
+        if last["spec"] != model.spec():
+            raise VaekitError(f"the model options differ from those {run_dir} was trained with; "
+                              "resume with the run's own options (only --epochs/--patience)")
+        model.load_state_dict(last["model"])
+        opt.load_state_dict(last["optimizer"])
+        torch.set_rng_state(last["rng"])
+        for k, v in last["state"].items():
+            setattr(state, k, v)
+        state.history = list(last["history"])
+        write_metrics(run_dir, state.history)
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / "manifest.json", manifest(cfg, data.info))
+    write_config(run_dir, cfg)
+    hooks = default_hooks(cfg, run_dir) if hooks is None else hooks
+
+    n_batches = math.ceil(len(data.x_train) / t.batch_size)
+    show = not quiet and sys.stdout.isatty()
+    bar = tqdm(total=(t.epochs - state.epoch) * n_batches, disable=not show, unit="batch",
+               desc=f"training {run_dir.name}", leave=False, mininterval=0.5)
+    state.log = (lambda s: None) if quiet else (lambda s: tqdm.write(s, file=sys.stdout))
+    start = time.perf_counter()
+    try:
+        while state.epoch < t.epochs and state.stop is None:
+            tick = time.perf_counter()
+            beta = beta_at(state.epoch, t.beta, t.kl_warmup)
+            part = train_epoch(model, opt, data.x_train, cfg, beta, bar)
+            state.epoch += 1
+            row = epoch_metrics(model, data, cfg, state.epoch, beta, part,
+                                time.perf_counter() - tick)
+            for hook in hooks:
+                hook(row, state)
+            score = row["val_elbo"] if model.stochastic else row["val_reconstruction"]
+            if not math.isfinite(score):
+                raise Diverged("validation score became NaN/Inf; the last good checkpoint is "
+                               "kept: lower --lr")
+            if score > state.best:
+                state.best, state.best_epoch, state.bad_epochs = score, state.epoch, 0
+                save_torch(run_dir / "best.pt", {"spec": model.spec(),
+                                                 "model": model.state_dict(),
+                                                 "epoch": state.epoch})
+            else:
+                state.bad_epochs += 1
+            if t.patience and state.bad_epochs >= t.patience:
+                state.stop = f"early stop: no better validation score for {t.patience} epochs"
+            state.history.append(row)
+            save_torch(run_dir / "last.pt", {
+                "spec": model.spec(), "model": model.state_dict(),
+                "optimizer": opt.state_dict(), "rng": torch.get_rng_state(),
+                "state": state.saved(), "history": state.history})
+            write_metrics(run_dir, state.history)
+            state.log(format_row(row))
+    except Diverged as e:
+        raise Diverged(f"training diverged in epoch {state.epoch + 1}: {e} "
+                       f"({run_dir / 'last.pt'})") from None
+    finally:
+        bar.close()
+    if state.stop:
+        state.log(state.stop)
+    return finish(run_dir, cfg, data, state, time.perf_counter() - start, quiet)
+
+
+def finish(run_dir: Path, cfg: Config, data: Dataset, state: TrainState, seconds: float,
+           quiet: bool) -> Run:
+    """Reload the best weights, evaluate them on the test split, write summary and pictures."""
+    run = load(run_dir, "best", cfg.train.device)
+    test = evaluate(run.model, data.x_test, cfg.train.eval_mc_samples)
+    write_json(run_dir / "summary.json", {"test": test, "best_epoch": state.best_epoch,
+                                          "epochs": state.epoch, "stop": state.stop,
+                                          "train_seconds": round(seconds, 2)})
+    if data.image:
+        write_images(run.model, data, run_dir, cfg.train.seed)
+    if not quiet:
+        what = "ELBO" if run.model.stochastic else "reconstruction log-likelihood"
+        value = test["elbo"] if run.model.stochastic else test["reconstruction"]
+        print(f"run: {run_dir}")
+        print(f"test {what}: {value:.2f} nats per example (reconstruction "
+              f"{test['reconstruction']:.2f}, kl {test['kl']:.2f}; best epoch {state.best_epoch} "
+              f"of {state.epoch}, {seconds:.1f}s)")
+    return run
+
+
+def format_row(row: dict[str, Any]) -> str:
+    def f(v):
+        return "n/a" if v is None else f"{v:.2f}"
+    return (f"epoch {row['epoch']:3d}  train elbo {f(row['train_elbo'])}  "
+            f"val elbo {f(row['val_elbo'])}  val rec {f(row['val_reconstruction'])}  "
+            f"val kl {f(row['val_kl'])}  active {row['val_active_units']}  {row['seconds']:.1f}s")

@@ -1,0 +1,68 @@
+"""Shared fixtures: tiny data, quick configs, and the real datasets beside the repo (../shared/data)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vaekit import Config
+from vaekit.cli import main
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def _seed_and_threads():
+    torch.manual_seed(0)
+    torch.set_num_threads(1)  # small models: one thread is fastest and deterministic
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not (SHARED_DATA / "mnist").is_dir():
+        pytest.skip(f"real datasets not found at {SHARED_DATA} (present in CI, beside the repo)")
+    return SHARED_DATA
+
+
+def quick_config(**flat) -> Config:
+    """A small, fast config; keys as in config.yaml / the CLI options."""
+    base = {"hidden": [32], "latent_dim": 4, "epochs": 3, "batch_size": 100, "patience": 0}
+    return Config.from_flat(base | flat)
+
+
+@pytest.fixture
+def tiny_images(tmp_path) -> Path:
+    """200 uint8 8x8 images of bright squares at random places, as an .npz with labels."""
+    rng = np.random.default_rng(0)
+    x = np.zeros((200, 8, 8), np.uint8)
+    y = rng.integers(0, 2, 200)
+    for i, label in enumerate(y):
+        r, c = rng.integers(0, 5, 2)
+        x[i, r:r + 3, c:c + 3] = 255 if label else 128
+    path = tmp_path / "tiny.npz"
+    np.savez(path, X=x, y=y)
+    return path
+
+
+@pytest.fixture
+def tiny_table(tmp_path) -> Path:
+    """300 rows of correlated gaussian features (5 columns) as .npy."""
+    rng = np.random.default_rng(1)
+    z = rng.normal(size=(300, 2))
+    x = z @ rng.normal(size=(2, 5)) * 3 + 10 + 0.1 * rng.normal(size=(300, 5))
+    path = tmp_path / "table.npy"
+    np.save(path, x.astype(np.float32))
+    return path
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    """Run `vaekit ARGV` in-process; returns (exit code, stdout, stderr)."""
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as e:  # argparse exits on --help and usage errors
+        code = e.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
