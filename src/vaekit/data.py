@@ -7,6 +7,7 @@ their maximum (255 for uint8), tabular features standardized with training stati
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,7 +17,7 @@ from torch import Tensor
 from .config import Config, DataConfig
 from .errors import VaekitError
 from .likelihoods import build_likelihood
-from .sources import OWN_TEST_SPLIT, Raw, read_source
+from .sources import OWN_TEST_SPLIT, Raw, as_examples, read_source
 
 BINARIZE_SEED_OFFSET = 7919  # test/val binarization draws from seed + this, apart from training
 
@@ -82,20 +83,47 @@ def to_model_space(x: np.ndarray, shift: np.ndarray, scale: np.ndarray) -> Tenso
     return (flat - torch.from_numpy(shift)) / torch.from_numpy(scale)
 
 
-def load_dataset(cfg: Config) -> tuple[Dataset, Config]:
-    """Read, split and preprocess the run's data; returns it with `likelihood` resolved."""
-    d, seed = cfg.data, cfg.train.seed
+def read_splits(cfg: Config) -> tuple[Raw, Raw]:
+    """The run's data as given: (train, test) before the validation split."""
+    d = cfg.data
     train = read_source(d.data, d, "train")
     if d.data in OWN_TEST_SPLIT:
-        test = read_source(d.data, d, "test")
-    elif d.test_data is not None:
+        return train, read_source(d.data, d, "test")
+    if d.test_data is not None:
         test = read_source(d.test_data, d, "test")
         if test.x.shape[1:] != train.x.shape[1:]:
             raise VaekitError(f"--test-data examples have shape {test.x.shape[1:]} but --data "
                               f"has {train.x.shape[1:]}; they must match")
-    else:
-        keep, held = seeded_split(len(train.x), d.test_fraction, seed)
+        return train, test
+    keep, held = seeded_split(len(train.x), d.test_fraction, cfg.train.seed)
+    return take(train, keep), take(train, held)
+
+
+def load_dataset(cfg: Config) -> tuple[Dataset, Config]:
+    """Read, split and preprocess the run's data; returns it with `likelihood` resolved."""
+    return make_dataset(*read_splits(cfg), cfg)
+
+
+def dataset_from_arrays(x: np.ndarray, cfg: Config, y: np.ndarray | None = None,
+                        x_test: np.ndarray | None = None) -> tuple[Dataset, Config]:
+    """In-memory data ((n, d) tabular or (n, [c,] h, w) images) -> Dataset, as for a file."""
+    def raw(a, labels):
+        a = np.asarray(a)
+        a, image = as_examples(a, Path("the array"))
+        return Raw(a, labels, image, 255.0 if a.dtype == np.uint8 else 1.0)
+
+    train = raw(x, y)
+    if x_test is None:
+        keep, held = seeded_split(len(train.x), cfg.data.test_fraction, cfg.train.seed)
         train, test = take(train, keep), take(train, held)
+    else:
+        test = raw(x_test, None)
+    return make_dataset(train, test, cfg)
+
+
+def make_dataset(train: Raw, test: Raw, cfg: Config) -> tuple[Dataset, Config]:
+    """Validation split, checks, preprocessing (fit on training data), binarization."""
+    d, seed = cfg.data, cfg.train.seed
     keep, held = seeded_split(len(train.x), d.val_fraction, seed + 1)
     train, val = take(train, keep), take(train, held)
     for raw, name in ((train, "training data"), (test, "test data")):

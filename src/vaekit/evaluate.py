@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from .model import VAE
+from .objectives import iwae_bound
 
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. (2015): unit u is active if Cov_x(E_q[z_u]) > 0.01
 
@@ -48,3 +49,13 @@ def evaluate(model: VAE, x: Tensor, mc_samples: int = 1, batch_size: int = 1000,
         "active_units": int((var > active_threshold).sum()),
         "kl_per_dim": kl_per_dim,
     }
+
+
+@torch.no_grad()
+def log_likelihood(model: VAE, x: Tensor, k: int, batch_size: int = 100) -> Tensor:
+    """Importance-sampled log p(x) per example (N,), with K draws from q(z|x) as proposal:
+    logsumexp_k [log p(x|z_k) + log p(z_k) - log q(z_k|x)] - log K (Burda et al. 2015)."""
+    out = []
+    for xb in batches(x, batch_size):
+        out.append(iwae_bound(model.log_weights(xb.to(model.device), k)).cpu())
+    return torch.cat(out)

@@ -13,7 +13,7 @@ def mlp(d_in: int, hidden: Sequence[int], d_out: int) -> nn.Module:
     """Linear layers with ReLU between them: d_in -> hidden... -> d_out."""
     widths = [d_in, *hidden]
     layers: list[nn.Module] = []
-    for a, b in zip(widths[:-1], widths[1:]):
+    for a, b in zip(widths[:-1], widths[1:], strict=True):
         layers += [nn.Linear(a, b), nn.ReLU()]
     layers.append(nn.Linear(widths[-1], d_out))
     return nn.Sequential(*layers)

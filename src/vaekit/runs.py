@@ -16,9 +16,9 @@ import pickle
 import sys
 import tempfile
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any, BinaryIO
 
 import torch

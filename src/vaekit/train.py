@@ -23,8 +23,16 @@ from .hooks import Hook, default_hooks
 from .images import save_grid
 from .model import VAE
 from .objectives import OBJECTIVES, beta_at
-from .runs import (Run, load, load_torch, manifest, save_torch, write_config, write_json,
-                   write_metrics)
+from .runs import (
+    Run,
+    load,
+    load_torch,
+    manifest,
+    save_torch,
+    write_config,
+    write_json,
+    write_metrics,
+)
 
 
 @dataclass
@@ -66,7 +74,8 @@ def make_optimizer(model: VAE, lr: float) -> torch.optim.Optimizer:
         return torch.optim.Adam(model.parameters(), lr=lr)
 
 
-def train_epoch(model: VAE, opt, x: torch.Tensor, cfg: Config, beta: float, bar) -> dict[str, float]:
+def train_epoch(model: VAE, opt, x: torch.Tensor, cfg: Config, beta: float,
+                bar) -> dict[str, float]:
     """One pass over shuffled minibatches (slices of one tensor: no per-example Python work)."""
     t = cfg.train
     objective = OBJECTIVES[t.objective]
@@ -115,8 +124,11 @@ def write_images(model: VAE, data: Dataset, run_dir: Path, seed: int) -> None:
 
 
 def train(cfg: Config | None = None, out: str | Path | None = None, resume: bool = False,
-          quiet: bool = False, hooks: list[Hook] | None = None) -> Run:
-    """Train a model from cfg into the run folder `out` (or continue it with resume=True)."""
+          quiet: bool = False, hooks: list[Hook] | None = None,
+          dataset: Dataset | None = None) -> Run:
+    """Train a model from cfg into the run folder `out` (or continue it with resume=True).
+
+    dataset: already prepared data (`data.dataset_from_arrays`) instead of cfg.data's source."""
     cfg = cfg or Config()
     run_dir = Path(out) if out else default_run_dir(cfg)
     if resume and not (run_dir / "last.pt").is_file():
@@ -129,7 +141,7 @@ def train(cfg: Config | None = None, out: str | Path | None = None, resume: bool
     if t.threads:
         torch.set_num_threads(t.threads)
     torch.manual_seed(t.seed)
-    data, cfg = load_dataset(cfg)
+    data, cfg = (dataset, cfg) if dataset is not None else load_dataset(cfg)
     model = VAE(cfg.model, data.shape)
     model.set_preprocessing(data.shift, data.scale)
     model.to(t.device)
