@@ -10,6 +10,8 @@ from typing import Any
 import yaml
 
 from .errors import VaekitError
+from .likelihoods import LIKELIHOODS
+from .nets import BACKBONES
 
 
 def opt(default: Any, help: str, **meta: Any) -> Any:
@@ -148,6 +150,10 @@ def validate(cfg: Config) -> None:
         (len(m.hidden) > 0 and all(h > 0 for h in m.hidden),
          "--hidden must be a comma list of positive widths, e.g. 400 or 512,256"),
         (m.latent_dim > 0, "--latent-dim must be positive"),
+        (m.likelihood in ("auto", *LIKELIHOODS), f"unknown --likelihood {m.likelihood!r}; choose "
+         f"auto, {', '.join(LIKELIHOODS)}"),
+        (m.backbone in BACKBONES, f"unknown --backbone {m.backbone!r}; choose "
+         f"{', '.join(BACKBONES)}"),
         (t.epochs > 0, "--epochs must be positive"),
         (t.batch_size > 0, "--batch-size must be positive"),
         (t.lr > 0, "--lr must be positive"),
@@ -160,6 +166,9 @@ def validate(cfg: Config) -> None:
         (t.patience >= 0, "--patience must be >= 0"),
         (m.model == "vae" or (t.objective == "elbo" and t.free_bits == 0 and t.kl_warmup == 0),
          "--model ae has no KL term: drop --objective iwae, --free-bits and --kl-warmup"),
+        (t.objective == "elbo" or (t.free_bits == 0 and t.kl_warmup == 0 and t.beta == 1),
+         "--objective iwae is a bound on log p(x) with no KL weight: drop --beta, --free-bits "
+         "and --kl-warmup"),
         (d.binarize == "none" or m.likelihood in ("bernoulli", "auto"),
          "--binarize dynamic needs --likelihood bernoulli"),
     ]

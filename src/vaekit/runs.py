@@ -93,11 +93,11 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def manifest(cfg: Config, info: dict[str, Any]) -> dict[str, Any]:
+def manifest(cfg: Config, info: dict[str, Any], command: list[str] | None = None) -> dict[str, Any]:
     from . import __version__
 
     return {"vaekit": __version__, "torch": torch.__version__, "python": sys.version.split()[0],
-            "seed": cfg.train.seed, "command": sys.argv, "data": info}
+            "seed": cfg.train.seed, "command": command or sys.argv, "data": info}
 
 
 @dataclass

@@ -151,16 +151,19 @@ def as_examples(x: np.ndarray, path: Path) -> tuple[np.ndarray, bool]:
 
 
 def read_array_file(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """An .npy array, or from an .npz the arrays under X (or x, data, the first) and y (labels)."""
     try:
-        if path.suffix == ".npy":
-            return np.load(path, allow_pickle=False), None
-        with np.load(path, allow_pickle=False) as z:
-            keys = list(z.keys())
-            xkey = next((k for k in ("X", "x", "data") if k in keys), keys[0] if keys else None)
-            if xkey is None:
-                raise VaekitError(f"{path} holds no arrays; save one under the key 'X'")
-            ykey = next((k for k in ("y", "Y", "labels") if k in keys), None)
-            return z[xkey], (z[ykey] if ykey else None)
+        with open(path, "rb") as f:
+            loaded = np.load(f, allow_pickle=False)
+            if path.suffix == ".npy":
+                return loaded, None
+            with loaded as z:
+                keys = list(z.keys())
+                if not keys:
+                    raise VaekitError(f"{path} holds no arrays; save one under the key 'X'")
+                xkey = next((k for k in ("X", "x", "data") if k in keys), keys[0])
+                ykey = next((k for k in ("y", "Y", "labels") if k in keys), None)
+                return z[xkey], (z[ykey] if ykey else None)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
         raise VaekitError(f"cannot read {path}: corrupt or not a {path.suffix} file "
                           f"({type(e).__name__}); re-save it with numpy.save/savez") from None

@@ -47,6 +47,8 @@ class TrainState:
     run_dir: Path | None = None
     log: Callable[[str], None] = print
     stop: str | None = None  # set by a hook to end training after this epoch, with the reason
+    model: Any = None  # the VAE being trained and its Dataset, for hooks that draw pictures
+    data: Any = None
 
     def saved(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "best": self.best, "best_epoch": self.best_epoch,
@@ -115,20 +117,24 @@ def write_images(model: VAE, data: Dataset, run_dir: Path, seed: int) -> None:
     """samples.png (prior draws through the decoder mean) and reconstructions.png (inputs above)."""
     g = torch.Generator().manual_seed(seed)
     save_grid(run_dir / "samples.png", model.sample(64, generator=g).cpu(), scale=2)
-    x = data.x_test[:32].to(model.device)
+    ncol = min(8, len(data.x_test))
+    x = data.x_test[:ncol * min(4, len(data.x_test) // ncol)].to(model.device)
     with torch.no_grad():
         recon = model.decode(model.encode(x)[0])
-    pairs = torch.cat([x.reshape(recon.shape), recon]).cpu()
-    order = torch.arange(64).reshape(2, 4, 8).transpose(0, 1).reshape(-1)  # input row, recon row
-    save_grid(run_dir / "reconstructions.png", pairs[order], ncol=8, scale=2)
+    rows = len(x) // ncol  # each row of inputs is followed by the row of their reconstructions
+    pairs = torch.stack([x.reshape(rows, ncol, *recon.shape[1:]),
+                         recon.reshape(rows, ncol, *recon.shape[1:])], dim=1)
+    save_grid(run_dir / "reconstructions.png", pairs.reshape(-1, *recon.shape[1:]).cpu(), ncol=ncol,
+              scale=2)
 
 
 def train(cfg: Config | None = None, out: str | Path | None = None, resume: bool = False,
           quiet: bool = False, hooks: list[Hook] | None = None,
-          dataset: Dataset | None = None) -> Run:
+          dataset: Dataset | None = None, command: list[str] | None = None) -> Run:
     """Train a model from cfg into the run folder `out` (or continue it with resume=True).
 
-    dataset: already prepared data (`data.dataset_from_arrays`) instead of cfg.data's source."""
+    dataset: already prepared data (`data.dataset_from_arrays`) instead of cfg.data's source;
+    command: the command line to record in manifest.json (default: sys.argv)."""
     cfg = cfg or Config()
     run_dir = Path(out) if out else default_run_dir(cfg)
     if resume and not (run_dir / "last.pt").is_file():
@@ -142,11 +148,12 @@ def train(cfg: Config | None = None, out: str | Path | None = None, resume: bool
         torch.set_num_threads(t.threads)
     torch.manual_seed(t.seed)
     data, cfg = (dataset, cfg) if dataset is not None else load_dataset(cfg)
+    hooks = default_hooks(cfg, run_dir) if hooks is None else hooks  # before any file is written
     model = VAE(cfg.model, data.shape)
     model.set_preprocessing(data.shift, data.scale)
     model.to(t.device)
     opt = make_optimizer(model, t.lr)
-    state = TrainState(run_dir=run_dir)
+    state = TrainState(run_dir=run_dir, model=model, data=data)
     if resume:
         last = load_torch(run_dir / "last.pt")
         if last["spec"] != model.spec():
@@ -161,9 +168,8 @@ def train(cfg: Config | None = None, out: str | Path | None = None, resume: bool
         write_metrics(run_dir, state.history)
     else:
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(run_dir / "manifest.json", manifest(cfg, data.info))
+        write_json(run_dir / "manifest.json", manifest(cfg, data.info, command))
     write_config(run_dir, cfg)
-    hooks = default_hooks(cfg, run_dir) if hooks is None else hooks
 
     n_batches = math.ceil(len(data.x_train) / t.batch_size)
     show = not quiet and sys.stdout.isatty()

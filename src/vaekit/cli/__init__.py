@@ -9,7 +9,9 @@ import sys
 from ..errors import VaekitError
 from .common import OneLineParser
 
-COMMANDS = ["train", "eval", "sample"]
+COMMANDS = ["train", "eval", "sample",
+            "interpolate", "traverse", "manifold", "shift", "encode", "probe", "score",
+            "report", "sweep"]
 
 
 def build_parser() -> OneLineParser:
@@ -28,7 +30,9 @@ def build_parser() -> OneLineParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    args.argv = ["vaekit", *argv]
     try:
         return args.run(args) or 0
     except VaekitError as e:

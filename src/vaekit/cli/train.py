@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ..config import Config, load_config_file
 from ..errors import VaekitError
+from ..presets import PRESETS, preset
 from ..runs import read_config
 from ..train import train
 from .common import add_config_options, given_options
@@ -18,6 +19,8 @@ RESUMABLE = {"epochs", "patience", "threads"}
 def add_arguments(p) -> None:
     p.add_argument("--config", metavar="FILE", help="YAML/JSON file with the same keys as the "
                    "options below; options given on the command line override it")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="start from a named config (a "
+                   "published benchmark); --config and options override it")
     p.add_argument("--out", metavar="RUN_DIR", help="run folder to create "
                    "(default: runs/DATA-DATE-TIME)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run exactly "
@@ -29,14 +32,17 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     options = given_options(args)
     if args.resume:
-        extra = sorted(set(options) - RESUMABLE) + (["config"] if args.config else [])
+        extra = sorted(set(options) - RESUMABLE) + (["config"] if args.config else []) + (
+            ["preset"] if args.preset else [])
         if extra:
             raise VaekitError(f"--resume continues a run with its own options; drop "
                               f"{', '.join('--' + e.replace('_', '-') for e in extra)} "
                               "(only --epochs, --patience and --threads may change)")
         flat = read_config(Path(args.resume)).to_flat() | options
-        train(Config.from_flat(flat), out=args.resume, resume=True, quiet=args.quiet)
+        train(Config.from_flat(flat), out=args.resume, resume=True, quiet=args.quiet,
+              command=args.argv)
         return 0
-    flat = load_config_file(args.config) if args.config else {}
-    train(Config.from_flat(flat | options), out=args.out, quiet=args.quiet)
+    flat = (preset(args.preset) if args.preset else {}) | (
+        load_config_file(args.config) if args.config else {})
+    train(Config.from_flat(flat | options), out=args.out, quiet=args.quiet, command=args.argv)
     return 0
