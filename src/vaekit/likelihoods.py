@@ -1,7 +1,7 @@
 """Decoder likelihoods p(x|z), looked up by name. Log-densities are in nats, constants included.
 
 Each likelihood turns the decoder's output `params` (B, D) into a distribution over x (B, D):
-`log_prob` sums over features, `mean` and `sample` give data. Adding one is one registry entry.
+`log_prob` sums over features, `mean` and `sample` give data, `params_for_mean` inverts `mean`. Adding one is one registry entry.
 """
 
 from __future__ import annotations
@@ -30,6 +30,9 @@ class Bernoulli(nn.Module):
 
     def mean(self, logits: Tensor) -> Tensor:
         return torch.sigmoid(logits)
+
+    def params_for_mean(self, mean: Tensor) -> Tensor:
+        return torch.logit(mean.clamp(1e-3, 1 - 1e-3))
 
     def sample(self, logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
         return torch.bernoulli(torch.sigmoid(logits), generator=generator)
@@ -64,6 +67,9 @@ class Gaussian(nn.Module):
         return (-0.5 * z.square() - log_sigma - 0.5 * LOG_2PI).sum(-1)
 
     def mean(self, mean: Tensor) -> Tensor:
+        return mean
+
+    def params_for_mean(self, mean: Tensor) -> Tensor:
         return mean
 
     def sample(self, mean: Tensor, generator: torch.Generator | None = None) -> Tensor:

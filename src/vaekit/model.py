@@ -73,6 +73,13 @@ class VAE(nn.Module):
         self.shift.copy_(torch.as_tensor(shift, dtype=torch.float32).reshape(-1))
         self.scale.copy_(torch.as_tensor(scale, dtype=torch.float32).reshape(-1))
 
+    @torch.no_grad()
+    def init_output_bias(self, x: Tensor) -> None:
+        """Start the decoder at the data's mean: its output bias <- the parameters whose mean is
+        mean(x) (as Burda et al. 2015 initialize theirs), so early steps go to structure."""
+        last = [m for m in self.decoder.modules() if isinstance(m, nn.Linear)][-1]
+        last.bias.copy_(self.likelihood.params_for_mean(x.reshape(len(x), -1).mean(0)))
+
     def log_jacobian(self) -> Tensor:
         """log |d x_model / d x_data| per example; zero for a discrete (Bernoulli) likelihood."""
         if not self.likelihood.continuous:

@@ -113,6 +113,12 @@ class Run:
         return read_metrics(self.dir)
 
     @property
+    def summary(self) -> dict[str, Any]:
+        """Test metrics of the best weights and how training ended (summary.json)."""
+        path = self.dir / "summary.json"
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    @property
     def manifest(self) -> dict[str, Any]:
         path = self.dir / "manifest.json"
         return json.loads(path.read_text()) if path.is_file() else {}

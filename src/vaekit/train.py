@@ -151,6 +151,7 @@ def train(cfg: Config | None = None, out: str | Path | None = None, resume: bool
     hooks = default_hooks(cfg, run_dir) if hooks is None else hooks  # before any file is written
     model = VAE(cfg.model, data.shape)
     model.set_preprocessing(data.shift, data.scale)
+    model.init_output_bias(data.x_train)
     model.to(t.device)
     opt = make_optimizer(model, t.lr)
     state = TrainState(run_dir=run_dir, model=model, data=data)
@@ -214,11 +215,10 @@ def train(cfg: Config | None = None, out: str | Path | None = None, resume: bool
         bar.close()
     if state.stop:
         state.log(state.stop)
-    return finish(run_dir, cfg, data, state, time.perf_counter() - start, quiet)
+    return finish(run_dir, cfg, data, state, time.perf_counter() - start)
 
 
-def finish(run_dir: Path, cfg: Config, data: Dataset, state: TrainState, seconds: float,
-           quiet: bool) -> Run:
+def finish(run_dir: Path, cfg: Config, data: Dataset, state: TrainState, seconds: float) -> Run:
     """Reload the best weights, evaluate them on the test split, write summary and pictures."""
     run = load(run_dir, "best", cfg.train.device)
     test = evaluate(run.model, data.x_test, cfg.train.eval_mc_samples)
@@ -227,13 +227,6 @@ def finish(run_dir: Path, cfg: Config, data: Dataset, state: TrainState, seconds
                                           "train_seconds": round(seconds, 2)})
     if data.image:
         write_images(run.model, data, run_dir, cfg.train.seed)
-    if not quiet:
-        what = "ELBO" if run.model.stochastic else "reconstruction log-likelihood"
-        value = test["elbo"] if run.model.stochastic else test["reconstruction"]
-        print(f"run: {run_dir}")
-        print(f"test {what}: {value:.2f} nats per example (reconstruction "
-              f"{test['reconstruction']:.2f}, kl {test['kl']:.2f}; best epoch {state.best_epoch} "
-              f"of {state.epoch}, {seconds:.1f}s)")
     return run
 
 

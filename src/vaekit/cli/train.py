@@ -25,7 +25,8 @@ def add_arguments(p) -> None:
                    "(default: runs/DATA-DATE-TIME)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run exactly "
                    "where it stopped (may raise --epochs or --patience)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines "
+                   "(the run folder and test ELBO are still printed)")
     add_config_options(p)
 
 
@@ -39,10 +40,23 @@ def run(args) -> int:
                               f"{', '.join('--' + e.replace('_', '-') for e in extra)} "
                               "(only --epochs, --patience and --threads may change)")
         flat = read_config(Path(args.resume)).to_flat() | options
-        train(Config.from_flat(flat), out=args.resume, resume=True, quiet=args.quiet,
-              command=args.argv)
-        return 0
+        run = train(Config.from_flat(flat), out=args.resume, resume=True, quiet=args.quiet,
+                    command=args.argv)
+        return print_result(run)
     flat = (preset(args.preset) if args.preset else {}) | (
         load_config_file(args.config) if args.config else {})
-    train(Config.from_flat(flat | options), out=args.out, quiet=args.quiet, command=args.argv)
+    run = train(Config.from_flat(flat | options), out=args.out, quiet=args.quiet, command=args.argv)
+    return print_result(run)
+
+
+def print_result(run) -> int:
+    """Where the run went and its test score, in two lines."""
+    s = run.summary
+    test = s["test"]
+    what = "ELBO" if run.model.stochastic else "reconstruction log-likelihood"
+    value = test["elbo"] if run.model.stochastic else test["reconstruction"]
+    print(f"run: {run.dir}")
+    print(f"test {what}: {value:.2f} nats per example (reconstruction {test['reconstruction']:.2f}, "
+          f"kl {test['kl']:.2f}; best epoch {s['best_epoch']} of {s['epochs']}, "
+          f"{s['train_seconds']:.1f}s)")
     return 0
