@@ -22,11 +22,14 @@ def option_name(field_name: str) -> str:
     return "--" + field_name.replace("_", "-")
 
 
-def add_config_options(parser: argparse.ArgumentParser) -> None:
-    """One option per config field (help from the field, default shown, SUPPRESS if not given)."""
+def add_config_options(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    """One option per config field (help from the field, default shown, SUPPRESS if not given);
+    fields named in `skip` are left for the command to define its own way."""
     for section, dc in SECTIONS.items():
         group = parser.add_argument_group(f"{section} options")
         for f in fields(dc):
+            if f.name in skip:
+                continue
             default = f.default if f.default is not MISSING else None
             shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
             kwargs: dict[str, Any] = {"default": argparse.SUPPRESS, "dest": f.name,

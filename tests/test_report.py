@@ -1,0 +1,185 @@
+"""`vaekit report`: every section of a tiny run's page, the figures decode, the AUROC agrees with
+a rank count, and the page renders in a real Chromium with no console errors."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import quick_config, run_cli
+from PIL import Image
+
+from vaekit.report import SECTIONS, build_report
+from vaekit.train import train
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+WARNING = {"kind": "overfitting", "message": "validation reconstruction falls behind training"}
+
+
+@pytest.fixture(scope="module")
+def image_run(tmp_path_factory) -> Path:
+    """A 3-epoch run on 8x8 squares (labels 0/1), a planted warning and a scores CSV."""
+    root = tmp_path_factory.mktemp("report")
+    rng = np.random.default_rng(0)
+    x, y = np.zeros((300, 8, 8), np.uint8), rng.integers(0, 2, 300)
+    for i, label in enumerate(y):
+        r, c = rng.integers(0, 5, 2)
+        x[i, r:r + 3, c:c + 3] = 255 if label else 128
+    np.savez(root / "squares.npz", X=x, y=y)
+    run = root / "run"
+    train(quick_config(data=str(root / "squares.npz"), latent_dim=3), out=run, quiet=True)
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    rows[1]["warnings"] = [WARNING]  # as the diagnostics hook writes them
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    labels = rng.integers(0, 2, 60)
+    lines = ["index,method,score,label"]
+    for method, shift in (("elbo", 2.0), ("kl", 0.5)):
+        scores = rng.normal(size=60) + shift * labels
+        lines += [f"{i},{method},{s:.6f},{lab}"
+                  for i, (s, lab) in enumerate(zip(scores, labels, strict=True))]
+    (run / "scores.csv").write_text("\n".join(lines) + "\n")
+    return run
+
+
+@pytest.fixture(scope="module")
+def report(image_run) -> tuple[Path, str]:
+    path = build_report(image_run)
+    return path, path.read_text()
+
+
+def section(html: str, key: str) -> str:
+    m = re.search(rf'<section id="{key}">(.*?)</section>', html, re.S)
+    assert m, f"section {key} missing"
+    return m.group(1)
+
+
+def embedded_images(html: str) -> list[Image.Image]:
+    return [Image.open(io.BytesIO(base64.b64decode(b)))
+            for b in re.findall(r'src="data:image/png;base64,([^"]+)"', html)]
+
+
+def mann_whitney_auc(scores: np.ndarray, positive: np.ndarray) -> float:
+    """P(score of a positive > score of a negative), ties counted half: the AUROC by counting."""
+    pos, neg = scores[positive], scores[~positive]
+    return float(((pos[:, None] > neg).sum() + 0.5 * (pos[:, None] == neg).sum()) / (len(pos) * len(neg)))
+
+
+def test_report_has_every_section_with_its_content(image_run, report):
+    path, html = report
+    assert path == image_run / "report.html"
+    summary = json.loads((image_run / "summary.json").read_text())["test"]
+    s = section(html, "summary")
+    for text in ("squares.npz", "bernoulli", f"{summary['elbo']:.2f}", f"{summary['rate']:.2f}",
+                 f"{summary['distortion']:.2f}", "training time"):
+        assert text in s, text
+    assert f"{summary['active_units']} of 3" in s
+    curves = section(html, "curves")
+    assert "<img" in curves and WARNING["message"] in curves and "epoch 2" in curves
+    assert "<img" in section(html, "kl") and "Active units" in section(html, "kl")
+    assert section(html, "reconstructions").count("<img") == 2  # pairs, prior samples
+    assert section(html, "traversals").count("<img") == 1
+    assert section(html, "latent").count("<img") == 2  # PCA and t-SNE
+    assert section(html, "scores").count("<img") == 2  # histograms and ROC
+    assert list(SECTIONS) == re.findall(r'<section id="(\w+)">', html)
+
+
+def test_figures_are_valid_pngs_and_nothing_is_fetched(report):
+    _, html = report
+    pictures = embedded_images(html)
+    assert len(pictures) == 9
+    assert all(p.format == "PNG" and p.width > 100 and p.height > 100 for p in pictures)
+    assert not re.search(r'(src|href)="(https?:|//|file:)', html)  # self-contained, offline
+
+
+def test_auroc_in_the_page_matches_a_rank_count(image_run, report):
+    _, html = report
+    rows = [line.split(",") for line in (image_run / "scores.csv").read_text().split()[1:]]
+    for method in ("elbo", "kl"):
+        s = np.array([float(r[2]) for r in rows if r[1] == method])
+        lab = np.array([r[3] == "1" for r in rows if r[1] == method])
+        assert f"<td>{method}</td><td>{mann_whitney_auc(s, lab):.4f}</td>" in section(html, "scores")
+
+
+def test_tabular_run_report(tmp_path, tiny_table):
+    run = tmp_path / "run"
+    train(quick_config(data=str(tiny_table), latent_dim=2, epochs=2), out=run, quiet=True)
+    html = build_report(run, out=tmp_path / "r.html").read_text()
+    for key in ("reconstructions", "traversals"):
+        assert "tabular" in section(html, key) and "<img" not in section(html, key)
+    assert "a 2-D latent space" in section(html, "latent")
+    assert "No scores" in section(html, "scores")
+
+
+def test_eval_file_and_other_data(image_run, tmp_path):
+    """eval-test.json (vaekit eval) supplies the log-likelihood; --data pictures other data."""
+    run = tmp_path / "run"
+    shutil.copytree(image_run, run)
+    test = json.loads((run / "summary.json").read_text())["test"]
+    (run / "eval-test.json").write_text(json.dumps(test | {"log_likelihood": -12.3456}))
+    html = build_report(run).read_text()
+    assert "-12.35" in section(html, "summary") and "eval-test.json" in section(html, "summary")
+    with np.load(image_run.parent / "squares.npz") as z:
+        np.savez(tmp_path / "other.npz", X=z["X"][:50], y=z["y"][:50])
+    html = build_report(run, data=str(tmp_path / "other.npz"), out=tmp_path / "o.html",
+                        scores=run / "scores.csv").read_text()
+    assert "evaluated now" in section(html, "summary")
+    assert "50 posterior means of" in section(html, "latent")  # every example of the file
+
+
+def test_cli_report_and_its_errors(image_run, tmp_path, capsys):
+    out = tmp_path / "page.html"
+    code, stdout, err = run_cli(capsys, "report", image_run, "--out", out, "--threads", "1")
+    assert code == 0, err
+    assert out.is_file() and f"report: {out}" in stdout
+    code, _, err = run_cli(capsys, "report", image_run, "--scores", tmp_path / "none.csv")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "--scores" in err
+    code, _, err = run_cli(capsys, "report", tmp_path)
+    assert code == 2 and "not a vaekit run folder" in err
+
+
+def chrome():
+    """A headless Debian Chromium through its own chromedriver (nothing downloaded)."""
+    if not (Path(CHROMIUM).is_file() and Path(CHROMEDRIVER).is_file()):
+        pytest.skip(f"Chromium not found ({CHROMIUM}, {CHROMEDRIVER}); .ci/run installs it with "
+                    "apt-get install chromium chromium-driver")
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium not installed")
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                f"--user-data-dir={tempfile.mkdtemp(prefix='vaekit-chromium-')}",
+                "--window-size=1280,1000"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options), options
+
+
+def test_page_renders_in_chromium(report, tmp_path):
+    path, _ = report
+    driver, options = chrome()
+    try:
+        driver.get(path.resolve().as_uri())
+        errors = [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
+        assert errors == []
+        widths = driver.execute_script(
+            "return Array.from(document.images).map(i => i.complete ? i.naturalWidth : 0)")
+        assert len(widths) == 9 and all(w > 0 for w in widths)
+        headings = driver.execute_script(
+            "return Array.from(document.querySelectorAll('section h2')).map(h => h.innerText)")
+        assert headings == [title for title, _ in SECTIONS.values()]
+        shot = tmp_path / "report.png"
+        assert driver.save_screenshot(str(shot))
+        with Image.open(shot) as picture:
+            assert picture.format == "PNG" and picture.width > 0
+    finally:
+        driver.quit()
+        shutil.rmtree(next(a.split("=", 1)[1] for a in options.arguments
+                           if a.startswith("--user-data-dir")), ignore_errors=True)
