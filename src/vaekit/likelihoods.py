@@ -1,7 +1,8 @@
 """Decoder likelihoods p(x|z), looked up by name. Log-densities are in nats, constants included.
 
 Each likelihood turns the decoder's output `params` (B, D) into a distribution over x (B, D):
-`log_prob` sums over features, `mean` and `sample` give data, `params_for_mean` inverts `mean`. Adding one is one registry entry.
+`log_prob` sums over features, `mean` and `sample` give data, `params_for_mean` inverts `mean`.
+Adding one is one registry entry.
 """
 
 from __future__ import annotations

@@ -120,7 +120,12 @@ class VAE(nn.Module):
     def decode(self, z: Tensor, draw: bool = False, generator=None) -> Tensor:
         """Mean of p(x|z) (or a draw from it), example-shaped (B, *input_shape), model space."""
         params = self.decoder_params(z)
-        x = self.likelihood.sample(params, generator) if draw else self.likelihood.mean(params)
+        if not draw:
+            x = self.likelihood.mean(params)
+        elif generator is not None and generator.device != params.device:
+            x = self.likelihood.sample(params.cpu(), generator).to(params.device)
+        else:
+            x = self.likelihood.sample(params, generator)
         return x.reshape(len(z), *self.input_shape)
 
     @torch.no_grad()

@@ -28,6 +28,9 @@ from .config import Config
 from .errors import VaekitError
 from .model import VAE
 
+UMASK = os.umask(0o022)
+os.umask(UMASK)
+
 
 def atomic_write(path: Path, data: bytes | str | Callable[[BinaryIO], None]) -> None:
     """Write to a temp file beside path, then rename: readers never see half a file.
@@ -41,6 +44,7 @@ def atomic_write(path: Path, data: bytes | str | Callable[[BinaryIO], None]) -> 
                 data(f)
             else:
                 f.write(data.encode() if isinstance(data, str) else data)
+        os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp makes 0600; give the file the usual permissions
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
