@@ -46,7 +46,7 @@ class ModelConfig:
     model: str = opt("vae", "vae, or ae: a plain deterministic autoencoder (the baseline)",
                      choices=("vae", "ae"))
     likelihood: str = opt("auto", "bernoulli | gaussian (learned sigma per feature) | "
-                          "gaussian-fixed (--sigma); auto: bernoulli for data in [0,1], "
+                          "gaussian-fixed (--sigma); auto: bernoulli for images in [0,1], "
                           "else gaussian")
     sigma: float = opt(1.0, "standard deviation of the gaussian-fixed likelihood, in model units")
     backbone: str = opt("mlp", "encoder/decoder network")

@@ -1,19 +1,27 @@
-"""Evaluation of a trained model on data: ELBO, reconstruction, KL, rate/distortion, active units.
+"""Evaluation of a trained model on data, in nats per example of the data as the user gave it.
 
-All figures are nats per example, averaged over examples; `reconstruction` is E_q log p(x|z).
+- `evaluate`: ELBO, reconstruction E_q log p(x|z), KL; rate R = E_x KL(q(z|x) || p(z)) and
+  distortion D = -E_x E_q log p(x|z) (Alemi et al. 2018, "Fixing a broken ELBO"); bounds and an
+  estimate of the encoder's mutual information I(X;Z); active units and the KL of each dimension.
+- `log_likelihood`: importance-sampled log p(x) per example (Burda et al. 2015), batched over
+  examples and draws, memory bounded by a chunk size.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
+from .errors import VaekitError
 from .model import VAE
-from .objectives import iwae_bound
 
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. (2015): unit u is active if Cov_x(E_q[z_u]) > 0.01
+CHUNK_SIZE = 2048  # draws of z decoded in one pass by log_likelihood (examples x samples)
+MI_BLOCK = 512  # draws of z per block of the (block, N) density matrix in aggregate_mi
 
 
 def batches(x: Tensor, batch_size: int):
@@ -23,39 +31,122 @@ def batches(x: Tensor, batch_size: int):
 
 @torch.no_grad()
 def evaluate(model: VAE, x: Tensor, mc_samples: int = 1, batch_size: int = 1000,
-             active_threshold: float = ACTIVE_UNIT_THRESHOLD) -> dict[str, Any]:
-    """ELBO and its parts over x (model space), with rate, distortion and per-dimension KL."""
+             active_threshold: float = ACTIVE_UNIT_THRESHOLD, *, data_entropy: float | None = None,
+             information: bool = True) -> dict[str, Any]:
+    """ELBO and its parts over x (model space), with rate, distortion and per-dimension KL.
+
+    Information about the encoder (None for the autoencoder): `mutual_information_upper` = rate
+    (I(X;Z) <= R); `mutual_information`, an estimate of I(X;Z) under the aggregate posterior
+    q(z) = mean_x q(z|x) (see `aggregate_mi`; skipped when information=False); with the data's
+    entropy H in nats per example, `mutual_information_lower` = H - D (I(X;Z) >= H - D).
+    """
     was_training = model.training
     model.eval()
-    rec_sum, kl_dims, mus = 0.0, torch.zeros(model.latent_dim, dtype=torch.float64), []
+    rec_sum, kl_dims = 0.0, torch.zeros(model.latent_dim, dtype=torch.float64)
+    mus, logvars = [], []
     for xb in batches(x, batch_size):
-        terms = model.elbo_terms(xb.to(model.device), mc_samples)
+        xb = xb.to(model.device)
+        terms = model.elbo_terms(xb, mc_samples)
         rec_sum += float(terms.reconstruction.double().sum())
         kl_dims += terms.kl_per_dim.double().sum(0).cpu()
         mus.append(terms.mu.cpu())
+        if model.stochastic and information:
+            logvars.append(model.encode(xb)[1].cpu())
     model.train(was_training)
     n = len(x)
     rec, kl_per_dim = rec_sum / n, (kl_dims / n).tolist()
     kl = float(sum(kl_per_dim))
     mu = torch.cat(mus).double()
     var = mu.var(0, unbiased=True) if n > 1 else torch.zeros(model.latent_dim)
-    return {
+    out = {
         "elbo": rec - kl if model.stochastic else None,
         "reconstruction": rec,
         "kl": kl,
         "n": n,
         "rate": kl,
         "distortion": -rec,
+        "mutual_information_upper": kl if model.stochastic else None,
+        "mutual_information": aggregate_mi(mu, torch.cat(logvars).double()) if logvars else None,
         "active_units": int((var > active_threshold).sum()),
         "kl_per_dim": kl_per_dim,
     }
+    if data_entropy is not None:
+        out["mutual_information_lower"] = data_entropy + rec if model.stochastic else None
+    return out
+
+
+def aggregate_mi(mu: Tensor, logvar: Tensor, generator: torch.Generator | None = None) -> float:
+    """Estimate of I(X;Z) = E_x E_q(z|x) [log q(z|x) - log q(z)], q(z) = mean_x q(z|x), from the
+    N encoded examples: one z_i ~ q(z|x_i) each, log q(z_i) ~= logsumexp_n log q(z_i|x_n) - log N.
+
+    This is the InfoNCE bound with the encoder's own density as critic (van den Oord et al. 2018;
+    Poole et al. 2019, "On variational bounds of mutual information"): in expectation a lower
+    bound on I(X;Z), biased low, and never above log N (q(z_i) >= q(z_i|x_i) / N). Its bias
+    vanishes as N grows only while I(X;Z) << log N; a model that uses many nats saturates it near
+    log N (MNIST, 784-200-200-50: rate 18.2, estimate 7.58 on N = 2000, log N = 7.60).
+    `mu`, `logvar`: (N, L).
+    """
+    n = len(mu)
+    mu, logvar = mu.double(), logvar.double()
+    prec = torch.exp(-logvar)  # (N, L)
+    z = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=generator, dtype=mu.dtype)
+    # log q(z|x_n) = -1/2 [z^2 . p_n - 2 z . (mu_n p_n) + sum(mu_n^2 p_n + logvar_n) + L log 2pi]
+    const = (mu.square() * prec + logvar).sum(-1) + mu.shape[1] * math.log(2 * math.pi)  # (N,)
+    total = 0.0
+    for i in range(0, n, MI_BLOCK):
+        zb = z[i:i + MI_BLOCK]  # (b, L)
+        log_q = -0.5 * (zb.square() @ prec.T - 2 * zb @ (mu * prec).T + const)  # (b, N)
+        own = log_q[torch.arange(len(zb)), torch.arange(i, i + len(zb))]
+        total += float((own - torch.logsumexp(log_q, dim=1)).sum())
+    return total / n + math.log(n)
 
 
 @torch.no_grad()
-def log_likelihood(model: VAE, x: Tensor, k: int, batch_size: int = 100) -> Tensor:
+def log_likelihood(model: VAE, x: Tensor, k: int, batch_size: int = 100, *,
+                   chunk_size: int = CHUNK_SIZE, progress: bool = False) -> Tensor:
     """Importance-sampled log p(x) per example (N,), with K draws from q(z|x) as proposal:
-    logsumexp_k [log p(x|z_k) + log p(z_k) - log q(z_k|x)] - log K (Burda et al. 2015)."""
+    logsumexp_k [log p(x|z_k) + log p(z_k) - log q(z_k|x)] - log K (Burda et al. 2015).
+
+    Examples go up to batch_size at a time, fewer when K is large, each batch with as many of its
+    K draws per pass as keep examples x draws <= chunk_size; passes are combined by a running
+    logsumexp, so memory is O(chunk_size * widest layer) whatever K is, and each example is
+    encoded once per pass. progress: a tqdm bar (on stderr)."""
+    if not model.stochastic:
+        raise VaekitError("a deterministic autoencoder (--model ae) has no q(z|x) to "
+                          "importance-sample; evaluate it without --iw-samples")
+    if k < 1 or chunk_size < 1:
+        raise VaekitError("the number of importance samples and the chunk size must be >= 1")
+    was_training = model.training
+    model.eval()
+    batch_size = max(1, min(batch_size, chunk_size // k))  # examples that share a pass
+    per_pass = max(1, min(k, chunk_size // min(batch_size, max(1, len(x)))))  # draws each
     out = []
-    for xb in batches(x, batch_size):
-        out.append(iwae_bound(model.log_weights(xb.to(model.device), k)).cpu())
+    with tqdm(total=len(x) * k, disable=not progress, unit="draw", unit_scale=True,
+              desc=f"log p(x), K={k}", mininterval=0.5, leave=False) as bar:
+        for xb in batches(x, batch_size):
+            xb = xb.to(model.device)
+            acc = torch.full((len(xb),), -math.inf, device=model.device)
+            for start in range(0, k, per_pass):
+                n = min(per_pass, k - start)
+                acc = torch.logaddexp(acc, torch.logsumexp(model.log_weights(xb, n), dim=0))
+                bar.update(n * len(xb))
+            out.append((acc - math.log(k)).cpu())
+    model.train(was_training)
+    return torch.cat(out)
+
+
+def summarize_log_likelihood(ll: Tensor, k: int) -> dict[str, Any]:
+    """Mean over examples, its standard error, and K: the keys `vaekit eval` reports."""
+    ll = ll.double()
+    stderr = float(ll.std(unbiased=True) / math.sqrt(len(ll))) if len(ll) > 1 else 0.0
+    return {"log_likelihood": float(ll.mean()), "log_likelihood_stderr": stderr, "iw_samples": k}
+
+
+@torch.no_grad()
+def elbo_per_example(model: VAE, x: Tensor, mc_samples: int = 1, batch_size: int = 1000) -> Tensor:
+    """Per-example ELBO (N,) (E_q log p(x|z) for the autoencoder)."""
+    was_training = model.training
+    model.eval()
+    out = [model.elbo(xb.to(model.device), mc_samples).cpu() for xb in batches(x, batch_size)]
+    model.train(was_training)
     return torch.cat(out)

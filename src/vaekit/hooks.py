@@ -9,9 +9,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from .diagnostics import diagnostics_hook
+
 Hook = Callable[[dict[str, Any], Any], None]
 
 
 def default_hooks(cfg, run_dir) -> list[Hook]:
     """The hooks a run gets from its config."""
-    return []
+    hooks: list[Hook] = [diagnostics_hook(cfg)]
+    if cfg.train.tensorboard:  # keep it last: it logs what the hooks before it add to the row
+        from .tblog import TensorBoardHook
+
+        hooks.append(TensorBoardHook(run_dir, cfg.train.seed))
+    return hooks

@@ -19,7 +19,13 @@ def mlp(d_in: int, hidden: Sequence[int], d_out: int) -> nn.Module:
     return nn.Sequential(*layers)
 
 
-BACKBONES: dict[str, Callable[[int, Sequence[int], int], nn.Module]] = {"mlp": mlp}
+def linear(d_in: int, hidden: Sequence[int], d_out: int) -> nn.Module:
+    """One affine map d_in -> d_out; ignores hidden (a linear decoder makes the VAE probabilistic
+    PCA, whose log p(x) has a closed form)."""
+    return nn.Linear(d_in, d_out)
+
+
+BACKBONES: dict[str, Callable[[int, Sequence[int], int], nn.Module]] = {"mlp": mlp, "linear": linear}
 
 
 def build_backbone(name: str, d_in: int, hidden: Sequence[int], d_out: int) -> nn.Module:

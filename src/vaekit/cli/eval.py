@@ -3,13 +3,28 @@
 from __future__ import annotations
 
 import json
+import sys
+
+import numpy as np
+import torch
 
 from ..data import load_for_model
-from ..evaluate import evaluate
-from ..runs import load
+from ..errors import VaekitError
+from ..evaluate import (
+    ACTIVE_UNIT_THRESHOLD,
+    CHUNK_SIZE,
+    elbo_per_example,
+    evaluate,
+    log_likelihood,
+    summarize_log_likelihood,
+)
+from ..outputs import write_table
+from ..runs import load, write_json
 
 HELP = ("Evaluate a trained run on data: ELBO, E_q log p(x|z) (reconstruction), KL, rate, "
-        "distortion, active units; nats per example.")
+        "distortion, mutual information I(X;Z) (estimate and bounds), active units, and with "
+        "--iw-samples K the importance-sampled log p(x); nats per example. On the run's own "
+        "data (a whole split, no --limit) the result is also saved to RUN_DIR/eval-SPLIT.json.")
 
 
 def add_arguments(p) -> None:
@@ -20,13 +35,61 @@ def add_arguments(p) -> None:
                    help="which split of the run's data (default: test)")
     p.add_argument("--mc-samples", type=int, default=1, metavar="N",
                    help="draws of z per example for E_q log p(x|z) (default: 1)")
+    p.add_argument("--iw-samples", type=int, metavar="K", help="also estimate log p(x) by "
+                   "importance sampling with K draws from q(z|x) per example (e.g. 5000): adds "
+                   "log_likelihood, log_likelihood_stderr and iw_samples")
+    p.add_argument("--chunk-size", type=int, default=CHUNK_SIZE, metavar="N",
+                   help="draws of z decoded in one pass (examples x samples); memory is about N x "
+                   f"(sum of layer widths) x 4 bytes x a few, whatever K (default: {CHUNK_SIZE})")
+    p.add_argument("--per-example", metavar="FILE.csv", help="write per-example values (columns "
+                   "index, elbo and, with --iw-samples, log_likelihood) to a .csv or .npy file")
+    p.add_argument("--data-entropy", type=float, metavar="H", help="entropy of the data in nats "
+                   "per example, if known: adds mutual_information_lower = H - distortion")
+    p.add_argument("--active-threshold", type=float, default=ACTIVE_UNIT_THRESHOLD, metavar="T",
+                   help="a latent unit is active if Cov_x(E_q[z_u]) > T (default: "
+                        f"{ACTIVE_UNIT_THRESHOLD}, Burda et al. 2015)")
+    p.add_argument("--limit", type=int, metavar="N", help="evaluate only the first N examples")
+    p.add_argument("--seed", type=int, default=0, help="seed of the draws of z (default: 0)")
+    p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
+def check(args) -> None:
+    problems = [msg for bad, msg in [
+        (args.mc_samples < 1, "--mc-samples must be >= 1"),
+        (args.iw_samples is not None and args.iw_samples < 1, "--iw-samples must be >= 1"),
+        (args.chunk_size < 1, "--chunk-size must be >= 1"),
+        (args.limit is not None and args.limit < 1, "--limit must be >= 1"),
+        (args.threads is not None and args.threads < 1, "--threads must be >= 1"),
+        (args.per_example is not None and not args.per_example.endswith((".csv", ".npy")),
+         "--per-example must name a .csv or .npy file"),
+    ] if bad]
+    if problems:
+        raise VaekitError("; ".join(problems))
+
+
 def run(args) -> int:
+    check(args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     r = load(args.run_dir)
     x, _ = load_for_model(r.model, r.config, args.data, args.split)
-    result = evaluate(r.model, x, max(1, args.mc_samples))
+    x = x[:args.limit] if args.limit else x
+    torch.manual_seed(args.seed)
+    result = evaluate(r.model, x, args.mc_samples, active_threshold=args.active_threshold,
+                      data_entropy=args.data_entropy)
+    columns = {"index": np.arange(len(x))}
+    if args.per_example:
+        columns["elbo"] = elbo_per_example(r.model, x, args.mc_samples).numpy()
+    if args.iw_samples:
+        ll = log_likelihood(r.model, x, args.iw_samples, chunk_size=args.chunk_size,
+                            progress=sys.stdout.isatty())
+        result.update(summarize_log_likelihood(ll, args.iw_samples))
+        columns["log_likelihood"] = ll.numpy()
+    if args.per_example:
+        write_table(args.per_example, np.stack(list(columns.values()), 1), list(columns))
+    if (args.data is None or args.data == r.config.data.data) and not args.limit:
+        write_json(r.dir / f"eval-{args.split}.json", result)
     if args.json:
         print(json.dumps(result))
         return 0
@@ -35,5 +98,5 @@ def run(args) -> int:
             value = " ".join(f"{v:.2f}" for v in value)
         elif isinstance(value, float):
             value = f"{value:.3f}"
-        print(f"{key:>15}  {value}")
+        print(f"{key:>24}  {value}")
     return 0

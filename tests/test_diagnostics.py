@@ -1,0 +1,124 @@
+"""Training diagnostics: collapse / overfitting / undertrained warnings, and divergence handling."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from conftest import quick_config
+
+from vaekit import VaekitError, load, train
+from vaekit.diagnostics import Diagnostics
+from vaekit.hooks import default_hooks
+from vaekit.objectives import OBJECTIVES
+from vaekit.runs import load_torch
+
+
+class FakeState:
+    def __init__(self):
+        self.history, self.lines = [], []
+
+    def log(self, msg):
+        self.lines.append(msg)
+
+
+def row(epoch, train_rec=-50.0, val_rec=-50.0, rate=5.0, active=3, train_elbo=None, val_elbo=None):
+    return {"epoch": epoch, "train_reconstruction": train_rec, "val_reconstruction": val_rec,
+            "val_rate": rate, "val_active_units": active,
+            "train_elbo": train_rec - rate if train_elbo is None else train_elbo,
+            "val_elbo": val_rec - rate if val_elbo is None else val_elbo}
+
+
+def feed(hook, rows):
+    state = FakeState()
+    for r in rows:
+        hook(r, state)
+        state.history.append(r)
+    return state
+
+
+def kinds(r):
+    return [w["kind"] for w in r.get("warnings", [])]
+
+
+def test_collapse_warns_after_warmup_only_and_logs_once_per_streak():
+    rows = [row(e, rate=0.01, active=0) for e in range(1, 6)]
+    state = feed(Diagnostics(epochs=100, warmup=2), rows)
+    assert [kinds(r) for r in rows] == [[], [], ["collapse"], ["collapse"], ["collapse"]]
+    assert len(state.lines) == 1 and "posterior collapse" in state.lines[0]
+    assert all(set(w) == {"kind", "message"} for w in rows[2]["warnings"])
+    near_zero = row(1, rate=0.05, active=2)  # units still "active" but the rate is ~0
+    feed(Diagnostics(epochs=100), [near_zero])
+    assert kinds(near_zero) == ["collapse"]
+    healthy = row(1)
+    feed(Diagnostics(epochs=100), [healthy])
+    assert "warnings" not in healthy
+
+
+def test_no_collapse_warning_for_the_autoencoder():
+    r = row(5, rate=0.0, active=0)
+    feed(Diagnostics(epochs=100, stochastic=False), [r])
+    assert kinds(r) == []
+
+
+def test_overfitting_needs_a_positive_gap_growing_over_the_window():
+    # train reconstruction improves while validation gets worse: the gap grows 2, 3.5, 5, 6.5 nats
+    growing = [row(e, train_rec=-50 + e, val_rec=-51 - 0.5 * (e - 1)) for e in range(1, 5)]
+    feed(Diagnostics(epochs=100), growing)
+    assert [kinds(r) for r in growing] == [[], [], [], ["overfitting"]]
+    # early training: a negative gap that shrinks toward 0 is the training average lagging
+    lagging = [row(e, train_rec=-60 + 2 * e, val_rec=-55 + e) for e in range(1, 5)]
+    feed(Diagnostics(epochs=100), lagging)
+    assert all("overfitting" not in kinds(r) for r in lagging)
+    # train improving faster than validation, validation still at its best: not overfitting
+    both = [row(e, train_rec=-50 + e, val_rec=-51 + 0.5 * e) for e in range(1, 6)]
+    feed(Diagnostics(epochs=100), both)
+    assert all("overfitting" not in kinds(r) for r in both)
+    flat = [row(e, train_rec=-49.0, val_rec=-50.0) for e in range(1, 8)]
+    feed(Diagnostics(epochs=100), flat)
+    assert all(kinds(r) == [] for r in flat)
+
+
+def test_undertrained_note_at_the_last_epoch_when_both_still_improve():
+    rising = [row(e, train_rec=-60 + e, val_rec=-61 + e) for e in range(1, 6)]
+    feed(Diagnostics(epochs=5), rising)
+    assert kinds(rising[-1]) == ["undertrained"] and all(kinds(r) == [] for r in rising[:-1])
+    plateau = [row(e, train_rec=-60 + e, val_rec=-61 + min(e, 3)) for e in range(1, 6)]
+    feed(Diagnostics(epochs=5), plateau)
+    assert kinds(plateau[-1]) == []
+
+
+def test_diagnostics_is_a_default_hook():
+    assert any(isinstance(h, Diagnostics) for h in default_hooks(quick_config(), None))
+
+
+def test_huge_beta_run_warns_about_collapse_in_metrics_and_console(tiny_images, tmp_path, capsys):
+    run = train(quick_config(data=str(tiny_images), beta=50.0, epochs=3), tmp_path / "r")
+    out = capsys.readouterr().out
+    assert "posterior collapse" in out
+    assert any("collapse" in kinds(r) for r in run.metrics)
+
+
+def test_divergence_stops_training_and_keeps_the_last_good_checkpoint(tiny_images, tmp_path,
+                                                                      monkeypatch):
+    real, calls = OBJECTIVES["elbo"], {"n": 0}
+    batches_per_epoch = 2  # 144 training examples, batch size 100
+
+    def nan_from_epoch_3(model, x, beta, cfg):
+        calls["n"] += 1
+        loss, terms = real(model, x, beta, cfg)
+        return (loss * math.nan if calls["n"] > 2 * batches_per_epoch else loss), terms
+
+    monkeypatch.setitem(OBJECTIVES, "elbo", nan_from_epoch_3)
+    cfg = quick_config(data=str(tiny_images), epochs=5)
+    with pytest.raises(VaekitError, match="diverged in epoch 3.*last good checkpoint"):
+        train(cfg, tmp_path / "r", quiet=True)
+    last = load_torch(tmp_path / "r" / "last.pt")
+    assert last["state"]["epoch"] == 2 and len(last["history"]) == 2
+    assert all(torch.isfinite(v).all() for v in last["model"].values())
+    best = load(tmp_path / "r")  # the best weights load and are finite
+    assert all(torch.isfinite(p).all() for p in best.model.parameters())
+    monkeypatch.setitem(OBJECTIVES, "elbo", real)  # resume from the kept checkpoint
+    done = train(cfg, tmp_path / "r", resume=True, quiet=True)
+    assert [r["epoch"] for r in done.metrics] == [1, 2, 3, 4, 5]
