@@ -52,7 +52,8 @@ def textbook_neg_elbo(model, loader) -> float:
     total = 0.0
     with torch.no_grad():
         for (x,) in loader:
-            total += textbook_loss(*model(x), x).item()
+            recon, mu, logvar = model(x)
+            total += textbook_loss(recon, x, mu, logvar).item()
     return total / len(loader.dataset)
 
 
@@ -67,7 +68,8 @@ def run_textbook(ds, epochs: int, seed: int) -> tuple[float, float]:
         model.train()
         for (x,) in train:
             opt.zero_grad()
-            loss = textbook_loss(*model(x), x)
+            recon, mu, logvar = model(x)
+            loss = textbook_loss(recon, x, mu, logvar)
             loss.backward()
             opt.step()
         textbook_neg_elbo(model, val)

@@ -32,12 +32,13 @@ def batches(x: Tensor, batch_size: int):
 @torch.no_grad()
 def evaluate(model: VAE, x: Tensor, mc_samples: int = 1, batch_size: int = 1000,
              active_threshold: float = ACTIVE_UNIT_THRESHOLD, *, data_entropy: float | None = None,
-             information: bool = True) -> dict[str, Any]:
+             information: bool = True, mi_examples: int = 4096) -> dict[str, Any]:
     """ELBO and its parts over x (model space), with rate, distortion and per-dimension KL.
 
     Information about the encoder (None for the autoencoder): `mutual_information_upper` = rate
     (I(X;Z) <= R); `mutual_information`, an estimate of I(X;Z) under the aggregate posterior
-    q(z) = mean_x q(z|x) (see `aggregate_mi`; skipped when information=False); with the data's
+    q(z) = mean_x q(z|x) (see `aggregate_mi`: from the first `mi_examples` examples, as its cost
+    grows with N^2; skipped when information=False); with the data's
     entropy H in nats per example, `mutual_information_lower` = H - D (I(X;Z) >= H - D).
     """
     was_training = model.training
@@ -51,7 +52,7 @@ def evaluate(model: VAE, x: Tensor, mc_samples: int = 1, batch_size: int = 1000,
         kl_dims += terms.kl_per_dim.double().sum(0).cpu()
         mus.append(terms.mu.cpu())
         if model.stochastic and information:
-            logvars.append(model.encode(xb)[1].cpu())
+            logvars.append(terms.logvar.cpu())
     model.train(was_training)
     n = len(x)
     rec, kl_per_dim = rec_sum / n, (kl_dims / n).tolist()
@@ -66,7 +67,8 @@ def evaluate(model: VAE, x: Tensor, mc_samples: int = 1, batch_size: int = 1000,
         "rate": kl,
         "distortion": -rec,
         "mutual_information_upper": kl if model.stochastic else None,
-        "mutual_information": aggregate_mi(mu, torch.cat(logvars).double()) if logvars else None,
+        "mutual_information": (aggregate_mi(mu[:mi_examples], torch.cat(logvars)[:mi_examples])
+                               if logvars else None),
         "active_units": int((var > active_threshold).sum()),
         "kl_per_dim": kl_per_dim,
     }

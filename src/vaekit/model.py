@@ -148,7 +148,7 @@ class VAE(nn.Module):
         rec = self.likelihood.log_prob(x, self.decoder_params(z))  # (B,) or (S, B)
         if rec.dim() == 2:
             rec = rec.mean(0)
-        return Terms(rec + self.log_jacobian(), kl, mu)
+        return Terms(rec + self.log_jacobian(), kl, mu, logvar)
 
     def elbo(self, x: Tensor, mc_samples: int = 1, beta: float = 1.0) -> Tensor:
         """Per-example ELBO in nats (B,): E_q log p(x|z) - beta * KL(q(z|x) || p(z))."""
@@ -168,4 +168,4 @@ class VAE(nn.Module):
         log_w = log_px_z + log_standard_normal(z) - log_normal(z, mu, logvar)
         if not with_terms:
             return log_w
-        return log_w, Terms(log_px_z.mean(0), gaussian_kl(mu, logvar), mu)
+        return log_w, Terms(log_px_z.mean(0), gaussian_kl(mu, logvar), mu, logvar)

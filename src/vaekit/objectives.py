@@ -20,6 +20,7 @@ class Terms:
     reconstruction: Tensor  # (B,) E_q[log p(x|z)], averaged over the MC draws
     kl_per_dim: Tensor  # (B, L) KL(q(z_u|x) || N(0, 1)) per latent dimension
     mu: Tensor  # (B, L) posterior means
+    logvar: Tensor | None = None  # (B, L) posterior log-variances (None for the autoencoder)
 
     @property
     def kl(self) -> Tensor:

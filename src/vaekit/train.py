@@ -55,6 +55,9 @@ class TrainState:
                 "bad_epochs": self.bad_epochs}
 
 
+PER_EPOCH_MI_EXAMPLES = 1000  # the I(X;Z) estimate costs O(N^2): a fixed slice of validation data
+
+
 class Diverged(VaekitError):
     pass
 
@@ -106,7 +109,7 @@ def train_epoch(model: VAE, opt, x: torch.Tensor, cfg: Config, beta: float,
 
 def epoch_metrics(model: VAE, data: Dataset, cfg: Config, epoch: int, beta: float,
                   train_part: dict[str, float], seconds: float) -> dict[str, Any]:
-    val = evaluate(model, data.x_val, cfg.train.eval_mc_samples)
+    val = evaluate(model, data.x_val, cfg.train.eval_mc_samples, mi_examples=PER_EPOCH_MI_EXAMPLES)
     row = {"epoch": epoch, "beta": beta, **train_part}
     row.update({f"val_{k}": v for k, v in val.items() if k != "n"})
     row["seconds"] = round(seconds, 3)
