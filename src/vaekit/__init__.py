@@ -3,6 +3,7 @@
 __version__ = "0.1.0"
 
 from .config import Config, DataConfig, ModelConfig, TrainConfig  # noqa: E402
+from .detector import VAEAnomalyDetector as VAEAnomalyDetector  # noqa: E402
 from .errors import VaekitError  # noqa: E402
 from .evaluate import evaluate  # noqa: E402
 from .model import VAE  # noqa: E402

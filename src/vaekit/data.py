@@ -71,11 +71,13 @@ def binarize_fixed(x: Tensor, seed: int) -> Tensor:
     return torch.bernoulli(x, generator=g)
 
 
-def resolve_likelihood(name: str, x01: np.ndarray) -> str:
-    """'auto' -> bernoulli when the (pixel-scaled) data lie in [0, 1], else gaussian."""
+def resolve_likelihood(name: str, x01: np.ndarray, image: bool = True) -> str:
+    """'auto' -> bernoulli for images whose (pixel-scaled) values lie in [0, 1], else gaussian
+    (tabular data: gaussian, standardized, even when its values happen to lie in [0, 1])."""
     if name != "auto":
         return name
-    return "bernoulli" if float(x01.min()) >= 0 and float(x01.max()) <= 1 else "gaussian"
+    in_unit = float(x01.min()) >= 0 and float(x01.max()) <= 1
+    return "bernoulli" if image and in_unit else "gaussian"
 
 
 def to_model_space(x: np.ndarray, shift: np.ndarray, scale: np.ndarray) -> Tensor:
@@ -130,7 +132,7 @@ def make_dataset(train: Raw, test: Raw, cfg: Config) -> tuple[Dataset, Config]:
         check_finite(raw.x, name)
 
     dim = int(np.prod(train.x.shape[1:]))
-    likelihood = resolve_likelihood(cfg.model.likelihood, train.x / train.pixel_max)
+    likelihood = resolve_likelihood(cfg.model.likelihood, train.x / train.pixel_max, train.image)
     standardize = d.standardize == "on" or (
         d.standardize == "auto" and not train.image and likelihood.startswith("gaussian"))
     if standardize:
@@ -160,11 +162,12 @@ def make_dataset(train: Raw, test: Raw, cfg: Config) -> tuple[Dataset, Config]:
     return ds, cfg
 
 
-def load_for_model(model, cfg: Config, source: str | None = None,
-                   split: str = "test") -> tuple[Tensor, np.ndarray | None]:
+def load_for_model(model, cfg: Config, source: str | None = None, split: str = "test",
+                   whole: bool = False) -> tuple[Tensor, np.ndarray | None]:
     """Data for a trained model, in its model space: the run's own split when source is None,
-    a built-in dataset's split, or every example of a user file."""
-    if source is None or source == cfg.data.data:
+    a built-in dataset's split, or every example of a user file (whole: even of the run's own
+    file, in input order)."""
+    if source is None or (source == cfg.data.data and not whole):
         ds, _ = load_dataset(Config.from_flat(cfg.to_flat()))
         return ds.split(split)
     d: DataConfig = cfg.data

@@ -46,3 +46,28 @@ def write_examples(path: str | Path, model_space: torch.Tensor, data_space: torc
         write_table(path, data_space.detach().cpu().numpy())
     else:
         raise VaekitError(f"cannot write {path.name}: use .png (images), .npy or .csv for --out")
+
+
+def write_decoded(path: str | Path, model, x_model: torch.Tensor, ncol: int | None = None) -> None:
+    """Decoded model-space examples: a PNG grid for image data, else data-space .npy/.csv."""
+    x_model = x_model.detach().cpu()
+    write_examples(path, x_model, model.restore(x_model.to(model.device)).cpu(),
+                   image=len(model.input_shape) == 3, ncol=ncol)
+
+
+def write_latents(path: str | Path, values: np.ndarray, columns: Sequence[str]) -> None:
+    """Per-example latent values (N, K) to .npy, .csv (with a header) or .parquet (pyarrow)."""
+    path = Path(path)
+    if path.suffix != ".parquet":
+        if path.suffix not in TABLE_SUFFIXES:
+            raise VaekitError(f"cannot write {path.name}: use .npy, .csv or .parquet for --out")
+        write_table(path, values, columns)
+        return
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise VaekitError("writing .parquet needs pyarrow: pip install pyarrow "
+                          "(or write .npy / .csv)") from None
+    table = pa.table({c: values[:, i] for i, c in enumerate(columns)})
+    atomic_write(path, lambda f: pq.write_table(table, f))

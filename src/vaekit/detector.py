@@ -1,0 +1,122 @@
+"""`VAEAnomalyDetector`: a scikit-learn outlier detector trained by vaekit's one training loop.
+
+Tabular data done right: features standardized with the training statistics (kept in the model),
+a Gaussian likelihood with a learned variance per feature, and sizes that follow the data (see
+`default_sizes`). Scores are `anomaly.SCORES` (nats); scikit-learn's sign convention is kept:
+`score_samples` is higher for more normal examples.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from numbers import Integral, Real
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, OutlierMixin
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from .anomaly import SCORES, score
+from .config import Config
+from .data import dataset_from_arrays
+from .train import train
+
+
+def default_sizes(n: int, d: int) -> dict[str, Any]:
+    """Sizes for n training rows of d features (the rule, so it can be read in one place):
+    batch = n/100 within [32, 128]; epochs = enough for about 20000 gradient steps, within
+    [20, 200] (early stopping on the validation ELBO, patience 10, usually ends sooner);
+    width = 4d rounded up to a power of two within [32, 256], two hidden layers (width, width/2);
+    latent = d/2 within [2, 16]."""
+    batch = int(np.clip(n // 100, 32, 128))
+    epochs = int(np.clip(math.ceil(20_000 * batch / max(n, 1)), 20, 200))
+    width = int(np.clip(2 ** math.ceil(math.log2(max(4 * d, 1))), 32, 256))
+    latent = int(np.clip(d // 2, 2, 16))
+    return {"batch_size": batch, "epochs": epochs, "hidden": [width, width // 2],
+            "latent_dim": latent}
+
+
+class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
+    """Unsupervised outlier detection with a VAE: fit(X) on (mostly) normal rows, then
+    score_samples(X) = -score (higher = more normal), decision_function(X) = score_samples(X) -
+    offset_ (negative = outlier), predict(X) in {1 inlier, -1 outlier}.
+
+    method: an anomaly score of `vaekit.anomaly.SCORES` (default kl: KL(q(z|x) || p(z)) in nats,
+    the best on average on a development split of the ODDS tables; see benchmarks/odds_anomaly.py).
+    contamination: expected fraction of outliers in the training data; sets offset_.
+    latent_dim, hidden, epochs, batch_size: None = `default_sizes(n, d)`.
+    samples: Monte Carlo draws per score (None: the score's default); random_state: int seed.
+    """
+
+    _parameter_constraints: dict = {
+        "method": [StrOptions(set(SCORES))],
+        "contamination": [Interval(Real, 0, 0.5, closed="neither")],
+        "latent_dim": [Interval(Integral, 1, None, closed="left"), None],
+        "hidden": ["array-like", None],
+        "epochs": [Interval(Integral, 1, None, closed="left"), None],
+        "batch_size": [Interval(Integral, 1, None, closed="left"), None],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "patience": [Interval(Integral, 0, None, closed="left")],
+        "samples": [Interval(Integral, 1, None, closed="left"), None],
+        "random_state": ["random_state"],
+    }
+
+    def __init__(self, method: str = "kl", contamination: float = 0.1,
+                 latent_dim: int | None = None, hidden: tuple[int, ...] | None = None,
+                 epochs: int | None = None, batch_size: int | None = None, lr: float = 1e-3,
+                 patience: int = 10, samples: int | None = None, random_state: int | None = 0):
+        self.method = method
+        self.contamination = contamination
+        self.latent_dim = latent_dim
+        self.hidden = hidden
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.patience = patience
+        self.samples = samples
+        self.random_state = random_state
+
+    def _config(self, n: int, d: int) -> Config:
+        sizes = default_sizes(n, d)
+        given = {"latent_dim": self.latent_dim, "epochs": self.epochs,
+                 "batch_size": self.batch_size,
+                 "hidden": None if self.hidden is None else [int(h) for h in self.hidden]}
+        sizes.update({k: v for k, v in given.items() if v is not None})
+        seed = self.random_state if isinstance(self.random_state, Integral) else 0
+        return Config.from_flat({**sizes, "likelihood": "gaussian", "standardize": "on",
+                                 "lr": self.lr, "patience": self.patience, "seed": int(seed)})
+
+    def fit(self, X, y=None):
+        """Train on X (n, d) without labels (y is ignored); sets offset_ from contamination."""
+        self._validate_params()
+        X = validate_data(self, X, dtype=np.float64)
+        if len(X) < 2:
+            raise ValueError(f"got {len(X)} sample(s); fitting needs at least 2 (one is held out "
+                             "for validation)")
+        x = np.array(X, dtype=np.float32)
+        self.config_ = self._config(len(x), x.shape[1])
+        ds, cfg = dataset_from_arrays(x, self.config_, x_test=x[:1])
+        with tempfile.TemporaryDirectory(prefix="vaekit-detector-") as tmp:
+            run = train(cfg, out=tmp, dataset=ds, quiet=True, hooks=[])
+        self.model_ = run.model.double().eval()  # float64 scores: the same whatever the batch
+        self.offset_ = float(np.percentile(self.score_samples(X), 100.0 * self.contamination))
+        return self
+
+    def score_samples(self, X) -> np.ndarray:
+        """Negated anomaly score per row (N,): higher = more normal."""
+        check_is_fitted(self, "model_")
+        X = validate_data(self, X, dtype=np.float64, reset=False)
+        x = self.model_.prepare(np.array(X, dtype=np.float32))
+        seed = self.random_state if isinstance(self.random_state, Integral) else 0
+        s = score(self.model_, x, self.method, self.samples, seed=int(seed))
+        return -s.double().numpy()
+
+    def decision_function(self, X) -> np.ndarray:
+        """score_samples(X) - offset_: negative for outliers."""
+        return self.score_samples(X) - self.offset_
+
+    def predict(self, X) -> np.ndarray:
+        """1 for inliers, -1 for outliers."""
+        return np.where(self.decision_function(X) < 0, -1, 1)

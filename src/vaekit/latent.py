@@ -1,0 +1,142 @@
+"""Moving in latent space: interpolation, traversals, the 2-D manifold, attribute vectors.
+
+Pure functions over a model: the model owns encode/decode, these only build latent codes and pass
+them through `model.decode` (decoder means, model space, example-shaped (N, *input_shape)).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .errors import VaekitError
+from .evaluate import batches
+from .objectives import gaussian_kl
+
+
+@torch.no_grad()
+def encode(model, x: Tensor, batch_size: int = 1000) -> tuple[Tensor, Tensor | None]:
+    """Posterior means and log-variances (N, L) of model-space x, in input order, in batches."""
+    mus, logvars = [], []
+    for xb in batches(x, batch_size):
+        mu, logvar = model.encode(xb.to(model.device, model.shift.dtype))
+        mus.append(mu.cpu())
+        logvars.append(None if logvar is None else logvar.cpu())
+    mu = torch.cat(mus)
+    return mu, (None if logvars[0] is None else torch.cat(logvars))
+
+
+@torch.no_grad()
+def decode(model, z: Tensor) -> Tensor:
+    """Decoder means of latent codes z (N, L): (N, *input_shape), model space."""
+    return model.decode(z.to(model.device, model.shift.dtype)).cpu()
+
+
+def dims_by_kl(model, x: Tensor) -> list[int]:
+    """Latent dimensions ordered by their mean KL(q(z_u|x) || N(0, 1)) over x, most informative
+    first (for an autoencoder, by the variance of the codes)."""
+    mu, logvar = encode(model, x)
+    info = mu.var(0) if logvar is None else gaussian_kl(mu, logvar).mean(0)
+    return [int(i) for i in torch.argsort(info, descending=True, stable=True)]
+
+
+# --- paths between two codes -------------------------------------------------------------------
+def lerp(z0: Tensor, z1: Tensor, t: Tensor) -> Tensor:
+    """Straight line: (1 - t) z0 + t z1, one row per t: (S, L)."""
+    t = t[:, None]
+    return (1 - t) * z0 + t * z1
+
+
+def slerp(z0: Tensor, z1: Tensor, t: Tensor) -> Tensor:
+    """Great-circle path (Shoemake 1985; White 2016 for VAEs), straight when z0, z1 are parallel."""
+    cos = torch.dot(z0, z1) / (z0.norm() * z1.norm()).clamp_min(1e-12)
+    omega = torch.arccos(cos.clamp(-1.0, 1.0))
+    if float(omega.sin().abs()) < 1e-6:
+        return lerp(z0, z1, t)
+    t = t[:, None]
+    return (torch.sin((1 - t) * omega) * z0 + torch.sin(t * omega) * z1) / torch.sin(omega)
+
+
+PATHS: dict[str, Callable[[Tensor, Tensor, Tensor], Tensor]] = {"linear": lerp, "spherical": slerp}
+
+
+def interpolate(model, z_from: Tensor, z_to: Tensor, steps: int = 10,
+                path: str = "linear") -> Tensor:
+    """Decode `steps` codes from z_from to z_to, both ends included: (steps, *input_shape)."""
+    if path not in PATHS:
+        raise VaekitError(f"unknown path {path!r}; choose one of {', '.join(PATHS)}")
+    if steps < 2:
+        raise VaekitError("--steps must be >= 2 (the two ends are included)")
+    t = torch.linspace(0, 1, steps)
+    return decode(model, PATHS[path](z_from.float().cpu(), z_to.float().cpu(), t))
+
+
+# --- one dimension at a time -------------------------------------------------------------------
+def traversal_codes(base_z: Tensor, dims: list[int], values: Tensor) -> Tensor:
+    """Copies of base_z (L,) with dimension d set to each value: (len(dims) * S, L), d-major."""
+    L = base_z.shape[-1]
+    bad = [d for d in dims if not 0 <= d < L]
+    if bad:
+        raise VaekitError(f"latent dimension(s) {bad} out of range: this model has {L} "
+                          f"(0..{L - 1})")
+    z = base_z.float().cpu().repeat(len(dims), len(values), 1)  # (len(dims), S, L)
+    for row, d in enumerate(dims):
+        z[row, :, d] = values.float()
+    return z.reshape(-1, L)
+
+
+def traverse(model, base_z: Tensor, dims: list[int], values: Tensor) -> Tensor:
+    """Vary one latent dimension at a time around base_z (L,): for each d in dims, base_z with
+    z_d = each of values (S,), decoded: (len(dims) * S, *model.input_shape), model space."""
+    return decode(model, traversal_codes(base_z, dims, values))
+
+
+# --- the prior's grid --------------------------------------------------------------------------
+def manifold_codes(latent_dim: int, steps: int, dims: tuple[int, int] = (0, 1)) -> Tensor:
+    """A steps x steps grid over the prior's quantiles (Kingma & Welling 2014, fig. 4): z_d =
+    Phi^-1(p) for p = (i + 0.5) / steps, along dims; other dimensions at 0. Row-major: (S*S, L)."""
+    if steps < 1:
+        raise VaekitError("--steps must be >= 1")
+    if len(set(dims)) != 2 or not all(0 <= d < latent_dim for d in dims):
+        raise VaekitError(f"the manifold needs two different latent dimensions in 0..{latent_dim - 1}")
+    p = (torch.arange(steps, dtype=torch.float64) + 0.5) / steps
+    q = torch.distributions.Normal(0.0, 1.0).icdf(p).float()
+    rows, cols = torch.meshgrid(q.flip(0), q, indexing="ij")  # top row = largest value
+    z = torch.zeros(steps * steps, latent_dim)
+    z[:, dims[0]] = cols.reshape(-1)
+    z[:, dims[1]] = rows.reshape(-1)
+    return z
+
+
+def manifold(model, steps: int = 15, dims: tuple[int, int] = (0, 1)) -> Tensor:
+    """Decoded prior-quantile grid: (steps * steps, *input_shape), model space."""
+    return decode(model, manifold_codes(model.latent_dim, steps, dims))
+
+
+# --- attribute vectors ------------------------------------------------------------------------
+def label_mask(y: np.ndarray, label: str) -> np.ndarray:
+    """Examples whose label equals `label` (compared as text, so '3' matches 3)."""
+    text = np.asarray([str(v) for v in y])
+    mask = text == str(label)
+    if not mask.any():
+        known = sorted(set(text.tolist()))
+        shown = ", ".join(known[:20]) + (" ..." if len(known) > 20 else "")
+        raise VaekitError(f"no example has label {label!r}; labels present: {shown}")
+    return mask
+
+
+def attribute_vector(mu: Tensor, y: np.ndarray, toward: str, away: str | None = None) -> Tensor:
+    """mean code of label `toward` - mean code of label `away` (default: every other example)."""
+    a = label_mask(y, toward)
+    b = label_mask(y, away) if away is not None else ~a
+    if not b.any():
+        raise VaekitError(f"every example has label {toward!r}; name another one with --away")
+    return mu[torch.from_numpy(a)].mean(0) - mu[torch.from_numpy(b)].mean(0)
+
+
+def shift(model, z: Tensor, vector: Tensor, strengths: Tensor) -> Tensor:
+    """Decode z (L,) + s * vector for each strength s (S,): (S, *input_shape), model space."""
+    return decode(model, z.float().cpu() + strengths.float()[:, None] * vector.float().cpu())

@@ -1,0 +1,185 @@
+"""Anomaly scores (against torch.distributions), `vaekit score`, and the scikit-learn detector."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import quick_config, run_cli
+from sklearn.base import clone
+from sklearn.metrics import average_precision_score, roc_auc_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
+from torch.distributions import Normal, kl_divergence
+
+import vaekit
+from vaekit import VAEAnomalyDetector, anomaly
+from vaekit.data import load_for_model
+from vaekit.detector import default_sizes
+
+
+def planted(n_normal: int, n_anomalies: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows near a 2-D plane in 8-D, and rows far out along it and off it (label 1)."""
+    rng = np.random.default_rng(seed)
+    w = np.random.default_rng(99).normal(size=(2, 8))
+    normal = rng.normal(size=(n_normal, 2)) @ w + 0.05 * rng.normal(size=(n_normal, 8)) + 5
+    far = rng.normal(size=(n_anomalies, 2))
+    far = 5 * far / np.linalg.norm(far, axis=1, keepdims=True)  # 5 sd out along the plane
+    odd = far @ w + 2 * rng.normal(size=(n_anomalies, 8)) + 5  # and off it
+    x = np.concatenate([normal, odd]).astype(np.float32)
+    y = np.r_[np.zeros(n_normal, np.int64), np.ones(n_anomalies, np.int64)]
+    order = rng.permutation(len(x))
+    return x[order], y[order]
+
+
+@pytest.fixture(scope="module")
+def planted_run(tmp_path_factory):
+    """A VAE trained (CLI-style, from a file) on normal rows; test rows with planted anomalies."""
+    folder = tmp_path_factory.mktemp("planted")
+    train_x, _ = planted(600, 0, seed=1)
+    np.save(folder / "normal.npy", train_x)
+    test_x, test_y = planted(300, 30, seed=2)
+    np.savez(folder / "test.npz", X=test_x, y=test_y)
+    cfg = quick_config(data=str(folder / "normal.npy"), hidden=[32, 16], latent_dim=2, epochs=60,
+                       batch_size=64)
+    run = vaekit.train(cfg, out=folder / "run", quiet=True, hooks=[])
+    x, y = load_for_model(run.model, run.config, str(folder / "test.npz"), whole=True)
+    return run, folder, x, y
+
+
+def test_scores_match_torch_distributions(planted_run):
+    run, _, x, _ = planted_run
+    model, x = run.model, x[:50]
+    with torch.no_grad():
+        mu, logvar = model.encode(x)
+        sigma = torch.exp(0.5 * logvar)
+        kl = kl_divergence(Normal(mu, sigma), Normal(0.0, 1.0)).sum(-1)
+        eps = anomaly.shared_noise(model, 7, seed=3)  # (S, 1, L)
+        z = mu + sigma * eps
+        px = Normal(model.decoder_params(z), model.likelihood.sigma_log().exp())
+        log_p = px.log_prob(x).sum(-1) - torch.log(model.scale).sum()  # (S, B), data as given
+    torch.testing.assert_close(anomaly.score(model, x, "kl"), kl)
+    rec = anomaly.score(model, x, "reconstruction", samples=7, seed=3)
+    torch.testing.assert_close(rec, -log_p.mean(0))
+    prob = anomaly.score(model, x, "recon-prob", samples=7, seed=3)
+    torch.testing.assert_close(prob, -(torch.logsumexp(log_p, 0) - math.log(7)))
+    torch.testing.assert_close(anomaly.score(model, x, "elbo", samples=7, seed=3), rec + kl)
+    assert torch.all(prob <= rec + 1e-4)  # Jensen: -log E p <= -E log p
+    iw = anomaly.score(model, x, "iw-nll", samples=200)
+    elbo = anomaly.score(model, x, "elbo", samples=1000)  # shared draws: many, for a tight mean
+    assert float(iw.mean()) <= float(elbo.mean())  # log p(x) >= IWAE bound >= ELBO
+
+
+def test_scores_do_not_depend_on_the_batch(planted_run):
+    run, _, x, _ = planted_run
+    full = anomaly.score(run.model, x, "recon-prob", samples=5, seed=1)
+    part = anomaly.score(run.model, x[10:20], "recon-prob", samples=5, seed=1, batch_size=3)
+    torch.testing.assert_close(part, full[10:20])
+
+
+@pytest.mark.parametrize("method", list(anomaly.SCORES))
+def test_each_score_finds_planted_anomalies(planted_run, method):
+    run, _, x, y = planted_run
+    s = anomaly.score(run.model, x, method, samples=20 if method == "iw-nll" else None)
+    assert roc_auc_score(y, s.numpy()) > 0.95
+
+
+def test_cli_score_writes_csv_in_input_order_with_metrics(planted_run, capsys, tmp_path):
+    run, folder, x, y = planted_run
+    out = tmp_path / "scores.csv"
+    code, stdout, err = run_cli(capsys, "score", run.dir, "--data", folder / "test.npz",
+                                "--method", "elbo", "--fpr", "0.05", "--out", out)
+    assert code == 0, err
+    lines = out.read_text().splitlines()
+    assert lines[0] == "index,method,score,label,flagged"
+    rows = [line.split(",") for line in lines[1:]]
+    assert [int(r[0]) for r in rows] == list(range(len(x)))
+    assert {r[1] for r in rows} == {"elbo"}
+    s = np.array([float(r[2]) for r in rows])
+    np.testing.assert_allclose(s, anomaly.score(run.model, x, "elbo").numpy(), rtol=1e-5)
+    np.testing.assert_array_equal(np.array([int(r[3]) for r in rows]), y)
+    assert f"AUROC {roc_auc_score(y, s):.4f}" in stdout
+    assert f"average precision {average_precision_score(y, s):.4f}" in stdout
+    x_val, _ = load_for_model(run.model, run.config, None, "val")
+    cut = anomaly.threshold(anomaly.score(run.model, x_val, "elbo"), 0.05)
+    np.testing.assert_array_equal(np.array([int(r[4]) for r in rows]), (s > cut).astype(int))
+    assert np.mean(anomaly.score(run.model, x_val, "elbo").numpy() > cut) <= 0.05
+
+
+def test_cli_score_to_stdout_without_labels(planted_run, capsys):
+    run, folder, _, _ = planted_run
+    code, stdout, err = run_cli(capsys, "score", run.dir, "--data", folder / "normal.npy",
+                                "--method", "kl")
+    assert code == 0, err
+    lines = stdout.splitlines()
+    assert lines[0] == "index,method,score" and len(lines) == 601
+
+
+@pytest.mark.parametrize("argv,words", [
+    (["--anomaly-label", "7"], ["no example has label '7'"]),
+    (["--fpr", "1.5"], ["must be in [0, 1)"]),
+])
+def test_cli_score_bad_inputs(planted_run, capsys, tmp_path, argv, words):
+    run, folder, _, _ = planted_run
+    code, _, err = run_cli(capsys, "score", run.dir, "--data", folder / "test.npz", *argv,
+                           "--out", tmp_path / "s.csv")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert all(w in err for w in words), err
+    assert not (tmp_path / "s.csv").exists()
+
+
+def test_cli_score_feature_count_differs(planted_run, capsys, tmp_path):
+    run, _, _, _ = planted_run
+    np.save(tmp_path / "wide.npy", np.zeros((5, 9), np.float32))
+    code, _, err = run_cli(capsys, "score", run.dir, "--data", tmp_path / "wide.npy")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "shape" in err, err
+
+
+# --- the scikit-learn estimator ----------------------------------------------------------------
+FAST = {"epochs": 3, "hidden": (16,), "latent_dim": 2, "batch_size": 32, "samples": 2}
+
+
+def test_detector_in_a_pipeline_finds_planted_anomalies():
+    x, _ = planted(400, 0, seed=3)
+    test_x, test_y = planted(200, 20, seed=4)
+    pipe = make_pipeline(StandardScaler(), VAEAnomalyDetector(contamination=0.05))
+    pipe.fit(x)
+    assert roc_auc_score(test_y, -pipe.score_samples(test_x)) > 0.95
+    pred = pipe.predict(test_x)
+    assert set(np.unique(pred)) <= {-1, 1}
+    assert np.mean(pred[test_y == 1] == -1) > 0.9
+    assert abs(np.mean(pipe.predict(x) == -1) - 0.05) < 0.02  # contamination sets the offset
+    det = pipe[-1]
+    np.testing.assert_allclose(pipe.decision_function(test_x), det.score_samples(
+        pipe[0].transform(test_x)) - det.offset_)
+    with pytest.raises(ValueError, match="8 features"):
+        pipe.predict(test_x[:, :5])
+
+
+def test_detector_params_round_trip():
+    det = VAEAnomalyDetector(method="kl", epochs=5)
+    assert det.get_params()["method"] == "kl"
+    other = clone(det).set_params(method="recon-prob")
+    assert other.method == "recon-prob" and det.method == "kl"
+
+
+def test_default_sizes_follow_the_data():
+    small, large = default_sizes(300, 6), default_sizes(50_000, 40)
+    assert small["batch_size"] == 32 and large["batch_size"] == 128
+    assert small["epochs"] > large["epochs"] >= 20
+    assert small["hidden"][0] < large["hidden"][0] <= 256
+    assert 2 <= small["latent_dim"] <= large["latent_dim"] <= 16
+
+
+# Every scikit-learn check that applies passes (scores are float64 and use shared draws, so they do
+# not depend on the batch); those for pandas / the array API skip when those are not installed.
+EXPECTED_FAILURES: dict[str, str] = {}
+
+
+@parametrize_with_checks([VAEAnomalyDetector(**FAST)],
+                         expected_failed_checks=lambda est: EXPECTED_FAILURES)
+def test_sklearn_estimator_checks(estimator, check):
+    check(estimator)
