@@ -168,7 +168,7 @@ def test_detector_params_round_trip():
 
 def test_default_sizes_follow_the_data():
     small, large = default_sizes(300, 6), default_sizes(50_000, 40)
-    assert small["batch_size"] == 32 and large["batch_size"] == 128
+    assert small["batch_size"] == 100 and large["batch_size"] == 128
     assert small["epochs"] > large["epochs"] >= 20
     assert small["hidden"][0] < large["hidden"][0] <= 256
     assert 2 <= small["latent_dim"] <= large["latent_dim"] <= 16

@@ -92,10 +92,13 @@ def test_resume_equals_uninterrupted(tmp_path, capsys):
                      for r in vaekit.load(tmp_path / "part").metrics]
 
 
-def test_early_stopping_keeps_the_best_checkpoint(tmp_path):
-    run = vaekit.train(quick_config(epochs=40, patience=2, lr=0.05), out=tmp_path / "r", quiet=True)
+@pytest.mark.parametrize("beta", [1.0, 4.0])
+def test_early_stopping_keeps_the_best_checkpoint(tmp_path, beta):
+    """Best = highest validation E log p(x|z) - beta * KL: the objective being trained."""
+    run = vaekit.train(quick_config(epochs=40, patience=2, lr=0.05, beta=beta), out=tmp_path / "r",
+                       quiet=True)
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
-    best = max(run.metrics, key=lambda r: r["val_elbo"])
+    best = max(run.metrics, key=lambda r: r["val_reconstruction"] - beta * r["val_kl"])
     assert summary["best_epoch"] == best["epoch"]
     if summary["stop"]:
         assert summary["epochs"] == best["epoch"] + 2

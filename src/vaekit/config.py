@@ -66,8 +66,8 @@ class TrainConfig:
     iw_train_samples: int = opt(5, "importance samples per example for --objective iwae")
     kl_warmup: int = opt(0, "epochs over which beta rises linearly from 0 to --beta")
     free_bits: float = opt(0.0, "per-dimension KL floor in nats (loss only, never reported)")
-    patience: int = opt(10, "stop after this many epochs without a better validation ELBO "
-                        "(0: never)")
+    patience: int = opt(10, "stop after this many epochs without a better validation ELBO, "
+                        "E log p(x|z) - beta*KL with the target beta (0: never)")
     eval_mc_samples: int = opt(1, "draws of z per example when reporting the ELBO")
     threads: int | None = opt(None, "torch CPU threads (default: torch's choice)")
     device: str = opt("cpu", "torch device, e.g. cpu or cuda")

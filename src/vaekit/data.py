@@ -71,13 +71,13 @@ def binarize_fixed(x: Tensor, seed: int) -> Tensor:
     return torch.bernoulli(x, generator=g)
 
 
-def resolve_likelihood(name: str, x01: np.ndarray, image: bool = True) -> str:
+def resolve_likelihood(name: str, raw: Raw) -> str:
     """'auto' -> bernoulli for images whose (pixel-scaled) values lie in [0, 1], else gaussian
     (tabular data: gaussian, standardized, even when its values happen to lie in [0, 1])."""
     if name != "auto":
         return name
-    in_unit = float(x01.min()) >= 0 and float(x01.max()) <= 1
-    return "bernoulli" if image and in_unit else "gaussian"
+    in_unit = float(raw.x.min()) >= 0 and float(raw.x.max()) <= raw.pixel_max
+    return "bernoulli" if raw.image and in_unit else "gaussian"
 
 
 def to_model_space(x: np.ndarray, shift: np.ndarray, scale: np.ndarray) -> Tensor:
@@ -132,7 +132,7 @@ def make_dataset(train: Raw, test: Raw, cfg: Config) -> tuple[Dataset, Config]:
         check_finite(raw.x, name)
 
     dim = int(np.prod(train.x.shape[1:]))
-    likelihood = resolve_likelihood(cfg.model.likelihood, train.x / train.pixel_max, train.image)
+    likelihood = resolve_likelihood(cfg.model.likelihood, train)
     standardize = d.standardize == "on" or (
         d.standardize == "auto" and not train.image and likelihood.startswith("gaussian"))
     if standardize:

@@ -26,12 +26,13 @@ from .train import train
 
 def default_sizes(n: int, d: int) -> dict[str, Any]:
     """Sizes for n training rows of d features (the rule, so it can be read in one place):
-    batch = n/100 within [32, 128]; epochs = enough for about 20000 gradient steps, within
-    [20, 200] (early stopping on the validation ELBO, patience 10, usually ends sooner);
+    batch = n/100 within [100, 128] (minibatches of at least 100, as in Kingma & Welling 2014);
+    epochs = enough for about 20000 gradient steps, within [20, 500] (early stopping on the
+    validation ELBO, patience 10, usually ends sooner);
     width = 4d rounded up to a power of two within [32, 256], two hidden layers (width, width/2);
     latent = d/2 within [2, 16]."""
-    batch = int(np.clip(n // 100, 32, 128))
-    epochs = int(np.clip(math.ceil(20_000 * batch / max(n, 1)), 20, 200))
+    batch = int(np.clip(n // 100, 100, 128))
+    epochs = int(np.clip(math.ceil(20_000 * batch / max(n, 1)), 20, 500))
     width = int(np.clip(2 ** math.ceil(math.log2(max(4 * d, 1))), 32, 256))
     latent = int(np.clip(d // 2, 2, 16))
     return {"batch_size": batch, "epochs": epochs, "hidden": [width, width // 2],

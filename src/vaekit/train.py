@@ -62,6 +62,12 @@ class Diverged(VaekitError):
     pass
 
 
+def selection_score(row: dict[str, Any], beta: float) -> float:
+    """What early stopping and best.pt maximize: the validation ELBO with the run's target beta
+    (the plain ELBO at beta = 1; the reconstruction for the autoencoder, whose KL is 0)."""
+    return row["val_reconstruction"] - beta * row["val_kl"]
+
+
 def default_run_dir(cfg: Config) -> Path:
     stem = Path(cfg.data.data).stem or "data"
     base = Path("runs") / f"{stem}-{datetime.now():%Y%m%d-%H%M%S}"
@@ -191,7 +197,7 @@ def train(cfg: Config | None = None, out: str | Path | None = None, resume: bool
                                 time.perf_counter() - tick)
             for hook in hooks:
                 hook(row, state)
-            score = row["val_elbo"] if model.stochastic else row["val_reconstruction"]
+            score = selection_score(row, t.beta)
             if not math.isfinite(score):
                 raise Diverged("validation score became NaN/Inf; the last good checkpoint is "
                                "kept: lower --lr")
