@@ -149,3 +149,6 @@ def test_sample_and_decode_shapes():
     assert set(d.unique().tolist()) <= {0.0, 1.0}
     same = model.sample(5, generator=torch.Generator().manual_seed(0))
     assert torch.equal(s, same)
+    x = torch.rand(3, 1, 4, 4)
+    assert torch.equal(model.reconstruct(x),
+                       torch.sigmoid(model.decoder(model.encode(x)[0])).reshape(3, 1, 4, 4))

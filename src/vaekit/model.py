@@ -129,6 +129,11 @@ class VAE(nn.Module):
         return x.reshape(len(z), *self.input_shape)
 
     @torch.no_grad()
+    def reconstruct(self, x: Tensor) -> Tensor:
+        """The decoder mean at the posterior mean: x -> (B, *input_shape), model space."""
+        return self.decode(self.encode(x.to(self.device))[0])
+
+    @torch.no_grad()
     def sample(self, n: int, temperature: float = 1.0, draw: bool = False,
                generator: torch.Generator | None = None) -> Tensor:
         """n new examples: z ~ N(0, temperature^2 I) through the decoder."""

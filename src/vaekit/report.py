@@ -155,8 +155,7 @@ def section_reconstructions(c: Context) -> str:
         return note("Image data only: this run's data is tabular.")
     model, shape = c.run.model, c.run.model.input_shape
     x = c.x[:RECONSTRUCTIONS]
-    with torch.no_grad():
-        recon = model.decode(model.encode(x.to(model.device))[0]).cpu()
+    recon = model.reconstruct(x).cpu()
     ncol = min(8, len(x))
     rows = []
     for i in range(0, len(x), ncol):  # an input row, then its reconstruction row

@@ -77,7 +77,7 @@ class TensorBoardHook:
         g = torch.Generator().manual_seed(self.seed)  # the same z every epoch: watch it change
         samples = model.sample(PICTURES, generator=g).cpu()
         x = x_val[:min(PICTURES // 2, len(x_val))].to(model.device)
-        recon = model.decode(model.encode(x)[0]).cpu()
+        recon = model.reconstruct(x).cpu()
         pairs = torch.cat([x.cpu().reshape(recon.shape), recon])
         model.train(was_training)
         for name, images, ncol in (("samples", samples, 8), ("reconstructions", pairs, len(x))):

@@ -128,8 +128,7 @@ def write_images(model: VAE, data: Dataset, run_dir: Path, seed: int) -> None:
     save_grid(run_dir / "samples.png", model.sample(64, generator=g).cpu(), scale=2)
     ncol = min(8, len(data.x_test))
     x = data.x_test[:ncol * min(4, len(data.x_test) // ncol)].to(model.device)
-    with torch.no_grad():
-        recon = model.decode(model.encode(x)[0])
+    recon = model.reconstruct(x)
     rows = len(x) // ncol  # each row of inputs is followed by the row of their reconstructions
     pairs = torch.stack([x.reshape(rows, ncol, *recon.shape[1:]),
                          recon.reshape(rows, ncol, *recon.shape[1:])], dim=1)
