@@ -183,3 +183,14 @@ EXPECTED_FAILURES: dict[str, str] = {}
                          expected_failed_checks=lambda est: EXPECTED_FAILURES)
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
+
+
+def test_detector_on_a_real_odds_table(shared_data):
+    """thyroid (ODDS): fit on 60% without labels, AUROC on the stratified other 40%."""
+    from sklearn.model_selection import train_test_split
+
+    with np.load(shared_data / "odds" / "thyroid.npz") as z:
+        x, y = z["X"], z["y"]
+    x_fit, x_test, _, y_test = train_test_split(x, y, test_size=0.4, stratify=y, random_state=0)
+    det = VAEAnomalyDetector(random_state=0).fit(x_fit)
+    assert roc_auc_score(y_test, -det.score_samples(x_test)) > 0.9
