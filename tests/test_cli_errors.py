@@ -72,7 +72,8 @@ def test_bad_options_exit_2_with_one_line(capsys, argv, words):
 
 def test_bad_config_file(tmp_path, capsys):
     for text, word in (("epochs: [oops", "YAML"), ("epoch: 3", "unknown config key"),
-                       ("epochs: many", "not a valid")):
+                       ("epochs: many", "not a valid"), ("objective: sgd", "elbo, iwae"),
+                       ("binarize: yes", "none, dynamic"), ("- epochs", "mapping")):
         path = tmp_path / "c.yaml"
         path.write_text(text)
         code, _, err = run_cli(capsys, "train", "--config", path)
@@ -123,3 +124,23 @@ def test_help_of_every_subcommand(capsys):
     for name in COMMANDS:
         code, out, _ = run_cli(capsys, name, "--help")
         assert code == 0 and f"usage: vaekit {name}" in out
+
+
+def test_binarize_dynamic_on_tabular_data(tiny_table, tmp_path, capsys):
+    code, _, err = run_cli(capsys, "train", "--data", tiny_table, "--binarize", "dynamic", *FAST,
+                           "--out", tmp_path / "r")
+    assert_one_line_error(code, err, "--binarize dynamic", "bernoulli")
+    assert not (tmp_path / "r").exists()
+
+
+def test_unreadable_run_config(run_dir, capsys):
+    (run_dir / "config.yaml").write_text("- just\n- a list\n")
+    code, _, err = run_cli(capsys, "eval", run_dir)
+    assert_one_line_error(code, err, "mapping")
+
+
+def test_in_memory_test_data_of_another_shape():
+    from vaekit import VaekitError
+    from vaekit.data import dataset_from_arrays
+    with pytest.raises(VaekitError, match="must match"):
+        dataset_from_arrays(np.random.rand(50, 6), quick_config(), x_test=np.random.rand(9, 5))

@@ -154,3 +154,23 @@ def test_dynamic_binarization_binarizes_test_data_once(tmp_path):
     again, _ = load_dataset(quick_config(binarize="dynamic"))
     assert torch.equal(ds.x_test, again.x_test)
     assert len(ds.x_train.unique()) > 2  # training data stays grey: redrawn every batch
+
+
+def test_train_on_in_memory_data_with_a_fresh_config(tmp_path):
+    """The likelihood 'auto' resolved by the data reaches the model and the saved config."""
+    from vaekit.data import dataset_from_arrays
+
+    x = np.random.default_rng(0).normal(size=(300, 4)).astype(np.float32)
+    ds, _ = dataset_from_arrays(x, quick_config())
+    run = vaekit.train(quick_config(), out=tmp_path / "r", quiet=True, dataset=ds)
+    assert run.config.model.likelihood == "gaussian" and run.config.data.standardize == "on"
+    assert yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())["likelihood"] == "gaussian"
+
+
+def test_eval_of_the_runs_own_file_reads_every_row(tmp_path, tiny_table, capsys):
+    vaekit.train(quick_config(data=str(tiny_table), epochs=1), out=tmp_path / "r", quiet=True)
+    code, out, err = run_cli(capsys, "eval", tmp_path / "r", "--data", tiny_table, "--json")
+    assert code == 0, err
+    assert json.loads(out)["n"] == 300
+    code, out, err = run_cli(capsys, "eval", tmp_path / "r", "--json")
+    assert json.loads(out)["n"] == 30  # the run's test split

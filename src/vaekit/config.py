@@ -139,6 +139,26 @@ def coerce(dc: type, key: str, value: Any) -> Any:
                           f"{kind}; fix it in the config file or option") from None
 
 
+def choices(dc: type, name: str) -> tuple[str, ...] | None:
+    """The values a field may take: its `choices`, or the names of the registry it looks up."""
+    registries = {"likelihood": ("auto", *LIKELIHOODS), "backbone": tuple(BACKBONES)}
+    if name in registries:
+        return registries[name]
+    return next(f.metadata.get("choices") for f in fields(dc) if f.name == name)
+
+
+def choice_problems(cfg: Config) -> list[str]:
+    """Every field with a closed set of values, checked the same way (config files included)."""
+    problems = []
+    for section, dc in SECTIONS.items():
+        for f in fields(dc):
+            allowed, value = choices(dc, f.name), getattr(getattr(cfg, section), f.name)
+            if allowed is not None and value not in allowed:
+                problems.append(f"unknown --{f.name.replace('_', '-')} {value!r}; choose "
+                                f"{', '.join(allowed)}")
+    return problems
+
+
 def validate(cfg: Config) -> None:
     """Collect every problem with a config into one message that says how to fix it."""
     d, m, t = cfg.data, cfg.model, cfg.train
@@ -150,10 +170,6 @@ def validate(cfg: Config) -> None:
         (len(m.hidden) > 0 and all(h > 0 for h in m.hidden),
          "--hidden must be a comma list of positive widths, e.g. 400 or 512,256"),
         (m.latent_dim > 0, "--latent-dim must be positive"),
-        (m.likelihood in ("auto", *LIKELIHOODS), f"unknown --likelihood {m.likelihood!r}; choose "
-         f"auto, {', '.join(LIKELIHOODS)}"),
-        (m.backbone in BACKBONES, f"unknown --backbone {m.backbone!r}; choose "
-         f"{', '.join(BACKBONES)}"),
         (t.epochs > 0, "--epochs must be positive"),
         (t.batch_size > 0, "--batch-size must be positive"),
         (t.lr > 0, "--lr must be positive"),
@@ -172,7 +188,7 @@ def validate(cfg: Config) -> None:
         (d.binarize == "none" or m.likelihood in ("bernoulli", "auto"),
          "--binarize dynamic needs --likelihood bernoulli"),
     ]
-    problems = [msg for ok, msg in checks if not ok]
+    problems = [msg for ok, msg in checks if not ok] + choice_problems(cfg)
     if problems:
         raise VaekitError("invalid config: " + "; ".join(problems))
 

@@ -7,7 +7,6 @@ their maximum (255 for uint8), tabular features standardized with training stati
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,7 +16,7 @@ from torch import Tensor
 from .config import Config, DataConfig
 from .errors import VaekitError
 from .likelihoods import build_likelihood
-from .sources import OWN_TEST_SPLIT, Raw, as_examples, read_source
+from .sources import OWN_TEST_SPLIT, Raw, raw_from_array, read_source
 
 BINARIZE_SEED_OFFSET = 7919  # test/val binarization draws from seed + this, apart from training
 
@@ -91,14 +90,19 @@ def read_splits(cfg: Config) -> tuple[Raw, Raw]:
     train = read_source(d.data, d, "train")
     if d.data in OWN_TEST_SPLIT:
         return train, read_source(d.data, d, "test")
-    if d.test_data is not None:
-        test = read_source(d.test_data, d, "test")
-        if test.x.shape[1:] != train.x.shape[1:]:
-            raise VaekitError(f"--test-data examples have shape {test.x.shape[1:]} but --data "
-                              f"has {train.x.shape[1:]}; they must match")
-        return train, test
-    keep, held = seeded_split(len(train.x), d.test_fraction, cfg.train.seed)
-    return take(train, keep), take(train, held)
+    return with_test(train, None if d.test_data is None else read_source(d.test_data, d, "test"),
+                     cfg)
+
+
+def with_test(train: Raw, test: Raw | None, cfg: Config) -> tuple[Raw, Raw]:
+    """(train, test): the given test data (of the same shape), or a seeded hold-out of train."""
+    if test is None:
+        keep, held = seeded_split(len(train.x), cfg.data.test_fraction, cfg.train.seed)
+        return take(train, keep), take(train, held)
+    if test.x.shape[1:] != train.x.shape[1:]:
+        raise VaekitError(f"the test examples have shape {test.x.shape[1:]} but the training "
+                          f"examples {train.x.shape[1:]}; they must match")
+    return train, test
 
 
 def load_dataset(cfg: Config) -> tuple[Dataset, Config]:
@@ -109,18 +113,8 @@ def load_dataset(cfg: Config) -> tuple[Dataset, Config]:
 def dataset_from_arrays(x: np.ndarray, cfg: Config, y: np.ndarray | None = None,
                         x_test: np.ndarray | None = None) -> tuple[Dataset, Config]:
     """In-memory data ((n, d) tabular or (n, [c,] h, w) images) -> Dataset, as for a file."""
-    def raw(a, labels):
-        a = np.asarray(a)
-        a, image = as_examples(a, Path("the array"))
-        return Raw(a, labels, image, 255.0 if a.dtype == np.uint8 else 1.0)
-
-    train = raw(x, y)
-    if x_test is None:
-        keep, held = seeded_split(len(train.x), cfg.data.test_fraction, cfg.train.seed)
-        train, test = take(train, keep), take(train, held)
-    else:
-        test = raw(x_test, None)
-    return make_dataset(train, test, cfg)
+    test = None if x_test is None else raw_from_array(x_test, None, "the test array")
+    return make_dataset(*with_test(raw_from_array(x, y, "the array"), test, cfg), cfg)
 
 
 def make_dataset(train: Raw, test: Raw, cfg: Config) -> tuple[Dataset, Config]:
@@ -147,6 +141,9 @@ def make_dataset(train: Raw, test: Raw, cfg: Config) -> tuple[Dataset, Config]:
     lik = build_likelihood(likelihood, dim, cfg.model.sigma)
     for n, x in xs.items():
         lik.check(x, f"the {n} data")
+    if d.binarize == "dynamic" and likelihood != "bernoulli":
+        raise VaekitError(f"--binarize dynamic needs a bernoulli likelihood, but this data got "
+                          f"{likelihood}; pass --likelihood bernoulli (data in [0, 1])")
     if d.binarize == "dynamic":
         xs["val"], xs["test"] = binarize_fixed(xs["val"], seed), binarize_fixed(xs["test"], seed + 1)
 

@@ -24,7 +24,7 @@ from typing import Any, BinaryIO
 import torch
 import yaml
 
-from .config import Config
+from .config import Config, load_config_file
 from .errors import VaekitError
 from .model import VAE
 
@@ -75,11 +75,7 @@ def read_config(run_dir: Path) -> Config:
     if not path.is_file():
         raise VaekitError(f"{run_dir} is not a vaekit run folder (no config.yaml); give the "
                           "folder that `vaekit train` printed")
-    try:
-        flat = yaml.safe_load(path.read_text())
-    except yaml.YAMLError:
-        raise VaekitError(f"{path} is not valid YAML; restore it from the run") from None
-    return Config.from_flat(flat)
+    return Config.from_flat(load_config_file(path))
 
 
 def write_json(path: Path, obj: Any) -> None:

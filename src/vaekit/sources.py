@@ -136,7 +136,7 @@ def read_idx_dataset(name: str, split: str, data_dir: str, url: str | None) -> R
 
 
 # --- user files ---------------------------------------------------------------------------------
-def as_examples(x: np.ndarray, path: Path) -> tuple[np.ndarray, bool]:
+def as_examples(x: np.ndarray, path: Path | str) -> tuple[np.ndarray, bool]:
     """(n, d) tabular, (n, h, w) or (n, c, h, w) images (channels-last is moved first)."""
     if x.ndim == 2:
         return x, False
@@ -269,14 +269,19 @@ def read_user(source: str, label_column: str | None, image_size: int | None) -> 
     else:
         raise VaekitError(f"unsupported data file {path.name}; use .npy, .npz, .csv or a folder "
                           "of PNG/JPEG images")
+    return raw_from_array(x, y, str(path))
+
+
+def raw_from_array(x: np.ndarray, y: np.ndarray | None, where: str) -> Raw:
+    """Check an array of examples (and labels) and describe it: file contents or in-memory data."""
+    x = np.asarray(x)
     if x.dtype.kind not in "fiub" or x.size == 0:
-        raise VaekitError(f"{path} holds {x.dtype} data of shape {x.shape}; give a non-empty "
+        raise VaekitError(f"{where} holds {x.dtype} data of shape {x.shape}; give a non-empty "
                           "numeric array")
-    x, image = as_examples(x, path)
+    x, image = as_examples(x, where)
     if y is not None and len(y) != len(x):
-        raise VaekitError(f"{path} has {len(x)} examples but {len(y)} labels; they must match")
-    pixel_max = 255.0 if x.dtype == np.uint8 else 1.0
-    return Raw(x, y, image, pixel_max)
+        raise VaekitError(f"{where} has {len(x)} examples but {len(y)} labels; they must match")
+    return Raw(x, y, image, 255.0 if x.dtype == np.uint8 else 1.0)
 
 
 BUILTINS = {

@@ -7,7 +7,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -77,6 +77,13 @@ def default_run_dir(cfg: Config) -> Path:
     return run_dir
 
 
+def resolved(cfg: Config, data: Dataset) -> Config:
+    """cfg with what the data decided (the likelihood 'auto' picked, whether it is standardized)."""
+    standardized = data.info["preprocessing"] == "standardized"
+    return Config(replace(cfg.data, standardize="on" if standardized else "off"),
+                  replace(cfg.model, likelihood=data.likelihood), cfg.train)
+
+
 def make_optimizer(model: VAE, lr: float) -> torch.optim.Optimizer:
     """Adam; the fused kernel (one op for all parameters) where this torch has it for the device."""
     try:
@@ -93,21 +100,21 @@ def train_epoch(model: VAE, opt, x: torch.Tensor, cfg: Config, beta: float,
     binarize = cfg.data.binarize == "dynamic"
     model.train()
     perm = torch.randperm(len(x))
-    sums = torch.zeros(3, dtype=torch.float64)
+    sums = torch.zeros(3, dtype=torch.float64, device=model.device)
     for i in range(0, len(x), t.batch_size):
         xb = x[perm[i:i + t.batch_size]].to(model.device, non_blocking=True)
         if binarize:
             xb = torch.bernoulli(xb)
         loss, terms = objective(model, xb, beta, t)
-        if not torch.isfinite(loss):
-            raise Diverged("loss became NaN/Inf; the last good checkpoint is kept: lower --lr, "
-                           "or resume from it with --resume")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         with torch.no_grad():
-            sums += torch.stack([loss * len(xb), terms.reconstruction.sum(), terms.kl.sum()]).cpu()
+            sums += torch.stack([loss * len(xb), terms.reconstruction.sum(), terms.kl.sum()])
         bar.update(1)
+    if not torch.isfinite(sums).all():  # NaN/Inf in any batch reaches the sums (one sync/epoch)
+        raise Diverged("loss became NaN/Inf; the last good checkpoint is kept: lower --lr, "
+                       "or resume from it with --resume")
     loss, rec, kl = (sums / len(x)).tolist()
     return {"train_loss": loss, "train_elbo": rec - kl if model.stochastic else None,
             "train_reconstruction": rec, "train_kl": kl}
@@ -155,7 +162,7 @@ def train(cfg: Config | None = None, out: str | Path | None = None, resume: bool
     if t.threads:
         torch.set_num_threads(t.threads)
     torch.manual_seed(t.seed)
-    data, cfg = (dataset, cfg) if dataset is not None else load_dataset(cfg)
+    data, cfg = (dataset, resolved(cfg, dataset)) if dataset is not None else load_dataset(cfg)
     hooks = default_hooks(cfg, run_dir) if hooks is None else hooks  # before any file is written
     model = VAE(cfg.model, data.shape)
     model.set_preprocessing(data.shift, data.scale)
@@ -171,6 +178,8 @@ def train(cfg: Config | None = None, out: str | Path | None = None, resume: bool
         model.load_state_dict(last["model"])
         opt.load_state_dict(last["optimizer"])
         torch.set_rng_state(last["rng"])
+        if "cuda_rng" in last:
+            torch.cuda.set_rng_state_all(last["cuda_rng"])
         for k, v in last["state"].items():
             setattr(state, k, v)
         state.history = list(last["history"])
@@ -210,10 +219,12 @@ def train(cfg: Config | None = None, out: str | Path | None = None, resume: bool
             if t.patience and state.bad_epochs >= t.patience:
                 state.stop = f"early stop: no better validation score for {t.patience} epochs"
             state.history.append(row)
-            save_torch(run_dir / "last.pt", {
-                "spec": model.spec(), "model": model.state_dict(),
-                "optimizer": opt.state_dict(), "rng": torch.get_rng_state(),
-                "state": state.saved(), "history": state.history})
+            last = {"spec": model.spec(), "model": model.state_dict(),
+                    "optimizer": opt.state_dict(), "rng": torch.get_rng_state(),
+                    "state": state.saved(), "history": state.history}
+            if model.device.type == "cuda":  # draws of z come from the device's generator there
+                last["cuda_rng"] = torch.cuda.get_rng_state_all()
+            save_torch(run_dir / "last.pt", last)
             write_metrics(run_dir, state.history)
             state.log(format_row(row))
     except Diverged as e:

@@ -8,7 +8,6 @@ import sys
 import numpy as np
 import torch
 
-from ..data import load_for_model
 from ..errors import VaekitError
 from ..evaluate import (
     ACTIVE_UNIT_THRESHOLD,
@@ -20,6 +19,7 @@ from ..evaluate import (
 )
 from ..outputs import write_table
 from ..runs import load, write_json
+from .data_args import add_data_arguments, load_data
 
 HELP = ("Evaluate a trained run on data: ELBO, E_q log p(x|z) (reconstruction), KL, rate, "
         "distortion, mutual information I(X;Z) (estimate and bounds), active units, and with "
@@ -28,11 +28,7 @@ HELP = ("Evaluate a trained run on data: ELBO, E_q log p(x|z) (reconstruction), 
 
 
 def add_arguments(p) -> None:
-    p.add_argument("run_dir", metavar="RUN_DIR", help="folder written by `vaekit train`")
-    p.add_argument("--data", help="other data to evaluate: a built-in name (its --split) or a "
-                   "file/folder (every example); default: the run's own data")
-    p.add_argument("--split", choices=("test", "train", "val"), default="test",
-                   help="which split of the run's data (default: test)")
+    add_data_arguments(p, "data to evaluate")
     p.add_argument("--mc-samples", type=int, default=1, metavar="N",
                    help="draws of z per example for E_q log p(x|z) (default: 1)")
     p.add_argument("--iw-samples", type=int, metavar="K", help="also estimate log p(x) by "
@@ -73,7 +69,7 @@ def run(args) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     r = load(args.run_dir)
-    x, _ = load_for_model(r.model, r.config, args.data, args.split)
+    x, _ = load_data(r, args)
     x = x[:args.limit] if args.limit else x
     torch.manual_seed(args.seed)
     result = evaluate(r.model, x, args.mc_samples, active_threshold=args.active_threshold,
@@ -88,7 +84,7 @@ def run(args) -> int:
         columns["log_likelihood"] = ll.numpy()
     if args.per_example:
         write_table(args.per_example, np.stack(list(columns.values()), 1), list(columns))
-    if (args.data is None or args.data == r.config.data.data) and not args.limit:
+    if args.data is None and not args.limit:  # the run's own split, whole
         write_json(r.dir / f"eval-{args.split}.json", result)
     if args.json:
         print(json.dumps(result))
