@@ -155,8 +155,9 @@ def test_evaluate_information_active_units_and_data_entropy(trained):
 def test_cli_eval_iw_samples_per_example_and_saved_json(trained, capsys, tmp_path):
     run, x = trained
     csv = tmp_path / "per.csv"
+    # --mc-samples 50: an ELBO column with little Monte Carlo noise, so IS > ELBO is not by luck
     code, out, err = run_cli(capsys, "eval", run.dir, "--iw-samples", 50, "--per-example", csv,
-                             "--data-entropy", 30, "--json")
+                             "--data-entropy", 30, "--mc-samples", 50, "--json")
     assert code == 0, err
     result = json.loads(out)
     for key in ("log_likelihood", "log_likelihood_stderr", "iw_samples", "rate", "distortion",
@@ -171,6 +172,7 @@ def test_cli_eval_iw_samples_per_example_and_saved_json(trained, capsys, tmp_pat
     stderr = table["log_likelihood"].std(ddof=1) / math.sqrt(len(x))
     assert result["log_likelihood_stderr"] == pytest.approx(stderr, rel=1e-3)
     assert table["log_likelihood"].mean() > table["elbo"].mean()
+    assert table["elbo"].mean() == pytest.approx(result["elbo"], abs=1e-4)  # the same draws
     code, out, _ = run_cli(capsys, "eval", run.dir, "--split", "val", "--limit", 5, "--json")
     assert code == 0 and json.loads(out)["n"] == 5 and not (run.dir / "eval-val.json").exists()
 

@@ -75,7 +75,8 @@ def run(args) -> int:
     result = evaluate(r.model, x, args.mc_samples, active_threshold=args.active_threshold,
                       data_entropy=args.data_entropy)
     columns = {"index": np.arange(len(x))}
-    if args.per_example:
+    if args.per_example:  # the same seed, batches and draws as `evaluate`: the column's mean is elbo
+        torch.manual_seed(args.seed)
         columns["elbo"] = elbo_per_example(r.model, x, args.mc_samples).numpy()
     if args.iw_samples:
         ll = log_likelihood(r.model, x, args.iw_samples, chunk_size=args.chunk_size,
