@@ -43,17 +43,30 @@ def kinds(r):
 
 
 def test_collapse_warns_after_warmup_only_and_logs_once_per_streak():
-    rows = [row(e, rate=0.01, active=0) for e in range(1, 6)]
+    """Collapsed for 3 epochs after warm-up (or at the last epoch): warn, once per streak."""
+    rows = [row(e, rate=0.01, active=0) for e in range(1, 8)]
     state = feed(Diagnostics(epochs=100, warmup=2), rows)
-    assert [kinds(r) for r in rows] == [[], [], ["collapse"], ["collapse"], ["collapse"]]
+    assert [kinds(r) for r in rows] == [[], [], [], [], ["collapse"], ["collapse"], ["collapse"]]
     assert len(state.lines) == 1 and "posterior collapse" in state.lines[0]
-    assert all(set(w) == {"kind", "message"} for w in rows[2]["warnings"])
-    near_zero = row(1, rate=0.05, active=2)  # units still "active" but the rate is ~0
-    feed(Diagnostics(epochs=100), [near_zero])
-    assert kinds(near_zero) == ["collapse"]
-    healthy = row(1)
-    feed(Diagnostics(epochs=100), [healthy])
-    assert "warnings" not in healthy
+    assert all(set(w) == {"kind", "message"} for w in rows[4]["warnings"])
+    near_zero = [row(e, rate=0.05, active=2) for e in (1, 2, 3)]  # "active" units, rate ~0
+    feed(Diagnostics(epochs=100), near_zero)
+    assert [kinds(r) for r in near_zero] == [[], [], ["collapse"]]
+    healthy = [row(1), row(2), row(3)]
+    feed(Diagnostics(epochs=3), healthy)
+    assert all("warnings" not in r for r in healthy)
+
+
+def test_collapse_in_early_epochs_of_a_healthy_run_is_not_a_warning():
+    rows = [row(1, rate=0.05, active=0), row(2, rate=0.3, active=5), row(3, rate=2.0, active=9)]
+    feed(Diagnostics(epochs=3), rows)
+    assert all("collapse" not in kinds(r) for r in rows)
+
+
+def test_collapse_at_the_last_epoch_warns_even_in_a_short_run():
+    rows = [row(1, rate=0.0, active=0), row(2, rate=0.0, active=0)]
+    feed(Diagnostics(epochs=2), rows)
+    assert [kinds(r) for r in rows] == [[], ["collapse"]]
 
 
 def test_no_collapse_warning_for_the_autoencoder():

@@ -22,16 +22,23 @@ class Thresholds:
     gap_growth: float = 0.1  # nats: least growth of the train-val reconstruction gap to warn
 
 
+def collapsed(row: Row, t: Thresholds) -> bool:
+    rate, active = row.get("val_rate"), row.get("val_active_units")
+    return active == 0 or (rate is not None and rate < t.collapse_rate)
+
+
 def collapse(row: Row, history: list[Row], t: Thresholds, warmup: int, stochastic: bool,
              final: bool) -> str | None:
-    """Posterior collapse: no active unit, or rate near 0, once KL warm-up is over."""
+    """Posterior collapse: no active unit, or rate near 0, once KL warm-up is over, for `window`
+    epochs in a row or at the last epoch (the first epochs of a healthy run often start there)."""
     if not stochastic or row["epoch"] <= warmup:
         return None
+    recent = [r for r in [*history, row] if r["epoch"] > warmup][-t.window:]
+    if not all(collapsed(r, t) for r in recent) or (len(recent) < t.window and not final):
+        return None
     rate, active = row.get("val_rate"), row.get("val_active_units")
-    if active == 0 or (rate is not None and rate < t.collapse_rate):
-        return (f"posterior collapse: {active} active units, rate {rate:.3f} nats; the decoder "
-                "ignores z. Lower --beta, add --kl-warmup or --free-bits, or use a weaker decoder")
-    return None
+    return (f"posterior collapse: {active} active units, rate {rate:.3f} nats; the decoder "
+            "ignores z. Lower --beta, add --kl-warmup or --free-bits, or use a weaker decoder")
 
 
 def overfitting(row: Row, history: list[Row], t: Thresholds, warmup: int, stochastic: bool,
