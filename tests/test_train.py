@@ -87,9 +87,11 @@ def test_resume_equals_uninterrupted(tmp_path, capsys):
     assert part_last["state"]["epoch"] == 4
     for key, value in whole_last["model"].items():
         assert torch.equal(value, part_last["model"][key]), key
-    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in whole.metrics]
-    assert strip == [{k: v for k, v in r.items() if k != "seconds"}
-                     for r in vaekit.load(tmp_path / "part").metrics]
+    # the same numbers; timings differ, and so may warnings about how a run ended (the part run
+    # ended at epoch 2, so its row 2 can say "collapse at the last epoch")
+    def strip(rows):
+        return [{k: v for k, v in r.items() if k not in ("seconds", "warnings")} for r in rows]
+    assert strip(whole.metrics) == strip(vaekit.load(tmp_path / "part").metrics)
 
 
 @pytest.mark.parametrize("beta", [1.0, 4.0])
