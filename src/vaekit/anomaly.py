@@ -36,7 +36,7 @@ def log_px_given_z(model, xb: Tensor, eps: Tensor) -> tuple[Tensor, Tensor]:
         z, kl = mu[None], torch.zeros(len(xb), device=mu.device)
     else:
         z, kl = mu + torch.exp(0.5 * logvar) * eps, gaussian_kl(mu, logvar).sum(-1)
-    return model.likelihood.log_prob(xb, model.decoder_params(z)) + model.log_jacobian(), kl
+    return model.log_px_z(xb, z), kl
 
 
 @torch.no_grad()

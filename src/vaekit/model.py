@@ -144,16 +144,15 @@ class VAE(nn.Module):
         """Per-example E_q log p(x|z) (mc_samples draws) and closed-form KL per dimension."""
         x = x.reshape(len(x), -1)
         mu, logvar = self.encode(x)
-        if logvar is None:
-            kl = torch.zeros_like(mu)
-            z = mu
-        else:
-            kl = gaussian_kl(mu, logvar)
-            z = self.reparameterize(mu, logvar, None if mc_samples == 1 else mc_samples)
-        rec = self.likelihood.log_prob(x, self.decoder_params(z))  # (B,) or (S, B)
-        if rec.dim() == 2:
-            rec = rec.mean(0)
-        return Terms(rec + self.log_jacobian(), kl, mu, logvar)
+        kl = torch.zeros_like(mu) if logvar is None else gaussian_kl(mu, logvar)
+        z = self.reparameterize(mu, logvar, None if mc_samples == 1 else mc_samples)
+        rec = self.log_px_z(x, z)  # (B,) or (S, B)
+        return Terms(rec.mean(0) if rec.dim() == 2 else rec, kl, mu, logvar)
+
+    def log_px_z(self, x: Tensor, z: Tensor) -> Tensor:
+        """log p(x|z) in nats of the data as given (log-Jacobian included): (..., B) for x (B, D)
+        and z (..., B, L)."""
+        return self.likelihood.log_prob(x, self.decoder_params(z)) + self.log_jacobian()
 
     def elbo(self, x: Tensor, mc_samples: int = 1, beta: float = 1.0) -> Tensor:
         """Per-example ELBO in nats (B,): E_q log p(x|z) - beta * KL(q(z|x) || p(z))."""
@@ -169,7 +168,7 @@ class VAE(nn.Module):
         if logvar is None:
             raise ValueError("a deterministic autoencoder has no q(z|x) to importance-sample")
         z = self.reparameterize(mu, logvar, k)  # (K, B, L)
-        log_px_z = self.likelihood.log_prob(x, self.decoder_params(z)) + self.log_jacobian()
+        log_px_z = self.log_px_z(x, z)
         log_w = log_px_z + log_standard_normal(z) - log_normal(z, mu, logvar)
         if not with_terms:
             return log_w
