@@ -38,7 +38,11 @@ def decode(model, z: Tensor) -> Tensor:
 def dims_by_kl(model, x: Tensor) -> list[int]:
     """Latent dimensions ordered by their mean KL(q(z_u|x) || N(0, 1)) over x, most informative
     first (for an autoencoder, by the variance of the codes)."""
-    mu, logvar = encode(model, x)
+    return rank_dims(*encode(model, x))
+
+
+def rank_dims(mu: Tensor, logvar: Tensor | None) -> list[int]:
+    """`dims_by_kl` from encodings already at hand: (N, L) means and log-variances (or None)."""
     info = mu.var(0) if logvar is None else gaussian_kl(mu, logvar).mean(0)
     return [int(i) for i in torch.argsort(info, descending=True, stable=True)]
 

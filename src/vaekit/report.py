@@ -23,7 +23,7 @@ from . import plots
 from .data import load_for_model
 from .errors import VaekitError
 from .evaluate import ACTIVE_UNIT_THRESHOLD, evaluate
-from .latent import dims_by_kl, encode, traverse
+from .latent import encode, rank_dims, traverse
 from .runs import Run, atomic_write, load
 
 MAX_POINTS = 10_000  # latent means shown in the PCA / 2-D scatter
@@ -48,9 +48,11 @@ class Context:
     summary: dict[str, Any]
     scores_path: Path | None
     mu: Tensor = field(init=False)  # (N, L) posterior means
+    logvar: Tensor | None = field(init=False)  # (N, L) posterior log-variances (None: autoencoder)
 
     def __post_init__(self) -> None:
-        self.mu = encode(self.run.model, self.x)[0].double()
+        mu, logvar = encode(self.run.model, self.x)
+        self.mu, self.logvar = mu.double(), None if logvar is None else logvar.double()
 
     @property
     def image(self) -> bool:
@@ -175,7 +177,7 @@ def section_traversals(c: Context) -> str:
     if not c.image:
         return note("Image data only: this run's data is tabular.")
     model = c.run.model
-    dims = dims_by_kl(model, c.x[:MAX_POINTS])[:TRAVERSE_DIMS]
+    dims = rank_dims(c.mu, c.logvar)[:TRAVERSE_DIMS]
     pictures = traverse(model, c.mu[0].float(), dims, TRAVERSE_VALUES)
     kl = c.metrics.get("kl_per_dim") or [float("nan")] * model.latent_dim
     rows = [f"z{d} (KL {kl[d]:.2f} nats)" for d in dims]
