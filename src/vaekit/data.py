@@ -6,6 +6,8 @@ their maximum (255 for uint8), tabular features standardized with training stati
 
 from __future__ import annotations
 
+import functools
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -159,14 +161,19 @@ def make_dataset(train: Raw, test: Raw, cfg: Config) -> tuple[Dataset, Config]:
     return ds, cfg
 
 
+@functools.lru_cache(maxsize=1)
+def run_dataset(flat_config: str) -> Dataset:
+    """A run's own data, read and split once per process (several splits are often asked for)."""
+    return load_dataset(Config.from_flat(json.loads(flat_config)))[0]
+
+
 def load_for_model(model, cfg: Config, source: str | None = None, split: str = "test",
                    whole: bool = False) -> tuple[Tensor, np.ndarray | None]:
     """Data for a trained model, in its model space: the run's own split when source is None,
     a built-in dataset's split, or every example of a user file (whole: even of the run's own
     file, in input order)."""
     if source is None or (source == cfg.data.data and not whole):
-        ds, _ = load_dataset(Config.from_flat(cfg.to_flat()))
-        return ds.split(split)
+        return run_dataset(json.dumps(cfg.to_flat(), sort_keys=True)).split(split)
     d: DataConfig = cfg.data
     raw = read_source(source, d, "test" if split == "test" else "train")
     if raw.x.shape[1:] != model.input_shape and int(np.prod(raw.x.shape[1:])) != model.dim:
