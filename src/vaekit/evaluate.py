@@ -29,6 +29,13 @@ def batches(x: Tensor, batch_size: int):
         yield x[i:i + batch_size]
 
 
+def active_mask(mu: Tensor, threshold: float = ACTIVE_UNIT_THRESHOLD) -> Tensor:
+    """(L,) bool: unit u is active if Cov_x(E_q[z_u]) > threshold, from posterior means (N, L)."""
+    if len(mu) < 2:
+        return torch.zeros(mu.shape[1], dtype=torch.bool)
+    return mu.var(0, unbiased=True) > threshold
+
+
 @torch.no_grad()
 def evaluate(model: VAE, x: Tensor, mc_samples: int = 1, batch_size: int = 1000,
              active_threshold: float = ACTIVE_UNIT_THRESHOLD, *, data_entropy: float | None = None,
@@ -58,7 +65,6 @@ def evaluate(model: VAE, x: Tensor, mc_samples: int = 1, batch_size: int = 1000,
     rec, kl_per_dim = rec_sum / n, (kl_dims / n).tolist()
     kl = float(sum(kl_per_dim))
     mu = torch.cat(mus).double()
-    var = mu.var(0, unbiased=True) if n > 1 else torch.zeros(model.latent_dim)
     out = {
         "elbo": rec - kl if model.stochastic else None,
         "reconstruction": rec,
@@ -69,7 +75,7 @@ def evaluate(model: VAE, x: Tensor, mc_samples: int = 1, batch_size: int = 1000,
         "mutual_information_upper": kl if model.stochastic else None,
         "mutual_information": (aggregate_mi(mu[:mi_examples], torch.cat(logvars)[:mi_examples])
                                if logvars else None),
-        "active_units": int((var > active_threshold).sum()),
+        "active_units": int(active_mask(mu, active_threshold).sum()),
         "kl_per_dim": kl_per_dim,
     }
     if data_entropy is not None:

@@ -22,7 +22,7 @@ from torch import Tensor
 from . import plots
 from .data import load_for_model
 from .errors import VaekitError
-from .evaluate import ACTIVE_UNIT_THRESHOLD, evaluate
+from .evaluate import ACTIVE_UNIT_THRESHOLD, active_mask, evaluate
 from .latent import encode, rank_dims, traverse
 from .runs import Run, atomic_write, load
 
@@ -60,9 +60,7 @@ class Context:
 
     @property
     def active(self) -> np.ndarray:
-        if len(self.mu) < 2:
-            return np.zeros(self.mu.shape[1], bool)
-        return (self.mu.var(0) > ACTIVE_UNIT_THRESHOLD).numpy()
+        return active_mask(self.mu).numpy()
 
 
 # --- small HTML helpers ---------------------------------------------------------------------
