@@ -39,6 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     except VaekitError as e:
         print(f"vaekit {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # full disk, read-only folder, a file where a folder should be, ...
+        where = f" {e.filename}" if e.filename else ""
+        print(f"vaekit {args.command}: error: cannot read or write{where}: "
+              f"{e.strerror or e}; free some space or choose another location", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"vaekit {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -1,0 +1,51 @@
+"""Where and how a command computes: the torch device, CPU threads and seeds, checked in one place
+so every command (train, eval, score, encode, ...) accepts and rejects the same values."""
+
+from __future__ import annotations
+
+import torch
+
+from .errors import VaekitError
+
+MAX_SEED = 2**31 - 1  # numpy's RandomState takes < 2**32, and splits use seed + small offsets
+
+
+def resolve_device(name: str) -> torch.device:
+    """'cpu', 'cuda', 'cuda:1', 'mps' or 'auto' (cuda when available, else cpu) -> a device that
+    exists on this machine; anything else is one clear error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise VaekitError(f"unknown --device {name!r}; use cpu, cuda, cuda:N or auto") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise VaekitError(f"--device {name} but this torch build or machine has no CUDA; use "
+                              "--device cpu (or auto)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise VaekitError(f"--device {name} but only {torch.cuda.device_count()} CUDA "
+                              "device(s) are visible; use cuda:0..")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise VaekitError(f"--device {name} but MPS is not available here; use --device cpu")
+    elif device.type != "cpu":
+        raise VaekitError(f"unsupported --device {name!r}; use cpu, cuda, cuda:N or auto")
+    return device
+
+
+def check_threads(threads: int | None) -> None:
+    if threads is not None and threads < 1:
+        raise VaekitError(f"--threads must be >= 1, got {threads}")
+
+
+def set_threads(threads: int | None) -> None:
+    """torch's intra-op CPU threads (None: torch's own choice)."""
+    check_threads(threads)
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def check_seed(seed: int) -> None:
+    if not 0 <= seed <= MAX_SEED:
+        raise VaekitError(f"--seed must be in 0..{MAX_SEED}, got {seed}")
