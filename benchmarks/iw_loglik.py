@@ -2,6 +2,13 @@
 784-400-20 VAE, against the time its matrix products alone need at this machine's measured matmul
 throughput (target: within 2x), and against pythae's `get_nll` on the same weights (a subset).
 
+The pythae comparison runs both at the same K, the same batch and on the same examples: pythae's
+`get_nll(x, n_samples=K, batch_size=B)` takes one example at a time and decodes B draws of z per pass
+(K/B passes); vaekit's `log_likelihood(..., batch_size=1, chunk_size=B)` is run with exactly that pass
+structure on the same first --pythae-n test images, and then with its own chunking (--chunk-size;
+many examples share a pass) on the same images, for reference. K must be a multiple of B: pythae draws
+B * max(1, K // B) samples, not K, otherwise.
+
     python benchmarks/iw_loglik.py --data-dir ../shared/data/mnist --threads 1
     python benchmarks/iw_loglik.py --run RUN_DIR --n 1000    # a trained 784-400-20 run; a subset
 
@@ -69,7 +76,8 @@ def trained_model(args):
 
 
 def pythae_nll(model, x, k: int, batch: int) -> tuple[float, float] | str:
-    """(mean log p(x), seconds) from pythae's VAE.get_nll on the same weights, or why not."""
+    """(mean log p(x), seconds) from pythae's VAE.get_nll on the same weights, or why not
+    (despite its name, get_nll returns the mean of log p(x), in nats)."""
     try:
         from pythae.models import VAE as PythaeVAE
         from pythae.models import VAEConfig
@@ -152,19 +160,40 @@ def main() -> None:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB (Linux)
     print(f"peak resident memory of this process so far: {rss:.2f} GiB")
 
-    if args.pythae_n <= 0:
+    if args.pythae_n > 0:
+        compare_with_pythae(model, x[:args.pythae_n], k, args.pythae_batch, args.chunk_size)
+
+
+def timed_ll(model, x, k: int, **kwargs) -> tuple[float, float]:
+    """(mean log p(x), seconds) of vaekit's log_likelihood with the given chunking."""
+    torch.manual_seed(0)
+    t = time.perf_counter()
+    ll = log_likelihood(model, x, k, **kwargs)
+    return float(ll.double().mean()), time.perf_counter() - t
+
+
+def compare_with_pythae(model, x, k: int, batch: int, chunk: int) -> None:
+    """pythae's get_nll and vaekit at the same K, the same draws per pass, on the same examples."""
+    if k % batch:
+        print(f"pythae: skipped: --k {k} is not a multiple of --pythae-batch {batch} (get_nll would "
+              f"draw {batch * max(1, k // batch)} samples per example, not K)")
         return
-    m = min(args.pythae_n, n)
-    got = pythae_nll(model, x[:m], k, args.pythae_batch)
+    torch.manual_seed(0)
+    got = pythae_nll(model, x, k, batch)
     if isinstance(got, str):
         print(f"pythae: skipped: {got}")
         return
-    value, seconds = got
-    per_vaekit, per_pythae = wall / n, seconds / m
-    print(f"pythae get_nll on the first {m} images (same weights, K={k}, batch_size "
-          f"{args.pythae_batch}): {value:.2f} nats (vaekit on the same images: "
-          f"{float(ll[:m].double().mean()):.2f}); {per_pythae * 1e3:.1f} ms per example = "
-          f"{per_pythae / per_vaekit:.2f}x vaekit's time per example")
+    m = len(x)
+    print(f"same K={k}, same {m} test images (the first), same weights; per example, K/{batch} = "
+          f"{k // batch} passes of {batch} draws unless said:")
+    rows = [(f"pythae get_nll(batch_size={batch})", *got),
+            (f"vaekit log_likelihood(batch_size=1, chunk_size={batch})",
+             *timed_ll(model, x, k, batch_size=1, chunk_size=batch)),
+            (f"vaekit log_likelihood(chunk_size={chunk}): examples share a pass",
+             *timed_ll(model, x, k, chunk_size=chunk))]
+    for label, value, seconds in rows:
+        print(f"  {label:68} {value:9.2f} nats  {seconds / m * 1e3:8.1f} ms/example  "
+              f"{seconds / rows[1][2]:5.2f}x vaekit's time at the same batch")
 
 
 if __name__ == "__main__":
