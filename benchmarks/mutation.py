@@ -98,8 +98,11 @@ def readable(name: str) -> str:
 
 
 def report(status: dict[str, str], modules: list[str], diffs: bool, env: dict[str, str]) -> None:
-    by_module = {mod: {k: v for k, v in status.items() if k.startswith(f"vaekit.{mod}.")}
-                 for mod in modules}
+    """killed / total per module (mutants not checked yet left out and counted apart), survivors."""
+    by_module = {mod: {k: v for k, v in status.items()
+                       if k.startswith(f"vaekit.{mod}.") and v != "not checked"} for mod in modules}
+    unchecked = sum(v == "not checked" for k, v in status.items()
+                    if any(k.startswith(f"vaekit.{mod}.") for mod in modules))
     print(f"\n{'module':12} {'killed':>7} {'total':>6} {'score':>6}  other outcomes")
     total = Counter()
     for mod, st in by_module.items():
@@ -111,7 +114,9 @@ def report(status: dict[str, str], modules: list[str], diffs: bool, env: dict[st
         print(f"{mod:12} {killed:7d} {len(st):6d} {score}  {other}")
     killed, n = sum(total[s] for s in KILLED), sum(total.values())
     print(f"{'all':12} {killed:7d} {n:6d} {100 * killed / max(n, 1):5.1f}%  "
-          "(score = killed / all mutants; 'no tests': no test calls the function)")
+          "(score = killed / mutants checked; 'no tests': no test calls the function)")
+    if unchecked:
+        print(f"{unchecked} mutants of these modules not checked (interrupted, or --mutants chose others)")
     alive = sorted(k for st in by_module.values() for k, v in st.items() if v not in KILLED)
     print(f"\nnot killed ({len(alive)}):")
     for name in alive:
@@ -129,6 +134,8 @@ def main() -> None:
                    "[tool.mutmut] only_mutate)")
     p.add_argument("--tests", nargs="*", default=[], help="test files to run instead of the default "
                    "suite (e.g. the fast ones of a module)")
+    p.add_argument("--mutants", nargs="*", default=[], help="mutant name patterns to run instead "
+                   "of whole modules (e.g. 'vaekit.objectives.x_beta_at*', a survivor after a new test)")
     p.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="mutants tested at once")
     p.add_argument("--resume", action="store_true", help="keep mutants/ and its results (default: "
                    "start afresh, so results never mix two test selections)")
@@ -144,11 +151,13 @@ def main() -> None:
         sys.exit(f"mutation.py: {', '.join(unknown)} not in [tool.mutmut] only_mutate; choose from "
                  f"{', '.join(every)}")
     env = run_env(args.tests)
+    if args.report_only and not MUTANTS.is_dir():
+        sys.exit("mutation.py: no mutants/ folder: run the mutation testing first")
     if not args.report_only:
         if not args.resume:
             shutil.rmtree(MUTANTS, ignore_errors=True)
         MUTANTS.mkdir(exist_ok=True)
-        patterns = [] if modules == every else [f"vaekit.{m}.*" for m in modules]
+        patterns = args.mutants or ([] if modules == every else [f"vaekit.{m}.*" for m in modules])
         link = link_shared_data()
         log_path = MUTANTS / "vaekit-mutation.log"
         print(f"mutating {', '.join(modules)}; tests: {' '.join(args.tests) or 'the default suite'}; "
