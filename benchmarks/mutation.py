@@ -45,6 +45,12 @@ MUTANTS = REPO / "mutants"
 KILLED = {"killed", "timeout", "caught by type check"}  # what mutmut's own score counts as caught
 
 
+def fail(message: str) -> None:
+    """One line (or the log's tail) on stderr, exit code 2."""
+    print(f"mutation.py: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def mutated_modules() -> list[str]:
     """Module names (objectives, ...) of the files pyproject.toml [tool.mutmut] only_mutate names."""
     cfg = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["mutmut"]
@@ -65,7 +71,7 @@ def run_env(tests: list[str]) -> dict[str, str]:
         keep = {(REPO / t).resolve() for t in tests}
         missing = [t for t in tests if not (REPO / t).is_file()]
         if missing:
-            sys.exit(f"mutation.py: no test file {', '.join(missing)} (give paths like tests/test_x.py)")
+            fail(f"no test file {', '.join(missing)} (give paths like tests/test_x.py)")
         env["PYTEST_ADDOPTS"] = " ".join(f"--ignore={f.relative_to(REPO)}"
                                          for f in sorted((REPO / "tests").glob("test_*.py"))
                                          if f.resolve() not in keep)
@@ -143,16 +149,16 @@ def main() -> None:
     p.add_argument("--diffs", action="store_true", help="print each surviving mutant's change")
     args = p.parse_args()
     if importlib.util.find_spec("mutmut") is None:
-        sys.exit("mutation.py: mutmut is not importable; install it with: pip install -e '.[mutation]'")
+        fail("mutmut is not importable; install it with: pip install -e '.[mutation]'")
     every = mutated_modules()
     modules = args.modules.split(",") if args.modules else every
     unknown = sorted(set(modules) - set(every))
     if unknown:
-        sys.exit(f"mutation.py: {', '.join(unknown)} not in [tool.mutmut] only_mutate; choose from "
+        fail(f"{', '.join(unknown)} not in [tool.mutmut] only_mutate; choose from "
                  f"{', '.join(every)}")
     env = run_env(args.tests)
     if args.report_only and not MUTANTS.is_dir():
-        sys.exit("mutation.py: no mutants/ folder: run the mutation testing first")
+        fail("no mutants/ folder: run the mutation testing first")
     if not args.report_only:
         if not args.resume:
             shutil.rmtree(MUTANTS, ignore_errors=True)
@@ -170,7 +176,7 @@ def main() -> None:
                 link.unlink()
         if code:
             tail = log_path.read_text(errors="replace").replace("\r", "\n").splitlines()[-15:]
-            sys.exit("mutmut run failed (exit {}); the end of its log:\n{}".format(code, "\n".join(tail)))
+            fail("mutmut run failed (exit {}); the end of its log:\n{}".format(code, "\n".join(tail)))
     report(results(env), modules, args.diffs, env)
 
 
