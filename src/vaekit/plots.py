@@ -221,6 +221,7 @@ def score_histograms(scores: dict[str, tuple[np.ndarray, np.ndarray | None]]) ->
         sub.suptitle(f"score: {method} (in nats, higher = more anomalous; grey: all examples)",
                      fontsize=10)
         sub.supylabel("density", fontsize=9)
+        sub.supxlabel("score (nats)", fontsize=9)
     return png(fig)
 
 
