@@ -137,3 +137,24 @@ def test_doc_session_prints_what_the_doc_shows(doc, tmp_path, monkeypatch, capsy
                 printed = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
             assert comparable(printed) == comparable("\n".join(expected)), \
                 f"{block.name}: `{command}` printed:\n{printed}"
+
+
+def test_docs_say_when_figures_are_comparable_and_the_reason_holds():
+    """Issue 8 item 19: "ELBOs are comparable across likelihoods" was untrue. The docs now say a
+    Bernoulli on grey levels is no likelihood of them; the reason, checked: over digits' 17 grey
+    levels v/16 its exp(log_prob) does not sum to 1 (for any logit), while on {0, 1} it does."""
+    import torch
+
+    from vaekit.likelihoods import build_likelihood
+
+    text = " ".join(p.read_text() for p in DOCS)
+    assert "comparable across likelihoods" not in text
+    for phrase in ("pmf of binary data", "dequantized", "same examples with the same"):
+        assert phrase in " ".join(text.split()), phrase
+    bernoulli = build_likelihood("bernoulli", 1, 1.0)
+    for logit in (-2.0, 0.0, 1.5):
+        logits = torch.full((17, 1), logit)
+        grey = torch.arange(17.0)[:, None] / 16
+        assert float(bernoulli.log_prob(grey, logits).exp().sum()) > 1.5
+        binary = torch.tensor([[0.0], [1.0]])
+        assert abs(float(bernoulli.log_prob(binary, logits[:2]).exp().sum()) - 1) < 1e-6

@@ -259,7 +259,8 @@ def test_fashion_mnist_classes_are_named_and_ten_score_labels_get_a_panel_each(t
         write_idx(folder / images, x)
         write_idx(folder / labels, y)
     run = tmp_path / "run"
-    train(quick_config(data="fashion-mnist", data_dir=str(folder), epochs=2), out=run, quiet=True)
+    train(quick_config(data="fashion-mnist", data_dir=str(folder), epochs=2, latent_dim=2), out=run,
+          quiet=True)
     lines = ["index,method,score,label"] + [f"{i},kl,{rng.normal() + i % 10:.5f},{i % 10}"
                                              for i in range(200)]
     (run / "scores.csv").write_text("\n".join(lines) + "\n")
