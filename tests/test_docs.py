@@ -117,10 +117,9 @@ def test_vaekit_command_in_the_docs_parses(where, command):
     assert callable(args.run)
 
 
-@pytest.mark.parametrize("doc", list(REAL_SESSIONS))
-def test_doc_session_prints_what_the_doc_shows(doc, tmp_path, monkeypatch, capsys):
-    """The doc's commands, run in order in an empty folder, print what the doc shows under them."""
-    monkeypatch.chdir(tmp_path)
+def run_session(doc: str, capsys=None):
+    """Yield (block, command, expected lines, printed text) for the doc's chosen sessions, run in
+    order in the current folder (vaekit commands in-process)."""
     chosen = [b for b in blocks(ROOT / doc) if b.lang != "python"
               and commands(b) and any(commands(b)[0][0].startswith(c) for c in REAL_SESSIONS[doc])]
     assert len(chosen) == len(REAL_SESSIONS[doc]), [b.name for b in chosen]
@@ -128,15 +127,29 @@ def test_doc_session_prints_what_the_doc_shows(doc, tmp_path, monkeypatch, capsy
         for command, expected in commands(block):
             argv = shlex.split(command, comments=True)
             if argv[0] == "vaekit":
-                code = main(argv[1:])
-                got = capsys.readouterr()
-                assert code == 0, f"{block.name}: `{command}`: {got.err}"
-                printed = got.out + got.err
+                if capsys is None:  # run as a script: capture by hand
+                    out, err = io.StringIO(), io.StringIO()
+                    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                        code = main(argv[1:])
+                    printed = out.getvalue() + err.getvalue()
+                else:
+                    code = main(argv[1:])
+                    got = capsys.readouterr()
+                    printed = got.out + got.err
+                assert code == 0, f"{block.name}: `{command}`: {printed}"
             else:
                 assert argv[0] in SHELL_COMMANDS, f"{block.name}: will not run `{command}`"
                 printed = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
-            assert comparable(printed) == comparable("\n".join(expected)), \
-                f"{block.name}: `{command}` printed:\n{printed}"
+            yield block, command, expected, printed
+
+
+@pytest.mark.parametrize("doc", list(REAL_SESSIONS))
+def test_doc_session_prints_what_the_doc_shows(doc, tmp_path, monkeypatch, capsys):
+    """The doc's commands, run in order in an empty folder, print what the doc shows under them."""
+    monkeypatch.chdir(tmp_path)
+    for block, command, expected, printed in run_session(doc, capsys):
+        assert comparable(printed) == comparable("\n".join(expected)), \
+            f"{block.name}: `{command}` printed:\n{printed}"
 
 
 def test_docs_say_when_figures_are_comparable_and_the_reason_holds():
@@ -158,3 +171,14 @@ def test_docs_say_when_figures_are_comparable_and_the_reason_holds():
         assert float(bernoulli.log_prob(grey, logits).exp().sum()) > 1.5
         binary = torch.tensor([[0.0], [1.0]])
         assert abs(float(bernoulli.log_prob(binary, logits[:2]).exp().sum()) - 1) < 1e-6
+
+
+if __name__ == "__main__":  # python tests/test_docs.py: print the sessions' real output to paste
+    import os
+    import tempfile
+
+    for doc in REAL_SESSIONS:
+        os.chdir(tempfile.mkdtemp(prefix="vaekit-docs-"))  # an empty folder per doc, as in the test
+        print(f"## {doc}")
+        for _, command, _, printed in run_session(doc):
+            print(f"$ {command}\n{printed}", end="")
