@@ -56,8 +56,8 @@ def test_decode_and_sample_give_grey_levels(run, images):
 
 
 def test_elbo_and_kl_score_agree_with_torch_distributions(run, images):
-    """ELBO in nats of the 0..16 data (a Bernoulli: a pmf, so no Jacobian) against an independent
-    Monte Carlo estimate; the kl score against the closed form."""
+    """The ELBO of grey levels / 16 under the Bernoulli decoder (no Jacobian: a pmf) against an
+    independent Monte Carlo estimate; the kl score against the closed form."""
     mu, logvar = posterior(run, images)
     q, prior = Normal(mu, torch.exp(0.5 * logvar)), Normal(0.0, 1.0)
     kl = kl_divergence(q, prior).sum(-1)

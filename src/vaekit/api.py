@@ -7,10 +7,12 @@ tensors that may carry gradients; these wrap them for use from a script or a not
     codes = vaekit.encode(run, images)        # (N, L) posterior means, numpy
     again = vaekit.decode(run, codes)         # (N, *shape) decoder means, in the data's units
     new = vaekit.sample(run, 16, seed=0)      # (16, *shape), in the data's units
-    nats = vaekit.elbo(run, images)           # (N,) ELBO per example, nats of the data as given
+    nats = vaekit.elbo(run, images)           # (N,) ELBO per example, nats
 
 `data` is always the data as the run was trained on it (grey levels 0..16 for digits, 0..255 for
-MNIST, the table's own columns), shaped (N, *example shape) or (N, D).
+MNIST, the table's own columns), shaped (N, *example shape) or (N, D). Log-likelihoods are in nats
+of that data for continuous likelihoods (the Jacobian of the run's scaling included); a Bernoulli's
+are those of a pmf of binary values, not a likelihood of grey levels (see docs/evaluation.md).
 """
 
 from __future__ import annotations
@@ -81,14 +83,14 @@ def sample(run: Run | VAE, n: int, temperature: float = 1.0, seed: int | None = 
 
 
 def elbo(run: Run | VAE, data: Any, mc_samples: int = 1) -> np.ndarray:
-    """ELBO per example (N,), nats of the data as given (float64)."""
+    """ELBO per example (N,) in nats (float64), as `vaekit eval` computes it."""
     model = model_of(run)
     x = to_model_space(model, data, check=True)
     return elbo_per_example(model, x, mc_samples).double().numpy()
 
 
 def log_likelihood(run: Run | VAE, data: Any, k: int = 1000) -> np.ndarray:
-    """Importance-sampled log p(x) per example (N,) with k draws, nats of the data as given."""
+    """Importance-sampled log p(x) per example (N,) with k draws, in nats (float64)."""
     model = model_of(run)
     x = to_model_space(model, data, check=True)
     return iw_log_likelihood(model, x, k).double().numpy()
