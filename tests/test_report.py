@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import quick_config, run_cli
 from PIL import Image
 
@@ -183,3 +184,110 @@ def test_page_renders_in_chromium(report, tmp_path):
         driver.quit()
         shutil.rmtree(next(a.split("=", 1)[1] for a in options.arguments
                            if a.startswith("--user-data-dir")), ignore_errors=True)
+
+
+# --- readability (issue 8, item 22) -------------------------------------------------------------
+def figures_drawn(monkeypatch) -> list:
+    """Every matplotlib figure the plots module turns into a PNG, kept for inspection."""
+    from vaekit import plots
+
+    drawn, to_png = [], plots.png
+
+    def keep(fig, *args, **kwargs):
+        drawn.append(fig)
+        return to_png(fig, *args, **kwargs)
+
+    monkeypatch.setattr(plots, "png", keep)
+    return drawn
+
+
+def best_line_columns(picture: Image.Image) -> int:
+    """Columns holding a vertical run (>= 60 px) of the best-epoch green (#2ca02c)."""
+    a = np.asarray(picture.convert("RGB")).astype(int)
+    green = (np.abs(a - np.array([0x2C, 0xA0, 0x2C])).sum(-1) < 40)
+    return int((green.sum(0) >= 60).sum())
+
+
+def test_best_epoch_is_marked_on_the_curves(image_run, report):
+    from vaekit import plots
+
+    _, html = report
+    best = json.loads((image_run / "summary.json").read_text())["best_epoch"]
+    curves = section(html, "curves")
+    assert f"Best epoch: <b>{best}</b>" in curves
+    history = [json.loads(line) for line in (image_run / "metrics.jsonl").read_text().splitlines()]
+    shown = embedded_images(curves)[0]
+    assert best_line_columns(shown) >= 3  # a green line in each of the three panels
+    unmarked = Image.open(io.BytesIO(plots.training_curves(history, None)))
+    assert best_line_columns(unmarked) == 0
+
+
+def test_log_likelihood_shows_its_standard_error_and_k(image_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(image_run, run)
+    test = json.loads((run / "summary.json").read_text())["test"]
+    (run / "eval-test.json").write_text(json.dumps(test | {
+        "log_likelihood": -12.3456, "log_likelihood_stderr": 0.2149, "iw_samples": 500, "n": 60}))
+    s = section(build_report(run).read_text(), "summary")
+    assert "-12.35 ± 0.21 (standard error over 60 examples); K = 500 importance samples" in s
+
+
+def test_booleans_are_words(report):
+    _, html = report
+    assert "<td>labels</td><td>yes</td>" in section(html, "summary")
+    assert not re.search(r"<td>(True|False)</td>", html)
+
+
+def write_idx(path: Path, a: np.ndarray) -> None:
+    """An IDX file of unsigned bytes (the MNIST format): magic, dimensions, data."""
+    header = bytes([0, 0, 8, a.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in a.shape)
+    path.write_bytes(header + a.astype(np.uint8).tobytes())
+
+
+def test_fashion_mnist_classes_are_named_and_ten_score_labels_get_a_panel_each(tmp_path, monkeypatch):
+    """A small stand-in for Fashion-MNIST (same files, same labels 0..9): the latent map names the
+    classes; a scores file with ten labels is drawn as ten panels, each titled with its label."""
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "fashion"
+    folder.mkdir()
+    for images, labels, n in (("train-images-idx3-ubyte", "train-labels-idx1-ubyte", 300),
+                              ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", 100)):
+        y = np.arange(n) % 10
+        x = rng.integers(0, 60, (n, 28, 28))
+        for i, label in enumerate(y):  # one bright band per class
+            x[i, 2 * label + 4:2 * label + 8] = 250
+        write_idx(folder / images, x)
+        write_idx(folder / labels, y)
+    run = tmp_path / "run"
+    train(quick_config(data="fashion-mnist", data_dir=str(folder), epochs=2, latent_dim=2), out=run,
+          quiet=True)
+    lines = ["index,method,score,label"] + [f"{i},kl,{rng.normal() + i % 10:.5f},{i % 10}"
+                                             for i in range(200)]
+    (run / "scores.csv").write_text("\n".join(lines) + "\n")
+    drawn = figures_drawn(monkeypatch)
+    html = build_report(run).read_text()
+    latent = section(html, "latent")
+    assert "0 T-shirt/top" in latent and "9 Ankle boot" in latent
+    legends = [t.get_text() for fig in drawn for ax in fig.axes if ax.get_legend()
+               for t in ax.get_legend().get_texts()]
+    assert "0: T-shirt/top" in legends and "9: Ankle boot" in legends
+    histograms = [ax for fig in drawn for ax in fig.get_axes()
+                  if ax.get_visible() and ax.patches and ax.get_title().startswith("label")]
+    assert sorted(ax.get_title() for ax in histograms) == sorted(
+        f"label {c} (n=20)" for c in range(10))
+
+
+def test_small_images_are_drawn_at_least_64_pixels_a_tile():
+    """32 tiles of an 8x8 checkerboard, 16 a row (the size of a large grid): every square of the
+    PNG is >= 8 pixels wide, so a tile is >= 64."""
+    from vaekit import plots
+
+    board = torch.tensor(np.indices((8, 8)).sum(0) % 2, dtype=torch.float32)[None, None]
+    png = plots.image_grid(board.repeat(32, 1, 1, 1), 16, "boards")
+    picture = np.asarray(Image.open(io.BytesIO(png)).convert("L"))
+    dark = picture < 128
+    row = next((r for r in range(picture.shape[0]) if dark[r].sum() >= 16 * 4 * 8), None)
+    assert row is not None, "no pixel row crosses 16 boards with >= 8 px a square"
+    transitions = np.flatnonzero(np.diff(dark[row].astype(int)) != 0)
+    runs = np.diff(transitions)  # widths of the squares (and of the white gaps between tiles)
+    assert len(runs) >= 16 * 7 and runs.min() >= 8, runs

@@ -2,6 +2,7 @@
 
 __version__ = "0.1.0"
 
+from .api import decode, elbo, encode, log_likelihood, reconstruct, sample, score  # noqa: E402
 from .config import Config, DataConfig, ModelConfig, TrainConfig  # noqa: E402
 from .detector import VAEAnomalyDetector as VAEAnomalyDetector  # noqa: E402
 from .errors import VaekitError  # noqa: E402
@@ -11,4 +12,5 @@ from .runs import Run, load  # noqa: E402
 from .train import train  # noqa: E402
 
 __all__ = ["Config", "DataConfig", "ModelConfig", "TrainConfig", "VAE", "Run", "VaekitError",
-           "evaluate", "load", "train", "__version__"]
+           "evaluate", "load", "train", "__version__",
+           "encode", "decode", "reconstruct", "sample", "elbo", "log_likelihood", "score"]

@@ -22,6 +22,10 @@ from .images import grid  # noqa: E402
 
 WARNING_STYLE = {"collapse": "tab:red", "overfitting": "tab:orange", "undertrained": "tab:purple"}
 MAX_LEGEND_CLASSES = 20  # more distinct labels than this: a colour bar instead of a legend
+BEST_COLOR = "#2ca02c"  # tab:green: the best epoch on the training curves
+MIN_TILE_PX = 64  # pictures of small images (8x8 digits) are enlarged to at least this many pixels
+MAX_OVERLAID = 3  # score histograms of more groups than this: one small panel per group
+PANEL_COLUMNS = 5
 
 
 def png(fig: Figure, dpi: int = 100) -> bytes:
@@ -48,8 +52,20 @@ def mark_warnings(ax, history: list[dict[str, Any]]) -> None:
             seen.add(kind)
 
 
-def training_curves(history: list[dict[str, Any]]) -> bytes:
-    """ELBO, reconstruction and KL per epoch, train and validation, warnings marked."""
+def mark_best(ax, history: list[dict[str, Any]], key: str, best_epoch: int | None) -> None:
+    """A solid green vertical line at the best epoch (the weights kept) and a star on its
+    validation point."""
+    if best_epoch is None:
+        return
+    ax.axvline(best_epoch, color=BEST_COLOR, lw=1.5, label=f"best epoch ({best_epoch})")
+    at = [r.get(key) for r in history if r["epoch"] == best_epoch and r.get(key) is not None]
+    if at:
+        ax.plot([best_epoch], at[:1], "*", color=BEST_COLOR, ms=12, zorder=5)
+
+
+def training_curves(history: list[dict[str, Any]], best_epoch: int | None = None) -> bytes:
+    """ELBO, reconstruction and KL per epoch, train and validation, warnings and the best epoch
+    (the one whose weights were kept) marked."""
     panels = [("elbo", "ELBO", "nats per example"),
               ("reconstruction", "reconstruction E_q log p(x|z)", "nats per example"),
               ("kl", "KL(q(z|x) || p(z))", "nats per example")]
@@ -63,6 +79,8 @@ def training_curves(history: list[dict[str, Any]]) -> bytes:
         if not ax.lines:
             ax.text(0.5, 0.5, "not defined for this model", ha="center", va="center",
                     transform=ax.transAxes, color="gray")
+        else:
+            mark_best(ax, history, f"val_{key}", best_epoch)
         mark_warnings(ax, history)
         ax.set(title=title, xlabel="epoch", ylabel=unit)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -92,17 +110,34 @@ def kl_per_dim(kl: Sequence[float], active: Sequence[bool] | None = None) -> byt
     return png(fig)
 
 
+def enlargement(tile: int, min_px: int = MIN_TILE_PX) -> int:
+    """The whole factor that makes a tile of `tile` pixels at least min_px wide."""
+    return max(1, -(-min_px // tile))
+
+
+def enlarge(picture: np.ndarray, k: int) -> np.ndarray:
+    """Each pixel repeated k x k times (nearest neighbour): (H, W[, 3]) -> (kH, kW[, 3])."""
+    return picture.repeat(k, axis=0).repeat(k, axis=1)
+
+
 def image_grid(images, ncol: int, title: str, row_labels: Sequence[str] | None = None,
-               col_labels: Sequence[str] | None = None, xlabel: str | None = None) -> bytes:
-    """Images (N, C, H, W) in [0, 1] as one titled grid; optional labels per row and column."""
-    g = grid(images, ncol)
+               col_labels: Sequence[str] | None = None, xlabel: str | None = None,
+               dpi: int = 100) -> bytes:
+    """Images (N, C, H, W) in [0, 1] as one titled grid; optional labels per row and column.
+
+    Small images are enlarged by whole pixels (nearest neighbour) to >= MIN_TILE_PX a tile, and
+    the figure is sized so that each pixel of the enlarged grid is one pixel of the PNG."""
     n, _, h, w = images.shape
-    nrow, pad = -(-n // ncol), 2
-    fig, ax = plt.subplots(figsize=(min(12, 0.9 * ncol + 1.5), min(14, 0.9 * nrow + 1)))
+    k = enlargement(min(h, w))
+    g = enlarge(grid(images, ncol), k)
+    nrow, pad = -(-n // ncol), 2 * k
+    hk, wk = h * k, w * k
+    fig = plt.figure(figsize=(g.shape[1] / dpi, g.shape[0] / dpi), dpi=dpi)
+    ax = fig.add_axes((0, 0, 1, 1))  # the axes fill the figure: one grid pixel = one PNG pixel
     ax.imshow(g, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
     ax.set_title(title)
-    ax.set_xticks([pad + k * (w + pad) + w / 2 for k in range(ncol)] if col_labels else [])
-    ax.set_yticks([pad + r * (h + pad) + h / 2 for r in range(nrow)] if row_labels else [])
+    ax.set_xticks([pad + c * (wk + pad) + wk / 2 for c in range(ncol)] if col_labels else [])
+    ax.set_yticks([pad + r * (hk + pad) + hk / 2 for r in range(nrow)] if row_labels else [])
     if col_labels:
         ax.set_xticklabels(col_labels, fontsize=8)
     if row_labels:
@@ -111,12 +146,13 @@ def image_grid(images, ncol: int, title: str, row_labels: Sequence[str] | None =
         ax.set_xlabel(xlabel)
     for side in ax.spines.values():
         side.set_visible(False)
-    return png(fig)
+    return png(fig, dpi)
 
 
 def scatter_2d(points: np.ndarray, labels: np.ndarray | None, title: str, xlabel: str,
-               ylabel: str) -> bytes:
-    """2-D points coloured by label: a legend for a few classes, a colour bar for many."""
+               ylabel: str, names: dict[Any, str] | None = None) -> bytes:
+    """2-D points coloured by label: a legend for a few classes (named by `names` where given),
+    a colour bar for many."""
     fig, ax = plt.subplots(figsize=(5.5, 5))
     if labels is None:
         ax.scatter(points[:, 0], points[:, 1], s=4, alpha=0.5, label="no labels")
@@ -128,7 +164,7 @@ def scatter_2d(points: np.ndarray, labels: np.ndarray | None, title: str, xlabel
             for i, c in enumerate(classes):
                 m = labels == c
                 ax.scatter(points[m, 0], points[m, 1], s=4, alpha=0.6, color=cmap(i % cmap.N),
-                           label=str(c))
+                           label=f"{c}: {names[c]}" if names and c in names else str(c))
             ax.legend(title="label", fontsize=8, markerscale=2, loc="upper left",
                       bbox_to_anchor=(1.01, 1))
         else:
@@ -140,18 +176,52 @@ def scatter_2d(points: np.ndarray, labels: np.ndarray | None, title: str, xlabel
     return png(fig)
 
 
+def group_name(label: Any, binary: bool) -> str:
+    """How a score group is named: 0/1 labels as the ROC curve reads them, others as they are."""
+    if binary:
+        return {0: "label 0 (normal)", 1: "label 1 (anomaly)"}[int(label)]
+    return f"label {label}"
+
+
 def score_histograms(scores: dict[str, tuple[np.ndarray, np.ndarray | None]]) -> bytes:
-    """One panel per scoring method: histogram of scores, split by label when labels exist."""
-    fig, axes = plt.subplots(1, len(scores), figsize=(5 * len(scores), 3.8), squeeze=False)
-    for ax, (method, (s, y)) in zip(axes[0], scores.items(), strict=True):
+    """Histograms of each method's scores, split by label when labels exist: overlaid for up to
+    MAX_OVERLAID groups, else small multiples (one panel per label, each over all scores in grey)
+    so that ten classes stay readable."""
+    layout = []  # per method: (method, scores, groups)
+    for method, (s, y) in scores.items():
+        classes = [] if y is None else np.unique(y).tolist()
+        binary = set(classes) == {0, 1}
+        groups = [("all", s)] if y is None else [(group_name(c, binary), s[y == c]) for c in classes]
+        layout.append((method, s, groups))
+    many = any(len(g) > MAX_OVERLAID for _, _, g in layout)
+    if not many:
+        fig, axes = plt.subplots(1, len(layout), figsize=(5 * len(layout), 3.8), squeeze=False)
+        for ax, (method, s, groups) in zip(axes[0], layout, strict=True):
+            bins = np.histogram_bin_edges(s, bins=40)
+            for name, values in groups:
+                ax.hist(values, bins=bins, alpha=0.55, density=True, label=f"{name} (n={len(values)})")
+            ax.set(title=f"score: {method}", xlabel="score in nats (higher = more anomalous)",
+                   ylabel="density")
+            ax.legend(fontsize=8)
+        fig.tight_layout()
+        return png(fig)
+    rows = [-(-len(g) // PANEL_COLUMNS) for _, _, g in layout]
+    fig = plt.figure(figsize=(3 * PANEL_COLUMNS, 2.3 * sum(rows) + 0.6 * len(layout)))
+    subfigs = np.atleast_1d(fig.subfigures(len(layout), 1, height_ratios=rows))
+    for sub, (method, s, groups), nrow in zip(subfigs, layout, rows, strict=True):
+        axes = sub.subplots(nrow, PANEL_COLUMNS, sharex=True, squeeze=False).ravel()
         bins = np.histogram_bin_edges(s, bins=40)
-        groups = [("all", s)] if y is None else [(f"label {c}", s[y == c]) for c in np.unique(y)]
-        for name, values in groups:
-            ax.hist(values, bins=bins, alpha=0.55, density=True, label=f"{name} (n={len(values)})")
-        ax.set(title=f"score: {method}", xlabel="score in nats (higher = more anomalous)",
-               ylabel="density")
-        ax.legend(fontsize=8)
-    fig.tight_layout()
+        for ax, (name, values) in zip(axes, groups, strict=False):
+            ax.hist(s, bins=bins, density=True, color="lightgray", label="all")
+            ax.hist(values, bins=bins, density=True, color="tab:blue", alpha=0.8, label=name)
+            ax.set_title(f"{name} (n={len(values)})", fontsize=9)
+            ax.tick_params(labelsize=7)
+        for ax in axes[len(groups):]:
+            ax.set_visible(False)
+        sub.suptitle(f"score: {method} (in nats, higher = more anomalous; grey: all examples)",
+                     fontsize=10)
+        sub.supylabel("density", fontsize=9)
+        sub.supxlabel("score (nats)", fontsize=9)
     return png(fig)
 
 

@@ -32,6 +32,21 @@ TRAVERSE_DIMS = 5  # most informative dimensions traversed
 TRAVERSE_VALUES = torch.linspace(-3, 3, 9)
 RECONSTRUCTIONS = 16
 SAMPLES = 64
+# Class names of built-in datasets whose labels are numbers that stand for something else
+# (digits and MNIST labels are the digits themselves; an image folder's labels are its subfolder
+# names already).
+CLASS_NAMES: dict[str, tuple[str, ...]] = {
+    "fashion-mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                      "Sneaker", "Bag", "Ankle boot"),
+}
+
+
+def class_names(source: str, y: np.ndarray | None) -> dict[Any, str] | None:
+    """{label: name} for a built-in dataset with named classes whose labels are 0..K-1."""
+    names = CLASS_NAMES.get(source)
+    if names is None or y is None or not np.issubdtype(np.asarray(y).dtype, np.integer):
+        return None
+    return {c: names[c] for c in np.unique(y).tolist() if 0 <= c < len(names)}
 
 
 @dataclass
@@ -42,6 +57,7 @@ class Context:
     x: Tensor  # (N, D) model space
     y: np.ndarray | None
     data_name: str
+    source: str  # the data pictured: a built-in name or a file/folder
     metrics: dict[str, Any]
     metrics_source: str
     history: list[dict[str, Any]]
@@ -71,6 +87,8 @@ def esc(v: Any) -> str:
 def fmt(v: Any) -> str:
     if v is None:
         return "n/a"
+    if isinstance(v, (bool, np.bool_)):
+        return "yes" if v else "no"
     if isinstance(v, float):
         return f"{v:.2f}"
     if isinstance(v, (list, tuple)):
@@ -114,8 +132,7 @@ def section_summary(c: Context) -> str:
                   ("training time (s)", s.get("train_seconds")),
                   ("command", " ".join(c.run.manifest.get("command", [])) or "?")]
     metric_rows = [("ELBO (nats)", m.get("elbo")),
-                   ("log-likelihood log p(x) (nats)", m.get("log_likelihood",
-                                                            "not computed (vaekit eval)")),
+                   ("log-likelihood log p(x) (nats)", log_likelihood_text(m)),
                    ("reconstruction E_q log p(x|z) (nats)", m.get("reconstruction")),
                    ("rate = KL (nats)", m.get("rate")), ("distortion (nats)", m.get("distortion")),
                    ("active units", f"{m.get('active_units')} of {mc.latent_dim}")]
@@ -127,6 +144,20 @@ def section_summary(c: Context) -> str:
             f"{table(config_rows, ('option', 'value'))}</details>")
 
 
+def log_likelihood_text(m: dict[str, Any]) -> str:
+    """log p(x) with its standard error and K, as `vaekit eval --iw-samples K` wrote them."""
+    ll = m.get("log_likelihood")
+    if ll is None:
+        return "not computed (vaekit eval RUN --iw-samples K)"
+    text = f"{ll:.2f}"
+    if m.get("log_likelihood_stderr") is not None:
+        over = f" over {m['n']} examples" if m.get("n") else ""
+        text += f" ± {m['log_likelihood_stderr']:.2f} (standard error{over})"
+    if m.get("iw_samples"):
+        text += f"; K = {m['iw_samples']} importance samples"
+    return text
+
+
 def section_curves(c: Context) -> str:
     if not c.history:
         return note("metrics.jsonl is missing or empty: no curves to draw.")
@@ -136,7 +167,10 @@ def section_curves(c: Context) -> str:
                      f"{esc(message.removeprefix(kind + ': '))}</li>" for e, kind, message in warnings)
     marks = (f'<p>Diagnostics warnings (dotted lines):</p><ul class="warnings">{listed}</ul>'
              if warnings else "<p>No diagnostics warnings were raised during training.</p>")
-    return img(plots.training_curves(c.history), "training curves") + marks
+    best = c.summary.get("best_epoch")
+    kept = (f"<p>Best epoch: <b>{esc(best)}</b> (solid green line and star): its weights are "
+            "the ones kept (best.pt) and evaluated.</p>" if best is not None else "")
+    return img(plots.training_curves(c.history, best), "training curves") + kept + marks
 
 
 def section_kl(c: Context) -> str:
@@ -194,27 +228,30 @@ def section_latent(c: Context) -> str:
 
     mu, y = c.mu[:MAX_POINTS].numpy(), None if c.y is None else np.asarray(c.y)[:MAX_POINTS]
     n, L = mu.shape
+    names = class_names(c.source, y)
     what = f"{n} posterior means of {c.data_name}" + ("" if y is not None else " (no labels)")
+    legend = ("" if not names else "<p>Classes: " + ", ".join(
+        f"{esc(k)} {esc(v)}" for k, v in names.items()) + ".</p>")
     if L == 2:
-        return img(plots.scatter_2d(mu, y, "Latent means (2-D latent space)", "z0", "z1"),
-                   "latent means") + f"<p>{esc(what)}, drawn as they are: a 2-D latent space.</p>"
+        return img(plots.scatter_2d(mu, y, "Latent means (2-D latent space)", "z0", "z1", names),
+                   "latent means") + f"<p>{esc(what)}, drawn as they are: a 2-D latent space.</p>" + legend
     if L == 1:
         pts = np.column_stack([mu[:, 0], np.random.default_rng(0).uniform(-0.5, 0.5, n)])
         return img(plots.scatter_2d(pts, y, "Latent means (1-D latent; vertical jitter)", "z0",
-                                    "jitter (no meaning)"), "latent means")
+                                    "jitter (no meaning)", names), "latent means") + legend
     pca = PCA(2).fit(mu)
     share = pca.explained_variance_ratio_ * 100
     out = '<div class="row">' + img(plots.scatter_2d(pca.transform(mu), y, "Latent means, PCA",
                                f"PC 1 ({share[0]:.0f}% of variance)",
-                               f"PC 2 ({share[1]:.0f}% of variance)"), "latent means PCA")
+                               f"PC 2 ({share[1]:.0f}% of variance)", names), "latent means PCA")
     if n >= 10:
         idx = np.sort(np.random.default_rng(0).permutation(n)[:TSNE_POINTS])
         emb = TSNE(2, perplexity=min(30.0, (len(idx) - 1) / 3), init="pca",
                    random_state=0).fit_transform(mu[idx])
         out += img(plots.scatter_2d(emb, None if y is None else y[idx],
                                     f"Latent means, t-SNE ({len(idx)} points)", "t-SNE 1",
-                                    "t-SNE 2"), "latent means t-SNE")
-    return out + f"</div><p>{esc(what)}.</p>"
+                                    "t-SNE 2", names), "latent means t-SNE")
+    return out + f"</div><p>{esc(what)}.</p>" + legend
 
 
 def read_scores(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
@@ -256,7 +293,7 @@ def section_scores(c: Context) -> str:
         return note("No scores: run `vaekit score RUN --out RUN/scores.csv`, or give "
                     "--scores FILE.")
     scores = read_scores(c.scores_path)
-    out = '<div class="row">' + img(plots.score_histograms(scores), "score histograms")
+    out = img(plots.score_histograms(scores), "score histograms")  # full width: up to 10 panels
     curves = {}
     for method, (s, y) in scores.items():
         if y is not None and set(np.unique(y).tolist()) == {0, 1}:
@@ -264,10 +301,10 @@ def section_scores(c: Context) -> str:
             fpr, tpr, _ = roc_curve(pos, s)
             curves[method] = (fpr, tpr, float(roc_auc_score(pos, s)))
     if curves:
-        out += img(plots.roc_curves(curves), "ROC curve") + "</div>"
-        out += table([(m, f"{v[2]:.4f}") for m, v in curves.items()], ("method", "AUROC"))
+        out += '<div class="row">' + img(plots.roc_curves(curves), "ROC curve")
+        out += table([(m, f"{v[2]:.4f}") for m, v in curves.items()], ("method", "AUROC")) + "</div>"
     else:
-        out += "</div>" + note("No ROC curve: it needs a label column of 0 (normal) and 1 (anomaly) in "
+        out += note("No ROC curve: it needs a label column of 0 (normal) and 1 (anomaly) in "
                     "the scores file.")
     return out + f"<p>From {esc(c.scores_path)}.</p>"
 
@@ -325,7 +362,8 @@ def build_report(run_dir: str | Path, data: str | None = None, out: str | Path |
     scores_path = Path(scores) if scores else run_dir / "scores.csv"
     if scores and not scores_path.is_file():
         raise VaekitError(f"scores file {scores_path} not found; check the path given to --scores")
-    c = Context(run, x, y, data or f"the test split of {run.config.data.data}", metrics, source,
+    c = Context(run, x, y, data or f"the test split of {run.config.data.data}",
+                data or run.config.data.data, metrics, source,
                 run.metrics, summary, scores_path if scores_path.is_file() else None)
     nav = "".join(f'<a href="#{k}">{esc(t)}</a>' for k, (t, _) in SECTIONS.items())
     body = [f"<h1>vaekit report: {esc(run_dir.name)}</h1><p>{esc(run_dir.resolve())}</p>"

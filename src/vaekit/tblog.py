@@ -2,7 +2,8 @@
 
 Scalars: every number of the epoch's metrics row, as `train/elbo`, `val/kl`, `val/kl_per_dim/3`,
 `beta`, `seconds`; diagnostics warnings as text; for image data, prior samples and validation
-reconstructions (a row of inputs above their reconstructions) as images.
+reconstructions (a row of inputs above their reconstructions) as images, small images enlarged
+(nearest neighbour) to at least plots.MIN_TILE_PX pixels a tile.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 
 from .errors import VaekitError
 from .images import grid
+from .plots import enlarge, enlargement
 
 INSTALL = "pip install 'vaekit[tensorboard]'"
 PICTURES = 16  # prior samples / reconstructed validation examples per epoch
@@ -80,7 +82,8 @@ class TensorBoardHook:
         recon = model.reconstruct(x).cpu()
         pairs = torch.cat([x.cpu().reshape(recon.shape), recon])
         model.train(was_training)
+        k = enlargement(min(samples.shape[-2:]))  # 8x8 digits: tiles of 64 px, not 8
         for name, images, ncol in (("samples", samples, 8), ("reconstructions", pairs, len(x))):
-            picture = grid(images, ncol)
+            picture = enlarge(grid(images, ncol), k)
             self.writer.add_image(name, picture, step, dataformats="HW" if picture.ndim == 2
                                   else "HWC")
