@@ -218,6 +218,8 @@ def raw_split(cfg: Config, split: str) -> Raw:
     """One split of cfg's data as given, the rows make_dataset puts there: test from read_splits
     (a built-in's own test split, --test-data, or a seeded --test-fraction), val a seeded
     --val-fraction of the rest (seed + 1), train the remainder."""
+    if split == "test" and cfg.data.data in OWN_TEST_SPLIT:  # no need to read the train files
+        return read_source(cfg.data.data, cfg.data, "test")
     train, test = read_splits(cfg)
     if split == "test":
         return test

@@ -23,11 +23,11 @@ def check_out(path: str | Path, suffixes: Sequence[str] | None = None, option: s
     """Before any work: can a file be written at path? One clear error if not (a folder there, a
     file where a folder should be, a read-only folder, a suffix we cannot write)."""
     path = Path(path)
-    if suffixes is not None and path.suffix not in suffixes:
-        raise VaekitError(f"cannot write {path.name}: use {', '.join(suffixes)} for {option}")
     if path.is_dir():
         raise VaekitError(f"{option} {path} is a folder; give a file name, e.g. "
                           f"{path / ('out' + (suffixes[0] if suffixes else ''))}")
+    if suffixes is not None and path.suffix not in suffixes:
+        raise VaekitError(f"cannot write {path.name}: use {', '.join(suffixes)} for {option}")
     folder = next(p for p in (path.parent, *path.parent.parents) if p.exists())
     if not folder.is_dir():
         raise VaekitError(f"{option} {path}: {folder} is a file, not a folder; choose another "
