@@ -226,3 +226,20 @@ def test_every_command_that_computes_takes_threads(world, capsys, tmp_path, comm
     if command != "report":
         code, _, err = run_cli(capsys, command, digits.dir, *rest, "--device", "bogus")
         assert code == 2 and len(err.strip().splitlines()) == 1 and "--device" in err
+
+
+def test_the_data_options_are_trains_own():
+    """One definition: the options of every command that reads data are DataConfig's fields."""
+    from dataclasses import fields
+
+    from vaekit.cli import build_parser
+    from vaekit.cli.common import READ_FIELDS
+    from vaekit.config import DataConfig
+
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    helps = {f.name: f.metadata["help"] for f in fields(DataConfig) if f.name in READ_FIELDS}
+    for name in ("eval", "score", "encode", "probe", "shift", "traverse", "interpolate", "train"):
+        actions = {a.dest: a for a in commands[name]._actions}
+        for field, text in helps.items():
+            assert actions[field].help.startswith(text), (name, field)

@@ -11,6 +11,7 @@ import os
 import shutil
 import struct
 import tempfile
+import tokenize
 import urllib.error
 import urllib.request
 import warnings
@@ -180,7 +181,8 @@ def as_examples(x: np.ndarray, path: Path | str) -> tuple[np.ndarray, bool]:
 
 
 ARRAY_ERRORS = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError,
-                RuntimeError, KeyError, struct.error)  # what numpy and zipfile raise on bad bytes
+                RuntimeError, KeyError, struct.error, SyntaxError, tokenize.TokenError)
+# ^ what numpy and zipfile raise on damaged bytes (a .npy header is parsed as a Python literal)
 NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 
 
@@ -295,8 +297,8 @@ def read_csv(path: Path, label_column: str | None) -> tuple[np.ndarray, np.ndarr
 
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
-IMAGE_ERRORS = (OSError, ValueError, EOFError, SyntaxError, struct.error, zlib.error,
-                IndexError, TypeError)  # what Pillow raises on damaged files (UnidentifiedImage: OSError)
+IMAGE_ERRORS = (OSError, ValueError, EOFError, SyntaxError, struct.error)  # Pillow on damaged
+# files: UnidentifiedImageError and "truncated" are OSErrors; some chunk parsers raise the others
 
 
 def read_image_folder(folder: Path, image_size: int | None) -> tuple[np.ndarray, np.ndarray | None]:
