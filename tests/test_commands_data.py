@@ -238,7 +238,8 @@ def test_the_data_options_are_trains_own():
 
     parser = build_parser()
     commands = parser._subparsers._group_actions[0].choices
-    helps = {f.name: f.metadata["help"] for f in fields(DataConfig) if f.name in READ_FIELDS}
+    helps = {f.name: f.metadata["help"].split(" (default:")[0] for f in fields(DataConfig)
+             if f.name in READ_FIELDS}
     for name in ("eval", "score", "encode", "probe", "shift", "traverse", "interpolate", "train"):
         actions = {a.dest: a for a in commands[name]._actions}
         for field, text in helps.items():

@@ -5,6 +5,7 @@ trained run."""
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from dataclasses import MISSING, Field, fields
 from pathlib import Path
@@ -37,6 +38,8 @@ def add_field_option(group, f: Field, default_text: str | None = None, extra_hel
     default = f.default if f.default is not MISSING else None
     shown = default_text or (",".join(map(str, default)) if isinstance(default, tuple) else default)
     text = f"{f.metadata['help']}{extra_help}"
+    if default_text:  # e.g. "the run's": replaces the default the field's help may state
+        text = re.sub(r" \(default: [^)]*\)", "", text)
     if default_text or "(default:" not in text:  # the field's help may say it in its own words
         text += f" (default: {shown})"
     kwargs: dict[str, Any] = {"default": argparse.SUPPRESS, "dest": f.name, "help": text}
