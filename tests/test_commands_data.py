@@ -5,6 +5,7 @@ same data options as `train`, and --threads/--device on every command that compu
 from __future__ import annotations
 
 import gzip
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -123,6 +124,7 @@ def test_fashion_is_never_read_from_the_runs_mnist_folder(world, capsys):
     assert code == 2 and out == "", out[:200]
     assert len(err.strip().splitlines()) == 1 and "could not download" in err
     assert "fashion-mnist" in err
+    assert not (Path(mnist.config.data.data_dir) / "fashion-mnist").exists()  # no empty folder
 
 
 def test_official_files_are_found_in_a_shared_flat_folder(shared_data, tmp_path):

@@ -77,7 +77,9 @@ def md5sum(path: Path) -> str:
 
 
 def download(url: str, dest: Path, md5: str) -> None:
-    """Fetch url to dest, verifying its md5; dest appears only when complete and correct."""
+    """Fetch url to dest, verifying its md5; dest appears only when complete and correct (and the
+    folders made for it are removed again when it does not)."""
+    made = [p for p in (dest.parent, *dest.parent.parents) if not p.exists()]  # innermost first
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
     try:
@@ -95,6 +97,10 @@ def download(url: str, dest: Path, md5: str) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        for folder in made if not dest.exists() else []:
+            if any(folder.iterdir()):
+                break
+            folder.rmdir()
 
 
 def find_idx(name: str, data_dir: Path, stem: str, url: str | None) -> Path:
