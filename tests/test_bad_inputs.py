@@ -120,6 +120,10 @@ ROWS = {  # name (issue 8 item): (argv from (tmp folder, run folder), words of t
     "13 label column not in the file": (lambda t, r: [
         "encode", r, "--data", write(t, "x.csv", "a,b\n1,2\n"), "--label-column", "kind", "--out",
         t / "z.npy"], ["kind", "none"]),
+    "13 --label-column without a file": (lambda t, r: ["eval", r, "--label-column", "kind"],
+                                         ["--label-column", "drop"]),
+    "13 --image-size with a built-in": (lambda t, r: ["eval", r, "--data", "digits",
+                                                      "--image-size", "8"], ["--image-size"]),
     "17 eval --threads 0": (lambda t, r: ["eval", r, "--threads", "0"], ["--threads"]),
     "17 sample --device bogus": (lambda t, r: ["sample", r, "--device", "bogus", "--out",
                                                t / "s.png"], ["--device"]),

@@ -10,7 +10,7 @@ from torch import Tensor
 from ..data import load_for_model
 from ..errors import VaekitError
 from ..sources import BUILTINS
-from .common import add_compute_options, add_read_options, read_options
+from .common import add_compute_options, add_read_options, option_name, read_options
 
 SPLIT_HELP = ("which split: of the run's own data (the rows it trained, validated or tested on), "
               "or of a built-in --data (its own test split, or the run's seeded --test-fraction; "
@@ -43,7 +43,19 @@ def load_data(run, args, source: str | None = None) -> tuple[Tensor, np.ndarray 
     data options (source: another file to read the same way, e.g. probe's --test-data)."""
     if source is not None:
         return load_for_model(run.model, run.config, source, **read_options(args))
+    check_file_options(args)
     return load_for_model(run.model, run.config, args.data, split_of(args), **read_options(args))
+
+
+def check_file_options(args) -> None:
+    """--label-column and --image-size say how to read a file; with no file they would be ignored."""
+    files = [s for s in (args.data, getattr(args, "test_data", None))
+             if s is not None and s not in BUILTINS]
+    given = [option_name(k) for k in ("label_column", "image_size") if hasattr(args, k)]
+    if given and not files:
+        raise VaekitError(f"{' and '.join(given)} say how to read a file given with --data; the "
+                          "run's own data and the built-in datasets are read as for training: "
+                          "drop it")
 
 
 def check_index(x: Tensor, index: int, option: str = "--index") -> int:
