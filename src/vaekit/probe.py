@@ -65,9 +65,8 @@ def check_sizes(y_train: np.ndarray, y_test: np.ndarray) -> dict[str, int]:
     if len(np.unique(y_train)) < 2:
         raise VaekitError("the probe's training examples hold a single class; give more labelled "
                           "data")
-    classes, counts = np.unique(np.concatenate([y_train, y_test]), return_counts=True)
-    held = {c: int((y_test == c).sum()) for c in classes}
-    few = sorted(c for c, n in held.items() if n < MIN_TEST_PER_CLASS)
+    few = sorted(c for c in np.unique(np.concatenate([y_train, y_test]))
+                 if (y_test == c).sum() < MIN_TEST_PER_CLASS)
     if few:
         warnings.warn(f"classes {', '.join(few[:5])} have fewer than {MIN_TEST_PER_CLASS} held-out "
                       "examples each: their part of the accuracies rests on one example or none",
@@ -88,7 +87,8 @@ def probe(features: dict[str, tuple[np.ndarray, np.ndarray]], y: np.ndarray,
     y = np.asarray([str(v) for v in y])
     if len(np.unique(y)) < 2:
         raise VaekitError("probing needs labels of at least two classes")
-    if y_test is None:  # one seeded split for every feature set
+    split = y_test is None
+    if split:  # one seeded split for every feature set
         tr, te = split_labelled(len(y), y, test_fraction, seed)
         y_train, y_test = y[tr], y[te]
     else:
@@ -96,6 +96,6 @@ def probe(features: dict[str, tuple[np.ndarray, np.ndarray]], y: np.ndarray,
     sizes = check_sizes(y_train, y_test)
     results = {}
     for name, (a, b) in features.items():
-        parts = (a[tr], y_train, a[te], y_test) if b is None else (a, y_train, b, y_test)
+        parts = (a[tr], y_train, a[te], y_test) if split else (a, y_train, b, y_test)
         results[name] = {"dim": int(a.shape[1]), **sizes, **probe_features(*parts, seed=seed)}
     return results
