@@ -127,6 +127,20 @@ def test_fashion_is_never_read_from_the_runs_mnist_folder(world, capsys):
     assert not (Path(mnist.config.data.data_dir) / "fashion-mnist").exists()  # no empty folder
 
 
+def test_eval_mnist_on_a_fashion_run_reads_mnist(world, capsys, tmp_path):
+    root, _, _, _ = world
+    fashion = vaekit.train(quick_config(data="fashion-mnist", hidden=[8], latent_dim=2, epochs=1,
+                                        data_dir=str(root / "data" / "fashion-mnist")),
+                           out=tmp_path / "fashion", quiet=True, hooks=[])
+    code, _, err = run_cli(capsys, "eval", fashion.dir, "--data", "mnist", *NO_NETWORK)
+    assert code == 2 and "could not download" in err and len(err.strip().splitlines()) == 1
+    per = tmp_path / "per.csv"
+    code, _, err = run_cli(capsys, "eval", fashion.dir, "--data", "mnist", "--data-dir",
+                           root / "data", "--per-example", per)
+    assert code == 0, err
+    assert len(per.read_text().splitlines()) == 1 + SIZES["mnist"][1]
+
+
 def test_official_files_are_found_in_a_shared_flat_folder(shared_data, tmp_path):
     cache = tmp_path / "cache"
     cache.mkdir()
