@@ -142,4 +142,4 @@ def test_mnist_download_end_to_end(tmp_path, http_server, shared_data, monkeypat
     cfg = quick_config(data="mnist", data_dir=str(tmp_path / "dl"), data_url=url)
     ds, _ = load_dataset(cfg)
     assert len(ds.x_test) == 10_000
-    assert sorted(p.name for p in (tmp_path / "dl").iterdir()) == sorted(table)
+    assert sorted(p.name for p in (tmp_path / "dl" / "mnist").iterdir()) == sorted(table)

@@ -97,9 +97,14 @@ def test_probe_json_compares_latent_and_raw(table_run, capsys, tmp_path):
         assert 0 <= m["logreg_accuracy"] <= 1 and 0 <= m["knn_accuracy"] <= 1
         assert -1 <= m["kmeans_ari"] <= 1 and 0 <= m["kmeans_nmi"] <= 1
     assert result["raw"]["logreg_accuracy"] > 0.9  # classes 3 sd apart in every column
+    # sample sizes: 240 labelled rows, a stratified 25% held out (sklearn rounds the test part up)
+    assert {k: result["latent"][k] for k in ("n_train", "n_test", "n_classes")} == {
+        "n_train": 180, "n_test": 60, "n_classes": 3}
     code, table, err = run_cli(capsys, "probe", run.dir, "--data", path, "--test-data", path)
     assert code == 0, err
-    assert table.splitlines()[0].split()[:2] == ["features", "dim"] and len(table.splitlines()) == 3
+    lines = table.splitlines()
+    assert lines[0] == f"n train {len(x)}, n test {len(x)}, 3 classes"
+    assert lines[1].split()[:2] == ["features", "dim"] and len(lines) == 4
 
 
 def test_probe_needs_labels(table_run, capsys, tmp_path):

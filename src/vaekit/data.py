@@ -6,6 +6,7 @@ their maximum (255 for uint8), tabular features standardized with training stati
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from torch import Tensor
 from .config import Config, DataConfig
 from .errors import VaekitError
 from .likelihoods import build_likelihood
-from .sources import OWN_TEST_SPLIT, Raw, raw_from_array, read_source
+from .sources import BUILTINS, OWN_TEST_SPLIT, Raw, raw_from_array, read_source
 
 BINARIZE_SEED_OFFSET = 7919  # test/val binarization draws from seed + this, apart from training
 
@@ -168,20 +169,65 @@ def run_dataset(flat_config: str) -> Dataset:
 
 
 def load_for_model(model, cfg: Config, source: str | None = None, split: str = "test",
-                   whole: bool = False) -> tuple[Tensor, np.ndarray | None]:
-    """Data for a trained model, in its model space: the run's own split when source is None,
-    a built-in dataset's split, or every example of a user file (whole: even of the run's own
-    file, in input order)."""
-    if source is None or (source == cfg.data.data and not whole):
-        return run_dataset(json.dumps(cfg.to_flat(), sort_keys=True)).split(split)
-    d: DataConfig = cfg.data
-    raw = read_source(source, d, "test" if split == "test" else "train")
-    if raw.x.shape[1:] != model.input_shape and int(np.prod(raw.x.shape[1:])) != model.dim:
-        raise VaekitError(f"{source} has examples of shape {tuple(raw.x.shape[1:])} but the "
-                          f"model was trained on shape {model.input_shape}; give matching data")
+                   whole: bool = True, **reading: Any) -> tuple[Tensor, np.ndarray | None]:
+    """Data for a trained model in its model space (N, D), and its labels (or None):
+    source None, or the name of the run's own built-in dataset: the run's own split (the very rows
+    it trained, validated or tested on); another built-in dataset: the split a run with this config
+    would make of it (`raw_split`); a file or folder: every example in file order (`split` does not
+    apply; `whole` is accepted for older callers and changes nothing).
+    reading: DataConfig fields that say where and how to read, overriding the run's own: where
+    built-in files are (data_dir, data_url), and how to read a file (label_column, image_size;
+    the run's own data is always read as it was for training)."""
+    if split not in SPLITS:
+        raise VaekitError(f"unknown split {split!r}; choose train, val or test")
+    if source is None or (source == cfg.data.data and source in BUILTINS):
+        cfg = with_reading(cfg, **{k: v for k, v in reading.items() if k in WHERE_FIELDS})
+        x, y = run_dataset(json.dumps(cfg.to_flat(), sort_keys=True)).split(split)
+        check_model_shape(model, x.shape[1:], cfg.data.data)
+        return x, y
+    cfg = with_reading(cfg, **reading)
+    if source in BUILTINS:
+        cfg.data.data, cfg.data.test_data = source, None  # the run's --test-data is not NAME's
+        raw, seed = raw_split(cfg, split), BINARIZE_SPLIT_SEED.get(split)
+    else:
+        raw, seed = read_source(source, cfg.data), BINARIZE_SPLIT_SEED["test"]
+    check_model_shape(model, raw.x.shape[1:], source)
     check_finite(raw.x, source)
     x = model.prepare(raw.x).cpu()
     model.likelihood.check(x, source)
-    if d.binarize == "dynamic":
-        x = binarize_fixed(x, cfg.train.seed + 1)
+    if cfg.data.binarize == "dynamic" and seed is not None:  # as the run's own val/test splits
+        x = binarize_fixed(x, cfg.train.seed + seed)
     return x, raw.y
+
+
+# --- data for a trained run (load_for_model's helpers) ------------------------------------------
+SPLITS = ("train", "val", "test")
+WHERE_FIELDS = ("data_dir", "data_url")  # where a built-in's files are: may move after training
+BINARIZE_SPLIT_SEED = {"val": 0, "test": 1}  # offsets from the seed: as make_dataset binarizes
+
+
+def with_reading(cfg: Config, **reading: Any) -> Config:
+    """A copy of cfg whose data section reads from elsewhere (data_dir, label_column, ...)."""
+    unknown = sorted(set(reading) - {f.name for f in dataclasses.fields(DataConfig)})
+    if unknown:
+        raise VaekitError(f"unknown data option(s) {', '.join(unknown)}")
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, **reading))
+
+
+def raw_split(cfg: Config, split: str) -> Raw:
+    """One split of cfg's data as given, the rows make_dataset puts there: test from read_splits
+    (a built-in's own test split, --test-data, or a seeded --test-fraction), val a seeded
+    --val-fraction of the rest (seed + 1), train the remainder."""
+    if split == "test" and cfg.data.data in OWN_TEST_SPLIT:  # no need to read the train files
+        return read_source(cfg.data.data, cfg.data, "test")
+    train, test = read_splits(cfg)
+    if split == "test":
+        return test
+    keep, held = seeded_split(len(train.x), cfg.data.val_fraction, cfg.train.seed + 1)
+    return take(train, keep if split == "train" else held)
+
+
+def check_model_shape(model, shape: tuple[int, ...], source: str) -> None:
+    if tuple(shape) != tuple(model.input_shape) and int(np.prod(shape)) != model.dim:
+        raise VaekitError(f"{source} has examples of shape {tuple(shape)} but the model was "
+                          f"trained on shape {tuple(model.input_shape)}; give matching data")

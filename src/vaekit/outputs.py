@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,6 +15,27 @@ from .images import save_grid
 from .runs import atomic_write
 
 TABLE_SUFFIXES = (".npy", ".csv")
+EXAMPLE_SUFFIXES = (".png", *TABLE_SUFFIXES)  # generated or decoded examples
+LATENT_SUFFIXES = (*TABLE_SUFFIXES, ".parquet")
+
+
+def check_out(path: str | Path, suffixes: Sequence[str] | None = None, option: str = "--out") -> Path:
+    """Before any work: can a file be written at path? One clear error if not (a folder there, a
+    file where a folder should be, a read-only folder, a suffix we cannot write)."""
+    path = Path(path)
+    if path.is_dir():
+        raise VaekitError(f"{option} {path} is a folder; give a file name, e.g. "
+                          f"{path / ('out' + (suffixes[0] if suffixes else ''))}")
+    if suffixes is not None and path.suffix not in suffixes:
+        raise VaekitError(f"cannot write {path.name}: use {', '.join(suffixes)} for {option}")
+    folder = next(p for p in (path.parent, *path.parent.parents) if p.exists())
+    if not folder.is_dir():
+        raise VaekitError(f"{option} {path}: {folder} is a file, not a folder; choose another "
+                          f"{option}")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise VaekitError(f"{option} {path}: cannot write in {folder} (read-only); choose another "
+                          f"{option}")
+    return path
 
 
 def write_table(path: str | Path, values: np.ndarray, columns: Sequence[str] | None = None) -> None:

@@ -50,20 +50,52 @@ def split_labelled(n: int, y: np.ndarray, test_fraction: float, seed: int):
                             stratify=stratify)
 
 
+MIN_TEST_EXAMPLES = 20  # below this a held-out accuracy moves in steps of 5% or more: refused
+MIN_TEST_PER_CLASS = 2  # a class with fewer held-out examples is warned about
+
+
+def check_sizes(y_train: np.ndarray, y_test: np.ndarray) -> dict[str, int]:
+    """n_train, n_test and n_classes of a probe; refuses a held-out set too small to mean much."""
+    sizes = {"n_train": len(y_train), "n_test": len(y_test),
+             "n_classes": len(np.unique(np.concatenate([y_train, y_test])))}
+    if len(y_test) < MIN_TEST_EXAMPLES:
+        raise VaekitError(f"only {len(y_test)} held-out examples (n train {len(y_train)}): a probe "
+                          f"needs at least {MIN_TEST_EXAMPLES}; give more labelled data or "
+                          "--test-data")
+    if len(np.unique(y_train)) < 2:
+        raise VaekitError("the probe's training examples hold a single class; give more labelled "
+                          "data")
+    few = sorted(c for c in np.unique(np.concatenate([y_train, y_test]))
+                 if (y_test == c).sum() < MIN_TEST_PER_CLASS)
+    if few:
+        warnings.warn(f"classes {', '.join(few[:5])} have fewer than {MIN_TEST_PER_CLASS} held-out "
+                      "examples each: their part of the accuracies rests on one example or none",
+                      ProbeWarning, stacklevel=3)
+    return sizes
+
+
+class ProbeWarning(UserWarning):
+    """A probe ran but on little data: its figures are rough."""
+
+
 def probe(features: dict[str, tuple[np.ndarray, np.ndarray]], y: np.ndarray,
           y_test: np.ndarray | None = None, test_fraction: float = 0.25,
           seed: int = 0) -> dict[str, Any]:
     """features: name -> (train, test) arrays (test None: a seeded stratified split of train).
-    Returns {name: {dim, logreg_accuracy, knn_accuracy, kmeans_ari, kmeans_nmi}}."""
+    Returns {name: {dim, n_train, n_test, n_classes, logreg_accuracy, knn_accuracy, kmeans_ari,
+    kmeans_nmi}}; refuses fewer than MIN_TEST_EXAMPLES held-out examples."""
     y = np.asarray([str(v) for v in y])
     if len(np.unique(y)) < 2:
         raise VaekitError("probing needs labels of at least two classes")
+    split = y_test is None
+    if split:  # one seeded split for every feature set
+        tr, te = split_labelled(len(y), y, test_fraction, seed)
+        y_train, y_test = y[tr], y[te]
+    else:
+        y_train, y_test = y, np.asarray([str(v) for v in y_test])
+    sizes = check_sizes(y_train, y_test)
     results = {}
     for name, (a, b) in features.items():
-        if b is None:
-            tr, te = split_labelled(len(a), y, test_fraction, seed)
-            parts = (a[tr], y[tr], a[te], y[te])
-        else:
-            parts = (a, y, b, np.asarray([str(v) for v in y_test]))
-        results[name] = {"dim": int(a.shape[1]), **probe_features(*parts, seed=seed)}
+        parts = (a[tr], y_train, a[te], y_test) if split else (a, y_train, b, y_test)
+        results[name] = {"dim": int(a.shape[1]), **sizes, **probe_features(*parts, seed=seed)}
     return results

@@ -6,12 +6,17 @@ from __future__ import annotations
 import csv
 import gzip
 import hashlib
+import math
 import os
 import shutil
+import struct
 import tempfile
+import tokenize
 import urllib.error
 import urllib.request
+import warnings
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,7 +77,9 @@ def md5sum(path: Path) -> str:
 
 
 def download(url: str, dest: Path, md5: str) -> None:
-    """Fetch url to dest, verifying its md5; dest appears only when complete and correct."""
+    """Fetch url to dest, verifying its md5; dest appears only when complete and correct (and the
+    folders made for it are removed again when it does not)."""
+    made = [p for p in (dest.parent, *dest.parent.parents) if not p.exists()]  # innermost first
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
     try:
@@ -86,42 +93,71 @@ def download(url: str, dest: Path, md5: str) -> None:
         os.replace(tmp, dest)
     except (urllib.error.URLError, OSError, TimeoutError) as e:
         raise VaekitError(f"could not download {url} ({e}); check --data-url or your network, "
-                          "or put the files in --data-dir") from None
+                          f"or put the files in {dest.parent}") from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        for folder in made if not dest.exists() else []:
+            if any(folder.iterdir()):
+                break
+            folder.rmdir()
 
 
 def find_idx(name: str, data_dir: Path, stem: str, url: str | None) -> Path:
-    """The IDX file `stem` (.gz or plain) in data_dir or data_dir/name, else downloaded there."""
-    for folder in (data_dir, data_dir / name):
-        for candidate in (folder / f"{stem}.gz", folder / stem):
-            if candidate.is_file():
-                return candidate
+    """The IDX file `stem` (.gz or plain) of dataset `name`: in data_dir/name (where downloads go),
+    or directly in data_dir when that folder is named `name` or the file is `name`'s official .gz
+    (md5); else downloaded to data_dir/name. Another dataset's files are never taken for this one
+    (MNIST and Fashion-MNIST use the same file names)."""
     info = IDX_DATASETS[name]
+    for candidate in (data_dir / name / f"{stem}.gz", data_dir / name / stem):
+        if candidate.is_file():
+            return candidate
+    flat = [p for p in (data_dir / f"{stem}.gz", data_dir / stem) if p.is_file()]
+    for candidate in flat:
+        if data_dir.name == name or (candidate.suffix == ".gz"
+                                     and md5sum(candidate) == info["md5"][candidate.name]):
+            return candidate
     base = (url or info["url"]).rstrip("/") + "/"
-    dest = data_dir / f"{stem}.gz"
-    download(base + dest.name, dest, info["md5"][dest.name])
+    dest = data_dir / name / f"{stem}.gz"
+    try:
+        download(base + dest.name, dest, info["md5"][dest.name])
+    except VaekitError as e:
+        if not flat:
+            raise
+        raise VaekitError(f"{e} ({flat[0]} is not taken for {name}: it is not the official file "
+                          f"and {data_dir} is not named {name})") from None
     return dest
 
 
+def read_at_most(f, n: int, block: int = 1 << 24) -> bytearray:
+    """Up to n bytes of f, read in blocks: never allocates more than the file really holds."""
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = f.read(min(n - len(buf), block))
+        if not chunk:
+            break
+        buf += chunk
+    return buf
+
+
 def read_idx(path: Path) -> np.ndarray:
-    """An IDX array (unsigned bytes), validated against its own header."""
+    """An IDX array (unsigned bytes), validated against its own header; writable (N, ...) uint8."""
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as f:
-            buf = f.read()
-    except (OSError, EOFError) as e:
+            head = f.read(4)
+            if len(head) < 4 or head[:3] != b"\x00\x00\x08" or head[3] < 1:
+                raise VaekitError(f"{path} is not an IDX file of unsigned bytes; delete or replace it")
+            header = f.read(4 * head[3])
+            dims = [int.from_bytes(header[4 * i: 4 * i + 4], "big") for i in range(head[3])]
+            size = math.prod(dims)  # exact: a header may claim far more than any memory
+            body = read_at_most(f, size + 1) if len(header) == 4 * head[3] else bytearray()
+    except (OSError, EOFError, zlib.error) as e:
         raise VaekitError(f"{path} is corrupt ({e}); delete it so it is downloaded again") from None
-    ndim = buf[3] if len(buf) >= 4 else 0
-    if len(buf) < 4 or buf[:3] != b"\x00\x00\x08" or ndim < 1:
-        raise VaekitError(f"{path} is not an IDX file of unsigned bytes; delete or replace it")
-    dims = [int.from_bytes(buf[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-    offset = 4 + 4 * ndim
-    if len(buf) - offset != int(np.prod(dims)):
+    if len(header) != 4 * head[3] or len(body) != size:
         raise VaekitError(f"{path} is truncated or corrupt (header says {dims}); "
                           "delete it so it is downloaded again")
-    return np.frombuffer(buf, np.uint8, offset=offset).reshape(dims)
+    return np.frombuffer(body, np.uint8).reshape(dims)  # a bytearray's buffer: writable
 
 
 def read_idx_dataset(name: str, split: str, data_dir: str, url: str | None) -> Raw:
@@ -150,21 +186,58 @@ def as_examples(x: np.ndarray, path: Path | str) -> tuple[np.ndarray, bool]:
                       "(n, h, w) or (n, c, h, w) images")
 
 
+ARRAY_ERRORS = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError,
+                RuntimeError, KeyError, struct.error, SyntaxError, tokenize.TokenError)
+# ^ what numpy and zipfile raise on damaged bytes (a .npy header is parsed as a Python literal)
+NPY_HEADERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def read_npy(f, available: int, where: str) -> np.ndarray:
+    """One .npy array from f, whose header is checked against the bytes there (available) first:
+    a header may claim terabytes."""
+    start = f.tell()
+    version = np.lib.format.read_magic(f)
+    if version not in NPY_HEADERS:
+        raise ValueError(f"unsupported .npy version {version}")
+    shape, _, dtype = NPY_HEADERS[version](f)
+    need = math.prod(shape) * dtype.itemsize
+    if need > available - (f.tell() - start):
+        raise VaekitError(f"{where} is truncated: its header says shape {shape} of {dtype} "
+                          f"({need} bytes) but it holds fewer; re-save it with numpy.save")
+    f.seek(start)
+    return np.lib.format.read_array(f, allow_pickle=False)
+
+
+DEFLATE_MAX_RATIO = 1100  # deflate expands at most ~1032x: a bound on what a member can hold
+
+
+def npz_member(z: zipfile.ZipFile, key: str | None, path: Path) -> np.ndarray | None:
+    """The array saved under key in an open .npz, its size bounded by what the archive can hold
+    (the zip's own size fields may lie)."""
+    if key is None:
+        return None
+    info = z.getinfo(f"{key}.npy")
+    if info.compress_size > path.stat().st_size:
+        raise ValueError("member larger than the archive")
+    ratio = 1 if info.compress_type == zipfile.ZIP_STORED else DEFLATE_MAX_RATIO
+    with z.open(info) as f:
+        return read_npy(f, min(info.file_size, ratio * info.compress_size), f"{path}[{key}]")
+
+
 def read_array_file(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     """An .npy array, or from an .npz the arrays under X (or x, data, the first) and y (labels)."""
     try:
-        with open(path, "rb") as f:
-            loaded = np.load(f, allow_pickle=False)
-            if path.suffix == ".npy":
-                return loaded, None
-            with loaded as z:
-                keys = list(z.keys())
-                if not keys:
-                    raise VaekitError(f"{path} holds no arrays; save one under the key 'X'")
-                xkey = next((k for k in ("X", "x", "data") if k in keys), keys[0])
-                ykey = next((k for k in ("y", "Y", "labels") if k in keys), None)
-                return z[xkey], (z[ykey] if ykey else None)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        if path.suffix == ".npy":
+            with open(path, "rb") as f:
+                return read_npy(f, path.stat().st_size, str(path)), None
+        with zipfile.ZipFile(path) as z:
+            keys = [n[:-4] for n in z.namelist() if n.endswith(".npy")]
+            if not keys:
+                raise VaekitError(f"{path} holds no arrays; save one under the key 'X'")
+            xkey = next((k for k in ("X", "x", "data") if k in keys), keys[0])
+            ykey = next((k for k in ("y", "Y", "labels") if k in keys), None)
+            return npz_member(z, xkey, path), npz_member(z, ykey, path)
+    except ARRAY_ERRORS as e:
         raise VaekitError(f"cannot read {path}: corrupt or not a {path.suffix} file "
                           f"({type(e).__name__}); re-save it with numpy.save/savez") from None
 
@@ -175,6 +248,9 @@ def is_number(s: str) -> bool:
         return True
     except ValueError:
         return False
+
+
+F32_MAX = float(np.finfo(np.float32).max)
 
 
 def read_csv(path: Path, label_column: str | None) -> tuple[np.ndarray, np.ndarray | None]:
@@ -198,7 +274,8 @@ def read_csv(path: Path, label_column: str | None) -> tuple[np.ndarray, np.ndarr
             label_idx = int(label_column) % width
         else:
             raise VaekitError(f"--label-column {label_column!r} is not a column of {path} "
-                              f"(columns: {', '.join(header) if header else width})")
+                              f"(columns: {', '.join(header) if header else width}); name one "
+                              "that is (after training: --label-column none if it has none)")
     labels, values = [], []
     for line, row in enumerate(body, start=2 if header else 1):
         if len(row) != width:
@@ -211,6 +288,11 @@ def read_csv(path: Path, label_column: str | None) -> tuple[np.ndarray, np.ndarr
         except ValueError:
             raise VaekitError(f"{path} line {line} has a non-numeric value; only numeric "
                               "columns can be modelled (name a label with --label-column)") from None
+        bad = next((v for v in values[-1] if not abs(v) <= F32_MAX), None)  # NaN fails too
+        if bad is not None:
+            raise VaekitError(f"{path} line {line} has the value {bad:g}: NaN, Inf and values "
+                              f"beyond float32's range (±{F32_MAX:.1e}) cannot be modelled; fix "
+                              "or remove the row")
     y = None
     if label_idx is not None:
         y = np.array(labels)
@@ -221,11 +303,13 @@ def read_csv(path: Path, label_column: str | None) -> tuple[np.ndarray, np.ndarr
 
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+IMAGE_ERRORS = (OSError, ValueError, EOFError, SyntaxError, struct.error)  # Pillow on damaged
+# files: UnidentifiedImageError and "truncated" are OSErrors; some chunk parsers raise the others
 
 
 def read_image_folder(folder: Path, image_size: int | None) -> tuple[np.ndarray, np.ndarray | None]:
     """Images in folder (or in its subfolders, whose names become labels), as uint8 (n, c, h, w)."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
@@ -233,11 +317,16 @@ def read_image_folder(folder: Path, image_size: int | None) -> tuple[np.ndarray,
     nested = any(p.parent != folder for p in files)
     images = []
     try:
-        for p in files:
-            with Image.open(p) as im:
-                im.load()
-                images.append(im.copy())
-    except (UnidentifiedImageError, OSError) as e:
+        with warnings.catch_warnings():  # PIL warns between 89M and 179M pixels, raises above
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            for p in files:
+                with Image.open(p) as im:
+                    im.load()
+                    images.append(im.copy())
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise VaekitError(f"image {p} has more pixels than Pillow reads safely (a possible "
+                          "decompression bomb); shrink it or remove it from the folder") from None
+    except IMAGE_ERRORS as e:
         raise VaekitError(f"cannot read image {p} ({type(e).__name__}); remove or re-save it") from None
     gray = all(im.mode in ("1", "L", "LA", "I", "I;16") for im in images)
     sizes = {im.size for im in images}
@@ -278,6 +367,11 @@ def raw_from_array(x: np.ndarray, y: np.ndarray | None, where: str) -> Raw:
     if x.dtype.kind not in "fiub" or x.size == 0:
         raise VaekitError(f"{where} holds {x.dtype} data of shape {x.shape}; give a non-empty "
                           "numeric array")
+    if x.dtype.kind == "f" and x.dtype.itemsize > 4:  # models compute in float32
+        big = np.isfinite(x) & (np.abs(x) > F32_MAX)
+        if big.any():
+            raise VaekitError(f"{where} holds {int(big.sum())} value(s) beyond float32's range "
+                              f"(±{F32_MAX:.1e}), e.g. {x[big][0]:g}; rescale the data")
     x, image = as_examples(x, where)
     if y is not None and len(y) != len(x):
         raise VaekitError(f"{where} has {len(x)} examples but {len(y)} labels; they must match")

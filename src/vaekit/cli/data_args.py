@@ -2,24 +2,60 @@
 
 from __future__ import annotations
 
+import argparse
+
 import numpy as np
 from torch import Tensor
 
 from ..data import load_for_model
 from ..errors import VaekitError
+from ..sources import BUILTINS
+from .common import add_compute_options, add_read_options, option_name, read_options
+
+SPLIT_HELP = ("which split: of the run's own data (the rows it trained, validated or tested on), "
+              "or of a built-in --data (its own test split, or the run's seeded --test-fraction; "
+              "val: the run's seeded --val-fraction of the rest); not for a file (default: test)")
 
 
 def add_data_arguments(p, what: str = "examples") -> None:
+    """RUN_DIR, --data, --split, the data options of `train` and --threads/--device."""
     p.add_argument("run_dir", metavar="RUN_DIR", help="folder written by `vaekit train`")
-    p.add_argument("--data", help=f"{what}: a built-in name (its --split) or a file/folder (every "
-                   "example, in file order); default: the run's own data, its --split")
-    p.add_argument("--split", choices=("test", "train", "val"), default="test",
-                   help="which split of the run's data or a built-in dataset (default: test)")
+    p.add_argument("--data", help=f"{what}: a built-in name ({', '.join(BUILTINS)}; its --split) "
+                   "or a file/folder (every example, in file order); default: the run's own data, "
+                   "its --split")
+    p.add_argument("--split", choices=("test", "train", "val"), default=argparse.SUPPRESS,
+                   help=SPLIT_HELP)
+    add_read_options(p)
+    add_compute_options(p)
 
 
-def load_data(run, args) -> tuple[Tensor, np.ndarray | None]:
-    """Model-space examples (N, D) and their labels (or None), as asked by --data/--split."""
-    return load_for_model(run.model, run.config, args.data, args.split, whole=args.data is not None)
+def split_of(args) -> str:
+    """--split, which a file given with --data does not have (it is read whole, in order)."""
+    split = getattr(args, "split", None)
+    if split is not None and args.data is not None and args.data not in BUILTINS:
+        raise VaekitError(f"--split applies to the run's own data and to built-in datasets; "
+                          f"--data {args.data} is read whole, in file order: drop --split")
+    return split or "test"
+
+
+def load_data(run, args, source: str | None = None) -> tuple[Tensor, np.ndarray | None]:
+    """Model-space examples (N, D) and their labels (or None), as asked by --data/--split and the
+    data options (source: another file to read the same way, e.g. probe's --test-data)."""
+    if source is not None:
+        return load_for_model(run.model, run.config, source, **read_options(args))
+    check_file_options(args)
+    return load_for_model(run.model, run.config, args.data, split_of(args), **read_options(args))
+
+
+def check_file_options(args) -> None:
+    """--label-column and --image-size say how to read a file; with no file they would be ignored."""
+    files = [s for s in (args.data, getattr(args, "test_data", None))
+             if s is not None and s not in BUILTINS]
+    given = [option_name(k) for k in ("label_column", "image_size") if hasattr(args, k)]
+    if given and not files:
+        raise VaekitError(f"{' and '.join(given)} say how to read a file given with --data; the "
+                          "run's own data and the built-in datasets are read as for training: "
+                          "drop it")
 
 
 def check_index(x: Tensor, index: int, option: str = "--index") -> int:
@@ -31,8 +67,6 @@ def check_index(x: Tensor, index: int, option: str = "--index") -> int:
 
 def int_list(text: str) -> list[int]:
     """'0,3,5' -> [0, 3, 5] (an argparse type)."""
-    import argparse
-
     try:
         return [int(v) for v in text.split(",") if v.strip()]
     except ValueError:

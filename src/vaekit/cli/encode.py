@@ -6,8 +6,8 @@ import numpy as np
 
 from .. import latent
 from ..errors import VaekitError
-from ..outputs import write_latents
-from ..runs import load
+from ..outputs import LATENT_SUFFIXES, check_out, write_latents
+from .common import load_run
 from .data_args import add_data_arguments, load_data
 
 HELP = ("Write the posterior means (and with --with-logvar the log-variances) of every example, "
@@ -23,7 +23,8 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    r = load(args.run_dir)
+    check_out(args.out, LATENT_SUFFIXES)
+    r = load_run(args)
     x, _ = load_data(r, args)
     mu, logvar = latent.encode(r.model, x)
     columns = [f"mu_{i}" for i in range(mu.shape[1])]

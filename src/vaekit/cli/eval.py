@@ -17,9 +17,10 @@ from ..evaluate import (
     log_likelihood,
     summarize_log_likelihood,
 )
-from ..outputs import write_table
-from ..runs import load, write_json
-from .data_args import add_data_arguments, load_data
+from ..outputs import TABLE_SUFFIXES, check_out, write_table
+from ..runs import write_json
+from .common import add_seed_option, check_seed_option, load_run
+from .data_args import add_data_arguments, load_data, split_of
 
 HELP = ("Evaluate a trained run on data: ELBO, E_q log p(x|z) (reconstruction), KL, rate, "
         "distortion, mutual information I(X;Z) (estimate and bounds), active units, and with "
@@ -45,8 +46,7 @@ def add_arguments(p) -> None:
                    help="a latent unit is active if Cov_x(E_q[z_u]) > T (default: "
                         f"{ACTIVE_UNIT_THRESHOLD}, Burda et al. 2015)")
     p.add_argument("--limit", type=int, metavar="N", help="evaluate only the first N examples")
-    p.add_argument("--seed", type=int, default=0, help="seed of the draws of z (default: 0)")
-    p.add_argument("--threads", type=int, metavar="N", help="torch CPU threads")
+    add_seed_option(p, "the draws of z")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -56,19 +56,17 @@ def check(args) -> None:
         (args.iw_samples is not None and args.iw_samples < 1, "--iw-samples must be >= 1"),
         (args.chunk_size < 1, "--chunk-size must be >= 1"),
         (args.limit is not None and args.limit < 1, "--limit must be >= 1"),
-        (args.threads is not None and args.threads < 1, "--threads must be >= 1"),
-        (args.per_example is not None and not args.per_example.endswith((".csv", ".npy")),
-         "--per-example must name a .csv or .npy file"),
     ] if bad]
     if problems:
         raise VaekitError("; ".join(problems))
+    check_seed_option(args)
+    if args.per_example is not None:
+        check_out(args.per_example, TABLE_SUFFIXES, "--per-example")
 
 
 def run(args) -> int:
     check(args)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    r = load(args.run_dir)
+    r = load_run(args)
     x, _ = load_data(r, args)
     x = x[:args.limit] if args.limit else x
     torch.manual_seed(args.seed)
@@ -86,7 +84,7 @@ def run(args) -> int:
     if args.per_example:
         write_table(args.per_example, np.stack(list(columns.values()), 1), list(columns))
     if args.data is None and not args.limit:  # the run's own split, whole
-        write_json(r.dir / f"eval-{args.split}.json", result)
+        save_result(r.dir / f"eval-{split_of(args)}.json", result)
     if args.json:
         print(json.dumps(result))
         return 0
@@ -97,3 +95,13 @@ def run(args) -> int:
             value = f"{value:.3f}"
         print(f"{key:>24}  {value}")
     return 0
+
+
+def save_result(path, result: dict) -> None:
+    """Keep the result in the run folder; if that fails (read-only, full disk) the printed result
+    is still right, so warn once and go on."""
+    try:
+        write_json(path, result)
+    except OSError as e:
+        print(f"vaekit eval: warning: could not save {path} ({e.strerror or e}); the result is "
+              "printed but not kept in the run folder", file=sys.stderr)

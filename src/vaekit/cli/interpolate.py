@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from .. import latent
-from ..outputs import write_decoded
-from ..runs import load
+from ..outputs import EXAMPLE_SUFFIXES, check_out, write_decoded
+from .common import load_run
 from .data_args import add_data_arguments, check_index, load_data
 
 HELP = ("Decode the path between the encodings (posterior means) of examples I and J; --out: a "
@@ -25,7 +25,8 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
-    r = load(args.run_dir)
+    check_out(args.out, EXAMPLE_SUFFIXES)
+    r = load_run(args)
     x, _ = load_data(r, args)
     i, j = check_index(x, args.start, "--from"), check_index(x, args.end, "--to")
     mu, _ = latent.encode(r.model, x[[i, j]])

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from .. import latent
 from ..errors import VaekitError
-from ..outputs import write_decoded
-from ..runs import load
+from ..outputs import EXAMPLE_SUFFIXES, check_out, write_decoded
+from .common import add_compute_options, load_run
 from .data_args import int_list
 
 HELP = ("Decode a STEPS x STEPS grid over the prior's quantiles of a 2-D latent space (Kingma & "
@@ -18,10 +18,12 @@ def add_arguments(p) -> None:
     p.add_argument("--dims", type=int_list, metavar="I,J", help="for latents of more than 2 "
                    "dimensions: the two to vary (the others stay at 0)")
     p.add_argument("--out", required=True, metavar="FILE", help="output .png, .npy or .csv")
+    add_compute_options(p)
 
 
 def run(args) -> int:
-    r = load(args.run_dir)
+    check_out(args.out, EXAMPLE_SUFFIXES)
+    r = load_run(args)
     L = r.model.latent_dim
     if args.dims is None and L != 2:
         raise VaekitError(f"this run has {L} latent dimensions; the manifold is for 2-D latents: "

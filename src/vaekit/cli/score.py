@@ -10,7 +10,9 @@ import numpy as np
 
 from ..anomaly import SCORES, anomaly_target, detection_metrics, score, threshold
 from ..data import load_for_model
-from ..runs import atomic_write, load
+from ..outputs import check_out
+from ..runs import atomic_write
+from .common import add_seed_option, check_seed_option, load_run, read_options
 from .data_args import add_data_arguments, load_data
 
 HELP = ("Anomaly score of every example, in input order (higher = more anomalous, nats): CSV "
@@ -26,7 +28,7 @@ def add_arguments(p) -> None:
                    "elbo (-ELBO) | iw-nll (-importance-sampled log p(x)) (default: elbo)")
     p.add_argument("--samples", type=int, metavar="S", help="draws of z per example (default: 16; "
                    "iw-nll: 100)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the draws (default: 0)")
+    add_seed_option(p, "the draws")
     p.add_argument("--out", metavar="FILE", help="write the scores as CSV here (default: to "
                    "standard output, the summary to standard error)")
     rate = p.add_mutually_exclusive_group()
@@ -54,14 +56,17 @@ def scores_csv(s: np.ndarray, method: str, labels, flagged) -> str:
 
 
 def run(args) -> int:
-    r = load(args.run_dir)
+    check_seed_option(args)
+    if args.out:
+        check_out(args.out)
+    r = load_run(args)
     x, y = load_data(r, args)
     target = None if y is None else anomaly_target(y, args.anomaly_label)
     s = score(r.model, x, args.method, args.samples, args.seed).double().numpy()
     flagged, lines = None, []
     rate = args.fpr if args.fpr is not None else args.contamination
     if rate is not None:
-        x_val, _ = load_for_model(r.model, r.config, None, "val")
+        x_val, _ = load_for_model(r.model, r.config, None, "val", **read_options(args))
         cut = threshold(score(r.model, x_val, args.method, args.samples, args.seed), rate)
         flagged = s > cut
         how = "fpr" if args.fpr is not None else "contamination"

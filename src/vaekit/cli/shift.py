@@ -6,8 +6,8 @@ import torch
 
 from .. import latent
 from ..errors import VaekitError
-from ..outputs import write_decoded
-from ..runs import load
+from ..outputs import EXAMPLE_SUFFIXES, check_out, write_decoded
+from .common import load_run
 from .data_args import add_data_arguments, check_index, load_data
 
 HELP = ("Attribute vectors: move the encoding of example --index along (mean code of label "
@@ -30,7 +30,8 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     if args.steps < 1:
         raise VaekitError("--steps must be >= 1")
-    r = load(args.run_dir)
+    check_out(args.out, EXAMPLE_SUFFIXES)
+    r = load_run(args)
     x, y = load_data(r, args)
     if y is None:
         raise VaekitError("shift needs labelled data (a label column via the run's "

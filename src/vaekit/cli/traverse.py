@@ -6,8 +6,8 @@ import torch
 
 from .. import latent
 from ..errors import VaekitError
-from ..outputs import write_decoded
-from ..runs import load
+from ..outputs import EXAMPLE_SUFFIXES, check_out, write_decoded
+from .common import load_run
 from .data_args import add_data_arguments, check_index, int_list, load_data
 
 HELP = ("Vary one latent dimension at a time from --range LO to HI, the others at the encoding of "
@@ -30,7 +30,8 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     if args.steps < 1:
         raise VaekitError("--steps must be >= 1")
-    r = load(args.run_dir)
+    check_out(args.out, EXAMPLE_SUFFIXES)
+    r = load_run(args)
     base = torch.zeros(r.model.latent_dim)
     x = None
     if args.index is not None or args.dims is None:
