@@ -239,9 +239,8 @@ def test_every_command_that_computes_takes_threads(world, capsys, tmp_path, comm
     assert torch.get_num_threads() == 2  # conftest sets 1 before every test
     code, _, err = run_cli(capsys, command, digits.dir, *rest, "--threads", "0")
     assert code == 2 and len(err.strip().splitlines()) == 1 and "--threads" in err
-    if command != "report":
-        code, _, err = run_cli(capsys, command, digits.dir, *rest, "--device", "bogus")
-        assert code == 2 and len(err.strip().splitlines()) == 1 and "--device" in err
+    code, _, err = run_cli(capsys, command, digits.dir, *rest, "--device", "bogus")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "--device" in err
 
 
 def test_the_data_options_are_trains_own():
@@ -256,7 +255,8 @@ def test_the_data_options_are_trains_own():
     commands = parser._subparsers._group_actions[0].choices
     helps = {f.name: f.metadata["help"].split(" (default:")[0] for f in fields(DataConfig)
              if f.name in READ_FIELDS}
-    for name in ("eval", "score", "encode", "probe", "shift", "traverse", "interpolate", "train"):
+    for name in ("eval", "score", "encode", "probe", "shift", "traverse", "interpolate", "report",
+                 "train"):
         actions = {a.dest: a for a in commands[name]._actions}
         for field, text in helps.items():
             assert actions[field].help.startswith(text), (name, field)

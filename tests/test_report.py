@@ -249,15 +249,15 @@ def test_fashion_mnist_classes_are_named_and_ten_score_labels_get_a_panel_each(t
     classes; a scores file with ten labels is drawn as ten panels, each titled with its label."""
     rng = np.random.default_rng(0)
     folder = tmp_path / "fashion"
-    folder.mkdir()
+    (folder / "fashion-mnist").mkdir(parents=True)  # a dataset's own files live in DATA_DIR/NAME
     for images, labels, n in (("train-images-idx3-ubyte", "train-labels-idx1-ubyte", 300),
                               ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte", 100)):
         y = np.arange(n) % 10
         x = rng.integers(0, 60, (n, 28, 28))
         for i, label in enumerate(y):  # one bright band per class
             x[i, 2 * label + 4:2 * label + 8] = 250
-        write_idx(folder / images, x)
-        write_idx(folder / labels, y)
+        write_idx(folder / "fashion-mnist" / images, x)
+        write_idx(folder / "fashion-mnist" / labels, y)
     run = tmp_path / "run"
     train(quick_config(data="fashion-mnist", data_dir=str(folder), epochs=2, latent_dim=2), out=run,
           quiet=True)

@@ -348,12 +348,14 @@ def final_metrics(run: Run, summary: dict[str, Any], x: Tensor | None) -> tuple[
     return {}, "no test metrics: the run did not finish"
 
 
-def build_report(run_dir: str | Path, data: str | None = None, out: str | Path | None = None,
-                 scores: str | Path | None = None) -> Path:
-    """Write the HTML report of a run folder (default RUN_DIR/report.html); returns its path."""
-    run = load(run_dir)
+def build_report(run_dir: str | Path | Run, data: str | None = None, out: str | Path | None = None,
+                 scores: str | Path | None = None, **reading: Any) -> Path:
+    """Write the HTML report of a run folder (or of a loaded Run) to out (default
+    RUN_DIR/report.html); returns its path. reading: DataConfig fields saying where and how to read
+    `data` (data_dir, label_column, ...), as for every command that reads data."""
+    run = run_dir if isinstance(run_dir, Run) else load(run_dir)
     run_dir = run.dir
-    x, y = load_for_model(run.model, run.config, data, "test")
+    x, y = load_for_model(run.model, run.config, data, "test", **reading)
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     metrics, source = final_metrics(run, summary, x if data is not None else None)

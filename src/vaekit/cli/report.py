@@ -8,8 +8,8 @@ from threadpoolctl import threadpool_limits
 
 from ..outputs import check_out
 from ..report import build_report
-from ..runtime import set_threads
-from .common import add_compute_options
+from .common import add_compute_options, add_read_options, load_run, read_options
+from .data_args import check_file_options
 
 HELP = ("Write one self-contained HTML page of a run (opens offline): summary, training curves, "
         "KL per dimension, reconstructions, samples, traversals, latent space, scores.")
@@ -23,17 +23,18 @@ def add_arguments(p) -> None:
     p.add_argument("--out", metavar="FILE", help="HTML file to write (default: RUN_DIR/report.html)")
     p.add_argument("--scores", metavar="FILE", help="scores CSV from `vaekit score --out` "
                    "(default: RUN_DIR/scores.csv when it exists)")
-    add_compute_options(p, device=False)
+    add_read_options(p)
+    add_compute_options(p)
 
 
 def run(args) -> int:
     start = time.perf_counter()
-    threads = getattr(args, "threads", None)
-    set_threads(threads)
     if args.out:
         check_out(args.out)
-    with threadpool_limits(threads):
-        path = build_report(args.run_dir, args.data, args.out, args.scores)
+    check_file_options(args)
+    r = load_run(args)  # applies --threads and --device, checked as every command does
+    with threadpool_limits(args.threads):
+        path = build_report(r, args.data, args.out, args.scores, **read_options(args))
     size = path.stat().st_size / 1e6
     print(f"report: {path} ({size:.1f} MB, {time.perf_counter() - start:.1f}s)")
     return 0
