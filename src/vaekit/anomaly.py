@@ -28,6 +28,7 @@ from .latent import label_mask
 from .objectives import gaussian_kl, log_normal, log_standard_normal
 
 Score = Callable[..., Tensor]
+MAX_ROWS = 50_000  # draws x examples decoded in one pass (S * B): memory ~ this x layer widths
 
 
 def shared_noise(model, samples: int, seed: int) -> Tensor:
@@ -39,7 +40,7 @@ def shared_noise(model, samples: int, seed: int) -> Tensor:
 def example_seed(row: np.ndarray, seed: int) -> int:
     """A 63-bit generator seed from the seed and an example's bytes."""
     h = hashlib.blake2b(np.ascontiguousarray(row).tobytes(), digest_size=8,
-                        key=int(seed).to_bytes(8, "little"))
+                        key=(int(seed) % 2**64).to_bytes(8, "little"))
     return int.from_bytes(h.digest(), "little") >> 1
 
 
@@ -76,9 +77,11 @@ def draws(model, xb: Tensor, eps: Tensor) -> Draws:
 @torch.no_grad()
 def per_batch(model, x: Tensor, samples: int, seed: int, batch_size: int,
               reduce: Callable[[Draws], Tensor], common: bool = False) -> Tensor:
-    """reduce(Draws) -> (B,), over x in batches: (N,) on the CPU."""
+    """reduce(Draws) -> (B,), over x in batches of at most batch_size and MAX_ROWS // samples
+    examples (the scores do not depend on it): (N,) on the CPU."""
     was_training = model.training
     model.eval()
+    batch_size = max(1, min(batch_size, MAX_ROWS // samples))
     shared = shared_noise(model, samples, seed) if common else None
     out = []
     for xb in batches(x, batch_size):
@@ -146,8 +149,8 @@ def score(model, x: Tensor, method: str = "elbo", samples: int | None = None, se
     samples = DEFAULT_SAMPLES[method] if samples is None else samples
     if samples < 1:
         raise VaekitError("the number of draws (--samples) must be >= 1")
-    if batch_size is None:  # keep S * B draws of the decoder's output around 50k rows
-        batch_size = max(1, 50_000 // samples)
+    if batch_size is None:
+        batch_size = MAX_ROWS
     x = x.to(dtype=model.shift.dtype)  # float32, or float64 for a model made .double()
     return SCORES[method](model, x, samples=samples, seed=seed, batch_size=batch_size,
                           common=common)
