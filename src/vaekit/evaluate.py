@@ -86,8 +86,8 @@ def evaluate(model: VAE, x: Tensor, mc_samples: int = 1, batch_size: int = 1000,
 
 def information_estimate(mu: Tensor, logvars: list[Tensor], rate: float,
                          examples: int) -> dict[str, float | None]:
-    """`mutual_information` from the first `examples` encodings, clipped to [0, rate], the interval
-    that holds I(X;Z) (clipping only moves it toward the truth), and the standard error of the
+    """`mutual_information` from the first `examples` encodings, clipped to [0, rate] (I(X;Z) lies
+    in [0, R]; clipping moves a noisy estimate toward that interval), and the standard error of the
     unclipped estimate; None for both without log-variances (autoencoder, information=False)."""
     if not logvars:
         return {"mutual_information": None, "mutual_information_stderr": None}
