@@ -50,33 +50,52 @@ def planted_run(tmp_path_factory):
     return run, folder, x, y
 
 
-def test_scores_match_torch_distributions(planted_run):
+@pytest.mark.parametrize("common", [False, True])
+def test_scores_match_torch_distributions(planted_run, common):
+    """Given the draws eps (S, B, L) (one seeded generator per example, or one set for all with
+    common=True), every score is the formula written out with torch.distributions."""
     run, _, x, _ = planted_run
     model, x = run.model, x[:50]
     with torch.no_grad():
         mu, logvar = model.encode(x)
-        sigma = torch.exp(0.5 * logvar)
-        kl = kl_divergence(Normal(mu, sigma), Normal(0.0, 1.0)).sum(-1)
-        eps = anomaly.shared_noise(model, 7, seed=3)  # (S, 1, L)
-        z = mu + sigma * eps
+        q = Normal(mu, torch.exp(0.5 * logvar))
+        kl = kl_divergence(q, Normal(0.0, 1.0)).sum(-1)
+        eps = (anomaly.shared_noise(model, 7, seed=3) if common
+               else anomaly.example_noise(model, x, 7, seed=3))
+        z = mu + q.scale * eps
         px = Normal(model.decoder_params(z), model.likelihood.sigma_log().exp())
         log_p = px.log_prob(x).sum(-1) - torch.log(model.scale).sum()  # (S, B), data as given
-    torch.testing.assert_close(anomaly.score(model, x, "kl"), kl)
-    rec = anomaly.score(model, x, "reconstruction", samples=7, seed=3)
+        log_w = log_p + Normal(0.0, 1.0).log_prob(z).sum(-1) - q.log_prob(z).sum(-1)
+    torch.testing.assert_close(anomaly.score(model, x, "kl", common=common), kl)
+    rec = anomaly.score(model, x, "reconstruction", samples=7, seed=3, common=common)
     torch.testing.assert_close(rec, -log_p.mean(0))
-    prob = anomaly.score(model, x, "recon-prob", samples=7, seed=3)
+    prob = anomaly.score(model, x, "recon-prob", samples=7, seed=3, common=common)
     torch.testing.assert_close(prob, -(torch.logsumexp(log_p, 0) - math.log(7)))
-    torch.testing.assert_close(anomaly.score(model, x, "elbo", samples=7, seed=3), rec + kl)
+    torch.testing.assert_close(anomaly.score(model, x, "elbo", samples=7, seed=3, common=common),
+                               rec + kl)
+    iw = anomaly.score(model, x, "iw-nll", samples=7, seed=3, common=common)
+    torch.testing.assert_close(iw, -(torch.logsumexp(log_w, 0) - math.log(7)), rtol=1e-5, atol=1e-4)
     assert torch.all(prob <= rec + 1e-4)  # Jensen: -log E p <= -E log p
-    iw = anomaly.score(model, x, "iw-nll", samples=200)
-    elbo = anomaly.score(model, x, "elbo", samples=1000)  # shared draws: many, for a tight mean
+    iw = anomaly.score(model, x, "iw-nll", samples=200, common=common)
+    elbo = anomaly.score(model, x, "elbo", samples=1000, common=common)
     assert float(iw.mean()) <= float(elbo.mean())  # log p(x) >= IWAE bound >= ELBO
 
 
-def test_scores_do_not_depend_on_the_batch(planted_run):
+def test_independent_draws_differ_between_examples_and_are_reproducible(planted_run):
     run, _, x, _ = planted_run
-    full = anomaly.score(run.model, x, "recon-prob", samples=5, seed=1)
-    part = anomaly.score(run.model, x[10:20], "recon-prob", samples=5, seed=1, batch_size=3)
+    eps = anomaly.example_noise(run.model, x[:20], 3, seed=4)  # (S, B, L)
+    assert eps.shape == (3, 20, run.model.latent_dim)
+    assert len({tuple(e.flatten().tolist()) for e in eps.transpose(0, 1)}) == 20
+    torch.testing.assert_close(anomaly.example_noise(run.model, x[:20], 3, seed=4), eps)
+    assert not torch.equal(anomaly.example_noise(run.model, x[:20], 3, seed=5), eps)
+
+
+@pytest.mark.parametrize("common", [False, True])
+def test_scores_do_not_depend_on_the_batch(planted_run, common):
+    run, _, x, _ = planted_run
+    full = anomaly.score(run.model, x, "recon-prob", samples=5, seed=1, common=common)
+    part = anomaly.score(run.model, x[10:20], "recon-prob", samples=5, seed=1, batch_size=3,
+                         common=common)
     torch.testing.assert_close(part, full[10:20])
 
 
@@ -174,8 +193,9 @@ def test_default_sizes_follow_the_data():
     assert 2 <= small["latent_dim"] <= large["latent_dim"] <= 16
 
 
-# Every scikit-learn check that applies passes (scores are float64 and use shared draws, so they do
-# not depend on the batch); those for pandas / the array API skip when those are not installed.
+# Every scikit-learn check that applies passes (scores are float64 and each example's draws come
+# from its own bytes, so they depend neither on the batch nor on the order); those for pandas / the
+# array API skip when those are not installed.
 EXPECTED_FAILURES: dict[str, str] = {}
 
 

@@ -55,6 +55,20 @@ def test_gaussian_log_prob_matches_torch_distributions(name, sigma):
         assert torch.allclose(std, torch.full((5,), sigma))
 
 
+def test_learned_sigma_has_a_floor_of_1e_3_and_a_fixed_sigma_is_taken_as_given():
+    """A learned per-feature sigma never goes below 1e-3 (model units), so a constant pixel
+    cannot drive log p(x|z) to +inf; --sigma is the user's and is not floored."""
+    lik = build_likelihood("gaussian", 3, 1.0)
+    with torch.no_grad():
+        lik.log_sigma.copy_(torch.log(torch.tensor([1e-6, 1e-3, 0.5])))
+    mean, x = torch.zeros(2, 3), torch.tensor([[0.0, 0.0, 0.0], [2e-3, -1e-3, 0.7]])
+    ref = Normal(mean, torch.tensor([1e-3, 1e-3, 0.5])).log_prob(x).sum(-1)
+    assert torch.allclose(lik.log_prob(x, mean), ref, rtol=1e-5)
+    fixed = build_likelihood("gaussian-fixed", 3, 1e-4)
+    assert torch.allclose(fixed.log_prob(x, mean), Normal(mean, 1e-4).log_prob(x).sum(-1),
+                          rtol=1e-5)
+
+
 def test_bernoulli_logits_stay_finite_where_sigmoid_bce_saturates():
     lik = build_likelihood("bernoulli", 2, 1.0)
     lp = lik.log_prob(torch.tensor([[1.0, 0.0]]), torch.tensor([[-200.0, 200.0]]))

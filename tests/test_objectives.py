@@ -54,6 +54,72 @@ def test_log_weights_and_iwae_objective_against_torch_distributions(model_and_ba
     assert torch.allclose(terms.kl_per_dim, closed_kl, atol=1e-5)
 
 
+def likelihood_model(likelihood: str) -> tuple[VAE, torch.Tensor]:
+    """A small random VAE per likelihood, with a preprocessing whose log-Jacobian matters:
+    pixels 0/255 for bernoulli (a pmf: no Jacobian), shifted and scaled features otherwise."""
+    torch.manual_seed(4)
+    model = VAE(ModelConfig(likelihood=likelihood, hidden=(16,), latent_dim=3, sigma=0.6), (5,))
+    if likelihood == "bernoulli":
+        model.set_preprocessing(torch.zeros(5), torch.full((5,), 255.0))
+        x_data = 255 * torch.bernoulli(torch.full((8, 5), 0.5))
+    else:
+        model.set_preprocessing(torch.arange(5.0), torch.tensor([0.5, 1.0, 2.0, 3.0, 0.25]))
+        x_data = torch.randn(8, 5) * 2 + 1
+    if likelihood == "gaussian":
+        with torch.no_grad():
+            model.likelihood.log_sigma.copy_(torch.tensor([-1.0, -0.5, 0.0, 0.3, -8.0]))
+    return model, x_data
+
+
+def data_space_log_px_z(model, likelihood: str, x_data, z) -> torch.Tensor:
+    """log p(x|z) of the data as given, written out with torch.distributions: (..., B)."""
+    params = model.decoder(z)
+    if likelihood == "bernoulli":
+        return Bernoulli(logits=params).log_prob(x_data / 255).sum(-1)
+    sigma = (model.likelihood.log_sigma.exp().clamp(min=1e-3) if likelihood == "gaussian"
+             else torch.full((5,), 0.6))
+    return Normal(params * model.scale + model.shift, sigma * model.scale).log_prob(x_data).sum(-1)
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian", "gaussian-fixed"])
+def test_each_objective_for_each_likelihood_against_torch_distributions(likelihood):
+    """elbo: beta * KL - E_q log p(x|z); iwae (k=3): -log mean_k w_k; iwae with k=1 is the
+    one-draw ELBO with log p(z) - log q(z|x) in place of -KL: equal for the same draw up to that
+    term, and equal to the ELBO in expectation."""
+    model, x_data = likelihood_model(likelihood)
+    x = model.prepare(x_data)
+    with torch.no_grad():
+        mu, logvar = model.encode(x)
+    q = Normal(mu, torch.exp(0.5 * logvar))
+    kl = kl_divergence(q, Normal(0.0, 1.0)).sum(-1)
+    for objective, k in (("elbo", 1), ("iwae", 3), ("iwae", 1)):
+        cfg = quick_config(objective=objective, iw_train_samples=k).train
+        torch.manual_seed(7)
+        with torch.no_grad():
+            loss, terms = OBJECTIVES[objective](model, x, 0.4 if objective == "elbo" else 1.0, cfg)
+        torch.manual_seed(7)  # the same draws: eps ~ randn(B, L) or (K, B, L)
+        eps = torch.randn(mu.shape if objective == "elbo" else (k, *mu.shape))
+        z = mu + q.scale * eps
+        with torch.no_grad():
+            rec = data_space_log_px_z(model, likelihood, x_data, z)
+        if objective == "elbo":
+            expected = 0.4 * kl.mean() - rec.mean()
+        else:
+            log_w = rec + Normal(0.0, 1.0).log_prob(z).sum(-1) - q.log_prob(z).sum(-1)
+            expected = -(torch.logsumexp(log_w, 0) - math.log(k)).mean()
+        torch.testing.assert_close(loss, expected, atol=2e-4, rtol=1e-5)
+        torch.testing.assert_close(terms.reconstruction, rec.mean(0) if rec.dim() == 2 else rec,
+                                   atol=2e-4, rtol=1e-5)
+        torch.testing.assert_close(terms.kl, kl, atol=1e-5, rtol=1e-5)
+    # in expectation, iwae with k=1 is the ELBO (beta = 1): many draws of each
+    cfg1, cfg_elbo = quick_config(objective="iwae", iw_train_samples=1).train, quick_config().train
+    with torch.no_grad():
+        iw = torch.stack([OBJECTIVES["iwae"](model, x, 1.0, cfg1)[0] for _ in range(2000)])
+        el = torch.stack([OBJECTIVES["elbo"](model, x, 1.0, cfg_elbo)[0] for _ in range(2000)])
+    stderr = math.sqrt(float(iw.var() + el.var()) / 2000)
+    assert abs(float(iw.mean() - el.mean())) < 4 * stderr
+
+
 def test_free_bits_change_the_loss_as_documented_and_never_the_kl(model_and_batch):
     """Loss = beta * sum_j max(lambda, mean_batch KL_j) - mean E_q log p(x|z) (Kingma et al. 2016)."""
     model, x = model_and_batch

@@ -1,93 +1,131 @@
 """Anomaly scores of a trained model: per example, higher = more anomalous, in nats.
 
-Every score is `fn(model, x, samples, seed, batch_size) -> (N,)` over model-space x, looked up by
-name in SCORES. The Monte Carlo scores use common random numbers: the same S draws eps_s ~ N(0, I)
-for every example (z_s = mu + sigma * eps_s), so an example's score does not depend on the batch it
-is in, and a seed makes scores reproducible.
+Every score is `fn(model, x, samples, seed, batch_size, common) -> (N,)` over model-space x, looked
+up by name in SCORES. The Monte Carlo scores draw z_s = mu + sigma * eps_s, s = 1..S, with each
+example's eps from its own generator, seeded by the seed and the example's bytes: a score depends
+only on the model, the example and the seed (not on the batch size, the order or the other
+examples), and draws are independent across examples, so a score's mean over a data set estimates
+its expectation without a shared offset (the `elbo` score's mean is -ELBO within its standard
+error, whatever the seed). Identical examples get identical draws. common=True shares one set of S
+draws among all examples instead (common random numbers): less noise in the differences between
+examples, for ranking, but every score then carries the same seed-dependent offset.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from .errors import VaekitError
-from .evaluate import batches, log_likelihood
+from .evaluate import batches
 from .latent import label_mask
-from .objectives import gaussian_kl
+from .objectives import gaussian_kl, log_normal, log_standard_normal
 
 Score = Callable[..., Tensor]
+MAX_ROWS = 50_000  # draws x examples decoded in one pass (S * B): memory ~ this x layer widths
 
 
 def shared_noise(model, samples: int, seed: int) -> Tensor:
-    """(S, 1, L) standard-normal draws, one set shared by all examples."""
+    """(S, 1, L) standard-normal draws, one set shared by all examples (common random numbers)."""
     g = torch.Generator().manual_seed(seed)
     return torch.randn(samples, 1, model.latent_dim, generator=g).to(model.device)
 
 
-def log_px_given_z(model, xb: Tensor, eps: Tensor) -> tuple[Tensor, Tensor]:
-    """log p(x|z_s) for z_s = mu + sigma * eps_s (S, B), nats of the data as given; and KL (B,)."""
+def example_seed(row: np.ndarray, seed: int) -> int:
+    """A 63-bit generator seed from the seed and an example's bytes."""
+    h = hashlib.blake2b(np.ascontiguousarray(row).tobytes(), digest_size=8,
+                        key=(int(seed) % 2**64).to_bytes(8, "little"))
+    return int.from_bytes(h.digest(), "little") >> 1
+
+
+def example_noise(model, xb: Tensor, samples: int, seed: int) -> Tensor:
+    """(S, B, L) standard-normal draws, example b's from a generator seeded by example_seed."""
+    rows = xb.detach().cpu().reshape(len(xb), -1).numpy()
+    eps = torch.empty(samples, len(xb), model.latent_dim)
+    for b, row in enumerate(rows):
+        g = torch.Generator().manual_seed(example_seed(row, seed))
+        eps[:, b] = torch.randn(samples, model.latent_dim, generator=g)
+    return eps.to(model.device)
+
+
+@dataclass
+class Draws:
+    """What the scores are made of, for S draws of z per example of a batch of B."""
+
+    log_px_z: Tensor  # (S, B) log p(x|z_s), nats of the data as given (log-Jacobian included)
+    kl: Tensor  # (B,) KL(q(z|x) || p(z)), closed form (0 for the autoencoder)
+    log_w: Tensor | None  # (S, B) log p(x, z_s) - log q(z_s|x) (None for the autoencoder)
+
+
+def draws(model, xb: Tensor, eps: Tensor) -> Draws:
+    """z_s = mu + sigma * eps_s for eps (S, B or 1, L); the autoencoder uses its code, once."""
     mu, logvar = model.encode(xb)
-    if logvar is None:  # autoencoder: the code itself, no KL
-        z, kl = mu[None], torch.zeros(len(xb), device=mu.device)
-    else:
-        z, kl = mu + torch.exp(0.5 * logvar) * eps, gaussian_kl(mu, logvar).sum(-1)
-    return model.log_px_z(xb, z), kl
+    if logvar is None:
+        return Draws(model.log_px_z(xb, mu[None]), torch.zeros(len(xb), device=mu.device), None)
+    z = mu + torch.exp(0.5 * logvar) * eps.to(mu.dtype)  # (S, B, L)
+    log_px_z = model.log_px_z(xb, z)
+    log_w = log_px_z + log_standard_normal(z) - log_normal(z, mu, logvar)
+    return Draws(log_px_z, gaussian_kl(mu, logvar).sum(-1), log_w)
 
 
 @torch.no_grad()
 def per_batch(model, x: Tensor, samples: int, seed: int, batch_size: int,
-              reduce: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
-    """reduce(log p(x|z_s) (S, B), KL (B,)) -> (B,), over x in batches: (N,) on the CPU."""
+              reduce: Callable[[Draws], Tensor], common: bool = False) -> Tensor:
+    """reduce(Draws) -> (B,), over x in batches of at most batch_size and MAX_ROWS // samples
+    examples (the scores do not depend on it): (N,) on the CPU."""
     was_training = model.training
     model.eval()
-    eps = shared_noise(model, samples, seed)
-    out = [reduce(*log_px_given_z(model, xb.to(model.device).reshape(len(xb), -1), eps)).cpu()
-           for xb in batches(x, batch_size)]
+    batch_size = max(1, min(batch_size, MAX_ROWS // samples))
+    shared = shared_noise(model, samples, seed) if common else None
+    out = []
+    for xb in batches(x, batch_size):
+        eps = shared if common else example_noise(model, xb, samples, seed)
+        out.append(reduce(draws(model, xb.to(model.device).reshape(len(xb), -1), eps)).cpu())
     model.train(was_training)
     return torch.cat(out) if out else torch.zeros(0)
 
 
-def kl_score(model, x: Tensor, samples: int = 1, seed: int = 0, batch_size: int = 1000) -> Tensor:
-    """KL(q(z|x) || p(z)): how far the encoding is from the prior."""
-    return per_batch(model, x, 1, seed, batch_size, lambda log_p, kl: kl)
+def kl_score(model, x: Tensor, samples: int = 1, seed: int = 0, batch_size: int = 1000,
+             common: bool = False) -> Tensor:
+    """KL(q(z|x) || p(z)): how far the encoding is from the prior (closed form, no draws)."""
+    return per_batch(model, x, 1, seed, batch_size, lambda d: d.kl, common=True)
 
 
 def reconstruction_score(model, x: Tensor, samples: int = 16, seed: int = 0,
-                         batch_size: int = 1000) -> Tensor:
+                         batch_size: int = 1000, common: bool = False) -> Tensor:
     """-E_q log p(x|z), averaged over S draws."""
-    return per_batch(model, x, samples, seed, batch_size, lambda log_p, kl: -log_p.mean(0))
+    return per_batch(model, x, samples, seed, batch_size, lambda d: -d.log_px_z.mean(0), common)
 
 
 def recon_prob_score(model, x: Tensor, samples: int = 16, seed: int = 0,
-                     batch_size: int = 1000) -> Tensor:
+                     batch_size: int = 1000, common: bool = False) -> Tensor:
     """An & Cho (2015) reconstruction probability, as -log (1/S) sum_s p(x|z_s) (logsumexp)."""
     return per_batch(model, x, samples, seed, batch_size,
-                     lambda log_p, kl: math.log(log_p.shape[0]) - torch.logsumexp(log_p, 0))
+                     lambda d: math.log(len(d.log_px_z)) - torch.logsumexp(d.log_px_z, 0), common)
 
 
-def elbo_score(model, x: Tensor, samples: int = 16, seed: int = 0, batch_size: int = 1000) -> Tensor:
+def elbo_score(model, x: Tensor, samples: int = 16, seed: int = 0, batch_size: int = 1000,
+               common: bool = False) -> Tensor:
     """-ELBO = -E_q log p(x|z) + KL(q(z|x) || p(z))."""
-    return per_batch(model, x, samples, seed, batch_size, lambda log_p, kl: kl - log_p.mean(0))
+    return per_batch(model, x, samples, seed, batch_size, lambda d: d.kl - d.log_px_z.mean(0),
+                     common)
 
 
-def iw_nll_score(model, x: Tensor, samples: int = 100, seed: int = 0,
-                 batch_size: int = 100) -> Tensor:
-    """-log p(x), importance-sampled with `samples` draws from q(z|x) (Burda et al. 2015)."""
+def iw_nll_score(model, x: Tensor, samples: int = 100, seed: int = 0, batch_size: int = 100,
+                 common: bool = False) -> Tensor:
+    """-log p(x), importance-sampled with S draws from q(z|x): -(logsumexp_s log w_s - log S)
+    (Burda et al. 2015)."""
     if not model.stochastic:
         raise VaekitError("iw-nll needs a VAE's q(z|x); this run is a plain autoencoder: use "
                           "--method reconstruction")
-    was_training = model.training
-    model.eval()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        nll = -log_likelihood(model, x, samples, max(1, batch_size))
-    model.train(was_training)
-    return nll
+    return per_batch(model, x, samples, seed, batch_size,
+                     lambda d: math.log(len(d.log_w)) - torch.logsumexp(d.log_w, 0), common)
 
 
 SCORES: dict[str, Score] = {
@@ -101,17 +139,21 @@ DEFAULT_SAMPLES = {"kl": 1, "reconstruction": 16, "recon-prob": 16, "elbo": 16, 
 
 
 def score(model, x: Tensor, method: str = "elbo", samples: int | None = None, seed: int = 0,
-          batch_size: int | None = None) -> Tensor:
-    """Anomaly scores (N,) of model-space x by a SCORES name; higher = more anomalous."""
+          batch_size: int | None = None, common: bool = False) -> Tensor:
+    """Anomaly scores (N,) of model-space x by a SCORES name; higher = more anomalous.
+
+    common: the same draws of z for every example (common random numbers; for ranking), instead
+    of independent draws per example (see the module's docstring)."""
     if method not in SCORES:
         raise VaekitError(f"unknown score {method!r}; choose one of {', '.join(SCORES)}")
     samples = DEFAULT_SAMPLES[method] if samples is None else samples
     if samples < 1:
         raise VaekitError("the number of draws (--samples) must be >= 1")
-    if batch_size is None:  # keep S * B draws of the decoder's output around 50k rows
-        batch_size = max(1, 50_000 // samples)
+    if batch_size is None:
+        batch_size = MAX_ROWS
     x = x.to(dtype=model.shift.dtype)  # float32, or float64 for a model made .double()
-    return SCORES[method](model, x, samples=samples, seed=seed, batch_size=batch_size)
+    return SCORES[method](model, x, samples=samples, seed=seed, batch_size=batch_size,
+                          common=common)
 
 
 # --- thresholds and metrics -------------------------------------------------------------------

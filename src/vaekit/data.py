@@ -47,10 +47,33 @@ class Dataset:
         return getattr(self, f"x_{name}"), getattr(self, f"y_{name}")
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def check_finite(x: np.ndarray, name: str) -> None:
-    if x.dtype.kind == "f" and not np.isfinite(x).all():
-        bad = int((~np.isfinite(x)).sum())
-        raise VaekitError(f"{name} contains {bad} NaN/Inf value(s); remove or impute them first")
+    """NaN/Inf, or a value past float32's range (the model computes in float32): one line."""
+    if x.dtype.kind == "f":
+        with np.errstate(invalid="ignore"):
+            bad = int((~(np.abs(x) <= FLOAT32_MAX)).sum())  # NaN compares False
+        if bad:
+            raise VaekitError(f"{name} contains {bad} NaN/Inf value(s) or value(s) beyond "
+                              f"float32's range (|x| > {FLOAT32_MAX:.3g}); remove or impute them first")
+
+
+# A feature is constant when its spread is at the float32 rounding of its own values (the model
+# computes in float32), or below the smallest normal float32: it keeps scale 1 (no division by ~0).
+CONSTANT_RTOL = float(np.finfo(np.float32).eps)
+CONSTANT_ATOL = float(np.finfo(np.float32).tiny)
+
+
+def standardization(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature (shift, scale), float64 (D,), from training rows: mean and standard deviation
+    of the float32 values the model sees; scale 1 for a constant feature, decided per feature
+    relative to its own magnitude (|std| <= eps32 * |mean| + tiny32), not to the other features."""
+    x = x.reshape(len(x), -1).astype(np.float32).astype(np.float64)
+    shift, std = x.mean(0), x.std(0)
+    constant = std <= CONSTANT_RTOL * np.abs(shift) + CONSTANT_ATOL
+    return shift, np.where(constant, 1.0, std)
 
 
 def seeded_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -125,7 +148,9 @@ def make_dataset(train: Raw, test: Raw, cfg: Config) -> tuple[Dataset, Config]:
     d, seed = cfg.data, cfg.train.seed
     keep, held = seeded_split(len(train.x), d.val_fraction, seed + 1)
     train, val = take(train, keep), take(train, held)
-    for raw, name in ((train, "training data"), (test, "test data")):
+    for raw, name in ((train, "the training split"),
+                      (val, "the validation split (rows held out of the training data)"),
+                      (test, "the test split")):
         check_finite(raw.x, name)
 
     dim = int(np.prod(train.x.shape[1:]))
@@ -133,9 +158,7 @@ def make_dataset(train: Raw, test: Raw, cfg: Config) -> tuple[Dataset, Config]:
     standardize = d.standardize == "on" or (
         d.standardize == "auto" and not train.image and likelihood.startswith("gaussian"))
     if standardize:
-        x = train.x.reshape(len(train.x), -1).astype(np.float64)
-        shift, scale = x.mean(0), x.std(0)
-        scale = np.where(scale > 1e-8 * max(1.0, float(np.abs(shift).max())), scale, 1.0)
+        shift, scale = standardization(train.x)
     else:
         shift, scale = np.zeros(dim), np.full(dim, train.pixel_max)
     shift, scale = shift.astype(np.float32), scale.astype(np.float32)
