@@ -128,6 +128,31 @@ def test_cli_score_writes_csv_in_input_order_with_metrics(planted_run, capsys, t
     assert np.mean(anomaly.score(run.model, x_val, "elbo").numpy() > cut) <= 0.05
 
 
+def test_cli_common_draws_shares_the_draws_across_examples(planted_run, capsys, tmp_path):
+    """--common-draws reaches the scorer: its column equals the library's common=True scores (the
+    same S draws of eps for every example, checked by hand through the encoder) and not the default
+    per-example draws, for the scored data and the validation threshold alike."""
+    run, folder, x, _ = planted_run
+    out = tmp_path / "scores.csv"
+    code, _, err = run_cli(capsys, "score", run.dir, "--data", folder / "test.npz", "--method",
+                           "reconstruction", "--samples", "4", "--common-draws", "--fpr", "0.1",
+                           "--out", out)
+    assert code == 0, err
+    rows = [line.split(",") for line in out.read_text().splitlines()[1:]]
+    s = np.array([float(r[2]) for r in rows])
+    m = run.model
+    with torch.no_grad():
+        eps = torch.randn(4, 1, m.latent_dim, generator=torch.Generator().manual_seed(0))
+        mu, logvar = m.encode(x)
+        by_hand = -m.log_px_z(x.reshape(len(x), -1), mu + torch.exp(0.5 * logvar) * eps).mean(0)
+    np.testing.assert_allclose(s, by_hand.numpy(), rtol=1e-4, atol=1e-4)
+    default = anomaly.score(m, x, "reconstruction", samples=4).numpy()
+    assert np.abs(s - default).max() > 1e-3
+    x_val, _ = load_for_model(m, run.config, None, "val")
+    cut = anomaly.threshold(anomaly.score(m, x_val, "reconstruction", samples=4, common=True), 0.1)
+    np.testing.assert_array_equal(np.array([int(r[4]) for r in rows]), (s > cut).astype(int))
+
+
 def test_cli_score_to_stdout_without_labels(planted_run, capsys):
     run, folder, _, _ = planted_run
     code, stdout, err = run_cli(capsys, "score", run.dir, "--data", folder / "normal.npy",

@@ -29,6 +29,10 @@ def add_arguments(p) -> None:
     p.add_argument("--samples", type=int, metavar="S", help="draws of z per example (default: 16; "
                    "iw-nll: 100)")
     add_seed_option(p, "the draws")
+    p.add_argument("--common-draws", action="store_true", help="the same S draws of z for every "
+                   "example (common random numbers): steadier ranking between near-identical "
+                   "examples, but every score then shares one seed-dependent offset (default: "
+                   "independent draws per example, reproducible from --seed)")
     p.add_argument("--out", metavar="FILE", help="write the scores as CSV here (default: to "
                    "standard output, the summary to standard error)")
     rate = p.add_mutually_exclusive_group()
@@ -62,12 +66,14 @@ def run(args) -> int:
     r = load_run(args)
     x, y = load_data(r, args)
     target = None if y is None else anomaly_target(y, args.anomaly_label)
-    s = score(r.model, x, args.method, args.samples, args.seed).double().numpy()
+    s = score(r.model, x, args.method, args.samples, args.seed, common=args.common_draws)
+    s = s.double().numpy()
     flagged, lines = None, []
     rate = args.fpr if args.fpr is not None else args.contamination
     if rate is not None:
         x_val, _ = load_for_model(r.model, r.config, None, "val", **read_options(args))
-        cut = threshold(score(r.model, x_val, args.method, args.samples, args.seed), rate)
+        cut = threshold(score(r.model, x_val, args.method, args.samples, args.seed,
+                              common=args.common_draws), rate)
         flagged = s > cut
         how = "fpr" if args.fpr is not None else "contamination"
         lines.append(f"threshold {cut:.4g} (validation {how} {rate:g}): {int(flagged.sum())} of "
