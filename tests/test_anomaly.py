@@ -57,7 +57,8 @@ def test_scores_match_torch_distributions(planted_run, common):
     run, _, x, _ = planted_run
     model, x = run.model, x[:50]
     with torch.no_grad():
-        mu, logvar = model.encode(x)
+        _q = model.encode(x)
+        mu, logvar = _q.loc, _q.logvar
         q = Normal(mu, torch.exp(0.5 * logvar))
         kl = kl_divergence(q, Normal(0.0, 1.0)).sum(-1)
         eps = (anomaly.shared_noise(model, 7, seed=3) if common
@@ -143,7 +144,8 @@ def test_cli_common_draws_shares_the_draws_across_examples(planted_run, capsys, 
     m = run.model
     with torch.no_grad():
         eps = torch.randn(4, 1, m.latent_dim, generator=torch.Generator().manual_seed(0))
-        mu, logvar = m.encode(x)
+        _q = m.encode(x)
+        mu, logvar = _q.loc, _q.logvar
         by_hand = -m.log_px_z(x.reshape(len(x), -1), mu + torch.exp(0.5 * logvar) * eps).mean(0)
     np.testing.assert_allclose(s, by_hand.numpy(), rtol=1e-4, atol=1e-4)
     default = anomaly.score(m, x, "reconstruction", samples=4).numpy()

@@ -65,7 +65,7 @@ def test_elbo_and_kl_score_agree_with_torch_distributions(run, images):
     torch.manual_seed(1)
     z = q.sample((2000,))  # (S, N, L)
     with torch.no_grad():
-        logits = run.model.decoder(z)
+        logits = run.model.decoder(z).flatten(2)  # (S, N, 64)
     x = torch.tensor(images / 16.0, dtype=torch.float32).reshape(40, -1)
     rec = Bernoulli(logits=logits, validate_args=False).log_prob(x).sum(-1)  # (S, N)
     expected = (rec.mean(0) - kl).double()

@@ -54,7 +54,7 @@ def world(tmp_path_factory):
 
 def codes(run, x: np.ndarray) -> np.ndarray:
     with torch.no_grad():
-        return run.model.encode(run.model.prepare(x))[0].numpy()
+        return run.model.encode(run.model.prepare(x)).mean.numpy()
 
 
 def encode(capsys, tmp_path, run_dir, *argv) -> np.ndarray:

@@ -35,7 +35,7 @@ def test_encode_keeps_input_order_and_shape(table_run, capsys, tmp_path):
     z = np.load(tmp_path / "z.npy")
     assert z.shape == (len(x), run.model.latent_dim)
     with torch.no_grad():
-        want = run.model.encode(run.model.prepare(x))[0].numpy()
+        want = run.model.encode(run.model.prepare(x)).mean.numpy()
     np.testing.assert_allclose(z, want, rtol=1e-4, atol=1e-5)
     # the same rows in another order give the same codes in that order
     order = np.random.default_rng(1).permutation(len(x))
@@ -56,7 +56,8 @@ def test_encode_csv_with_logvar(table_run, capsys, tmp_path):
     assert header == [f"mu_{i}" for i in range(L)] + [f"logvar_{i}" for i in range(L)]
     values = np.loadtxt(out, delimiter=",", skiprows=1)
     with torch.no_grad():
-        mu, logvar = run.model.encode(run.model.prepare(x))
+        _q = run.model.encode(run.model.prepare(x))
+        mu, logvar = _q.loc, _q.logvar
     np.testing.assert_allclose(values, torch.cat([mu, logvar], 1).numpy(), rtol=1e-4, atol=1e-5)
 
 

@@ -57,7 +57,8 @@ def test_python_api_mirrors_the_cli(tmp_path):
     loaded = vaekit.load(tmp_path / "r")
     assert loaded.config.model.likelihood == "bernoulli"  # digits in [0, 1] -> auto resolved
     x = torch.rand(5, 1, 8, 8)
-    mu, logvar = loaded.model.encode(x)
+    _q = loaded.model.encode(x)
+    mu, logvar = _q.loc, _q.logvar
     assert mu.shape == logvar.shape == (5, 4)
     assert loaded.model.decode(mu).shape == (5, 1, 8, 8)
     assert loaded.model.sample(3).shape == (3, 1, 8, 8)

@@ -22,10 +22,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .distributions import kl_terms
 from .errors import VaekitError
 from .evaluate import batches
 from .latent import label_mask
-from .objectives import gaussian_kl, log_normal, log_standard_normal
 
 Score = Callable[..., Tensor]
 MAX_ROWS = 50_000  # draws x examples decoded in one pass (S * B): memory ~ this x layer widths
@@ -59,19 +59,20 @@ class Draws:
     """What the scores are made of, for S draws of z per example of a batch of B."""
 
     log_px_z: Tensor  # (S, B) log p(x|z_s), nats of the data as given (log-Jacobian included)
-    kl: Tensor  # (B,) KL(q(z|x) || p(z)), closed form (0 for the autoencoder)
+    kl: Tensor  # (B,) KL(q(z|x) || p(z)): closed form where one exists, else from the draws
     log_w: Tensor | None  # (S, B) log p(x, z_s) - log q(z_s|x) (None for the autoencoder)
 
 
 def draws(model, xb: Tensor, eps: Tensor) -> Draws:
-    """z_s = mu + sigma * eps_s for eps (S, B or 1, L); the autoencoder uses its code, once."""
-    mu, logvar = model.encode(xb)
-    if logvar is None:
-        return Draws(model.log_px_z(xb, mu[None]), torch.zeros(len(xb), device=mu.device), None)
-    z = mu + torch.exp(0.5 * logvar) * eps.to(mu.dtype)  # (S, B, L)
+    """z_s = the posterior's reparameterization of eps (S, B or 1, L): (S, B, L); a point mass
+    (the autoencoder) gives its code once."""
+    q, prior = model.encode(xb), model.prior.dist()
+    z = q.from_noise(eps.to(q.mean.dtype))
     log_px_z = model.log_px_z(xb, z)
-    log_w = log_px_z + log_standard_normal(z) - log_normal(z, mu, logvar)
-    return Draws(log_px_z, gaussian_kl(mu, logvar).sum(-1), log_w)
+    kl = kl_terms(q, prior, z).total
+    if not model.stochastic:
+        return Draws(log_px_z, kl, None)
+    return Draws(log_px_z, kl, log_px_z + prior.log_prob(z) - q.log_prob(z))
 
 
 @torch.no_grad()

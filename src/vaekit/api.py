@@ -50,10 +50,10 @@ def encode(run: Run | VAE, data: Any, logvar: bool = False):
     """Posterior means (N, L) of the data as given; with logvar=True also the log-variances
     (N, L), or None for a plain autoencoder. numpy float32, no gradients."""
     model = model_of(run)
-    mu, lv = latent.encode(model, to_model_space(model, data))
+    q = latent.encode(model, to_model_space(model, data))
     if not logvar:
-        return mu.numpy()
-    return mu.numpy(), None if lv is None else lv.numpy()
+        return q.mean.numpy()
+    return q.mean.numpy(), (latent.log_variance(q).numpy() if model.stochastic else None)
 
 
 def decode(run: Run | VAE, z: Any) -> np.ndarray:

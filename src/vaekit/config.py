@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from .distributions import POSTERIORS, PRIORS
 from .errors import VaekitError
 from .likelihoods import LIKELIHOODS
 from .nets import BACKBONES
@@ -43,15 +44,28 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    model: str = opt("vae", "vae, or ae: a plain deterministic autoencoder (the baseline)",
-                     choices=("vae", "ae"))
+    model: str = opt("vae", "vae, or ae: a plain deterministic autoencoder (the baseline; its "
+                     "posterior is a point mass)", choices=("vae", "ae"))
     likelihood: str = opt("auto", "bernoulli | gaussian (learned sigma per feature) | "
                           "gaussian-fixed (--sigma); auto: bernoulli for images in [0,1], "
                           "else gaussian")
     sigma: float = opt(1.0, "standard deviation of the gaussian-fixed likelihood, in model units")
+    posterior: str = opt("auto", "q(z|x): gaussian (diagonal) | point (a point mass: the "
+                         "autoencoder); auto: gaussian for --model vae, point for ae")
+    prior: str = opt("normal", "p(z): normal (standard normal N(0, I))")
     backbone: str = opt("mlp", "encoder/decoder network")
     hidden: tuple[int, ...] = opt((400,), "hidden layer widths, comma list, e.g. 400 or 512,256")
+    channels: tuple[int, ...] = opt((32, 64, 128), "conv backbone: channels per resolution "
+                                    "level, finest first, comma list")
+    blocks: int = opt(1, "conv backbone: residual blocks per resolution level")
     latent_dim: int = opt(20, "number of latent dimensions")
+
+    @property
+    def posterior_name(self) -> str:
+        """The posterior entry: --posterior, or the one --model implies."""
+        if self.posterior != "auto":
+            return self.posterior
+        return "point" if self.model == "ae" else "gaussian"
 
 
 @dataclass
@@ -141,7 +155,8 @@ def coerce(dc: type, key: str, value: Any) -> Any:
 
 def choices(dc: type, name: str) -> tuple[str, ...] | None:
     """The values a field may take: its `choices`, or the names of the registry it looks up."""
-    registries = {"likelihood": ("auto", *LIKELIHOODS), "backbone": tuple(BACKBONES)}
+    registries = {"likelihood": ("auto", *LIKELIHOODS), "backbone": tuple(BACKBONES),
+                  "posterior": ("auto", *POSTERIORS), "prior": tuple(PRIORS)}
     if name in registries:
         return registries[name]
     return next(f.metadata.get("choices") for f in fields(dc) if f.name == name)
@@ -170,6 +185,11 @@ def validate(cfg: Config) -> None:
         (len(m.hidden) > 0 and all(h > 0 for h in m.hidden),
          "--hidden must be a comma list of positive widths, e.g. 400 or 512,256"),
         (m.latent_dim > 0, "--latent-dim must be positive"),
+        (len(m.channels) > 0 and all(c > 0 for c in m.channels),
+         "--channels must be a comma list of positive channel counts, e.g. 32,64,128"),
+        (m.blocks >= 0, "--blocks must be >= 0"),
+        (m.model == "vae" or m.posterior in ("auto", "point"),
+         "--model ae is the point-mass posterior: drop --posterior"),
         (t.epochs > 0, "--epochs must be positive"),
         (t.batch_size > 0, "--batch-size must be positive"),
         (t.lr > 0, "--lr must be positive"),
@@ -180,7 +200,8 @@ def validate(cfg: Config) -> None:
         (t.kl_warmup >= 0, "--kl-warmup must be >= 0"),
         (t.free_bits >= 0, "--free-bits must be >= 0"),
         (t.patience >= 0, "--patience must be >= 0"),
-        (m.model == "vae" or (t.objective == "elbo" and t.free_bits == 0 and t.kl_warmup == 0),
+        (m.posterior_name != "point" or (t.objective == "elbo" and t.free_bits == 0
+                                          and t.kl_warmup == 0),
          "--model ae has no KL term: drop --objective iwae, --free-bits and --kl-warmup"),
         (t.objective == "elbo" or (t.free_bits == 0 and t.kl_warmup == 0 and t.beta == 1),
          "--objective iwae is a bound on log p(x) with no KL weight: drop --beta, --free-bits "

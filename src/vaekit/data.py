@@ -18,7 +18,7 @@ from torch import Tensor
 
 from .config import Config, DataConfig
 from .errors import VaekitError
-from .likelihoods import build_likelihood
+from .likelihoods import LIKELIHOODS, LikelihoodOptions, build_likelihood
 from .sources import BUILTINS, OWN_TEST_SPLIT, Raw, raw_from_array, read_source
 
 BINARIZE_SEED_OFFSET = 7919  # test/val binarization draws from seed + this, apart from training
@@ -156,7 +156,7 @@ def make_dataset(train: Raw, test: Raw, cfg: Config) -> tuple[Dataset, Config]:
     dim = int(np.prod(train.x.shape[1:]))
     likelihood = resolve_likelihood(cfg.model.likelihood, train)
     standardize = d.standardize == "on" or (
-        d.standardize == "auto" and not train.image and likelihood.startswith("gaussian"))
+        d.standardize == "auto" and not train.image and LIKELIHOODS[likelihood].standardize)
     if standardize:
         shift, scale = standardization(train.x)
     else:
@@ -164,7 +164,7 @@ def make_dataset(train: Raw, test: Raw, cfg: Config) -> tuple[Dataset, Config]:
     shift, scale = shift.astype(np.float32), scale.astype(np.float32)
     xs = {n: to_model_space(r.x, shift, scale) for n, r in (("train", train), ("val", val),
                                                            ("test", test))}
-    lik = build_likelihood(likelihood, dim, cfg.model.sigma)
+    lik = build_likelihood(likelihood, tuple(train.x.shape[1:]), LikelihoodOptions(cfg.model.sigma))
     for n, x in xs.items():
         lik.check(x, f"the {n} data")
     if d.binarize == "dynamic" and likelihood != "bernoulli":

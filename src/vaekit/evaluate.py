@@ -14,11 +14,12 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.distributions import Distribution
 from tqdm import tqdm
 
+from .distributions import kl_terms, pairwise_log_prob
 from .errors import VaekitError
 from .model import VAE
-from .objectives import gaussian_kl
 
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. (2015): unit u is active if Cov_x(E_q[z_u]) > 0.01
 CHUNK_SIZE = 2048  # draws of z decoded in one pass by log_likelihood (examples x samples)
@@ -52,21 +53,21 @@ def evaluate(model: VAE, x: Tensor, mc_samples: int = 1, batch_size: int = 1000,
     """
     was_training = model.training
     model.eval()
-    rec_sum, kl_dims = 0.0, torch.zeros(model.latent_dim, dtype=torch.float64)
-    mus, logvars = [], []
+    rec_sum, kl_sum, kl_dims = 0.0, 0.0, torch.zeros(model.latent_dim, dtype=torch.float64)
+    params, per_dim = [], True
     for xb in batches(x, batch_size):
         xb = xb.to(model.device)
         terms = model.elbo_terms(xb, mc_samples)
         rec_sum += float(terms.reconstruction.double().sum())
-        kl_dims += terms.kl_per_dim.double().sum(0).cpu()
-        mus.append(terms.mu.cpu())
-        if model.stochastic and information:
-            logvars.append(terms.logvar.cpu())
+        kl_sum += float(terms.kl.double().sum())
+        per_dim = per_dim and terms.kl_per_dim is not None
+        if per_dim:
+            kl_dims += terms.kl_per_dim.double().sum(0).cpu()
+        params.append(terms.posterior.params.cpu())
     model.train(was_training)
     n = len(x)
-    rec, kl_per_dim = rec_sum / n, (kl_dims / n).tolist()
-    kl = float(sum(kl_per_dim))
-    mu = torch.cat(mus).double()
+    rec, kl = rec_sum / n, kl_sum / n
+    q = model.posterior(torch.cat(params).double())  # q(z|x) of every example, float64
     out = {
         "elbo": rec - kl if model.stochastic else None,
         "reconstruction": rec,
@@ -75,61 +76,55 @@ def evaluate(model: VAE, x: Tensor, mc_samples: int = 1, batch_size: int = 1000,
         "rate": kl,
         "distortion": -rec,
         "mutual_information_upper": kl if model.stochastic else None,
-        **information_estimate(mu, logvars, kl, mi_examples),
-        "active_units": int(active_mask(mu, active_threshold).sum()),
-        "kl_per_dim": kl_per_dim,
+        **information_estimate(model, q, kl, mi_examples if information else 0),
+        "active_units": int(active_mask(q.mean, active_threshold).sum()),
+        "kl_per_dim": (kl_dims / n).tolist() if per_dim else None,
     }
     if data_entropy is not None:
         out["mutual_information_lower"] = data_entropy + rec if model.stochastic else None
     return out
 
 
-def information_estimate(mu: Tensor, logvars: list[Tensor], rate: float,
+def information_estimate(model: VAE, q: Distribution, rate: float,
                          examples: int) -> dict[str, float | None]:
     """`mutual_information` from the first `examples` encodings, clipped to [0, rate] (I(X;Z) lies
     in [0, R]; clipping moves a noisy estimate toward that interval), and the standard error of the
-    unclipped estimate; None for both without log-variances (autoencoder, information=False)."""
-    if not logvars:
+    unclipped estimate; None for both without a posterior density (autoencoder) or examples."""
+    if not model.stochastic or examples <= 0:
         return {"mutual_information": None, "mutual_information_stderr": None}
-    est, stderr = aggregate_mi(mu[:examples], torch.cat(logvars)[:examples], rate)
+    est, stderr = aggregate_mi(model.posterior(q.params[:examples]), model.prior.dist_like(q.mean),
+                               rate)
     return {"mutual_information": min(max(est, 0.0), rate), "mutual_information_stderr": stderr}
 
 
-def aggregate_mi(mu: Tensor, logvar: Tensor, rate: float | None = None,
+def aggregate_mi(q: Distribution, prior: Distribution, rate: float | None = None,
                  generator: torch.Generator | None = None) -> tuple[float, float]:
     """(estimate, Monte Carlo standard error) of I(X;Z) = R - KL(q(z) || p(z)), in nats.
 
     The rate R = E_x KL(q(z|x) || p(z)) splits into I(X;Z) and the marginal KL from the aggregate
     posterior q(z) = mean_x q(z|x) to the prior (Hoffman & Johnson 2016, "ELBO surgery"). R is
     exact (`rate`, or the closed form over these examples). The marginal KL is estimated over the
-    N encoded examples `mu`, `logvar` (N, L): q(z) is their mixture; two draws z_ik ~ q(z|x_i)
-    per example (together, exact draws from q(z)); t_ik = log q(z_ik) - log p(z_ik); KL ~= mean(t).
-    Its standard error comes from the two draws' differences (the spread of t across examples is
-    not Monte Carlo noise). With R over the same examples this is the InfoNCE estimate with the
-    encoder's density as critic (van den Oord et al. 2018; Poole et al. 2019) with its Monte Carlo
-    rate replaced by the exact one: the same expectation, less noise (5x less on a digits model).
-    A mixture of N encodings overstates KL(q(z) || p(z)) for a model that uses many nats, so the
-    estimate is biased low and saturates near log N (MNIST, 784-200-200-50: rate 18.2, estimate
-    7.6 on N = 2000, log N = 7.60); it is accurate when I(X;Z) << log N. Not clipped here: noise
-    can take it below 0 or above R (`evaluate` clips it). The quadratic form is expanded (matrix
-    products): float64 keeps it accurate unless posterior variances are extreme (error about
-    1e-16 |z|^2 / sigma^2 nats).
+    N encoded examples, `q` (a posterior of batch (N,)): q(z) is their mixture; two draws
+    z_ik ~ q(z|x_i) per example (together, exact draws from q(z)); t_ik = log q(z_ik) - log p(z_ik);
+    KL ~= mean(t). Its standard error comes from the two draws' differences (the spread of t across
+    examples is not Monte Carlo noise). With R over the same examples this is the InfoNCE estimate
+    with the encoder's density as critic (van den Oord et al. 2018; Poole et al. 2019) with its
+    Monte Carlo rate replaced by the exact one: the same expectation, less noise (5x less on a
+    digits model). A mixture of N encodings overstates KL(q(z) || p(z)) for a model that uses many
+    nats, so the estimate is biased low and saturates near log N (MNIST, 784-200-200-50: rate
+    18.2, estimate 7.6 on N = 2000, log N = 7.60); it is accurate when I(X;Z) << log N. Not
+    clipped here: noise can take it below 0 or above R (`evaluate` clips it).
     """
-    n, latent = mu.shape
-    mu, logvar = mu.double(), logvar.double()
+    n, latent = q.batch_shape[0], q.event_shape[0]
     if rate is None:
-        rate = float(gaussian_kl(mu, logvar).sum(-1).mean())
-    prec = torch.exp(-logvar)  # (N, L)
-    eps = torch.randn((2, n, latent), generator=generator, dtype=mu.dtype)
-    z = (mu + torch.exp(0.5 * logvar) * eps).reshape(2 * n, latent)  # draw k of example i: k*N + i
-    # log q(z|x_n) = -1/2 [z^2 . p_n - 2 z . (mu_n p_n) + sum(mu_n^2 p_n + logvar_n) + L log 2pi]
-    const = (mu.square() * prec + logvar).sum(-1) + latent * math.log(2 * math.pi)  # (N,)
-    t = torch.empty(2 * n, dtype=mu.dtype)
+        rate = float(kl_terms(q, prior).total.mean())
+    eps = torch.randn((2, n, latent), generator=generator, dtype=q.mean.dtype)
+    z = q.from_noise(eps).reshape(2 * n, latent)  # draw k of example i: k*N + i
+    t = torch.empty(2 * n, dtype=z.dtype)
     for i in range(0, 2 * n, MI_BLOCK):
         zb = z[i:i + MI_BLOCK]  # (b, L)
-        log_q = -0.5 * (zb.square() @ prec.T - 2 * zb @ (mu * prec).T + const)  # (b, N)
-        log_p = -0.5 * (zb.square().sum(-1) + latent * math.log(2 * math.pi))  # (b,)
-        t[i:i + len(zb)] = torch.logsumexp(log_q, dim=1) - math.log(n) - log_p
+        log_q = torch.logsumexp(pairwise_log_prob(q, zb), dim=1) - math.log(n)  # log q(z), (b,)
+        t[i:i + len(zb)] = log_q - prior.log_prob(zb)
     t = t.reshape(2, n)
     stderr = float((t[0] - t[1]).square().sum().sqrt()) / (2 * n)  # Var(t0 - t1) = 2 Var(t)
     return rate - float(t.mean()), stderr

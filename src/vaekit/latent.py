@@ -11,22 +11,29 @@ from collections.abc import Callable
 import numpy as np
 import torch
 from torch import Tensor
+from torch.distributions import Distribution
 
+from .distributions import kl_terms
 from .errors import VaekitError
 from .evaluate import batches
-from .objectives import gaussian_kl
 
 
 @torch.no_grad()
-def encode(model, x: Tensor, batch_size: int = 1000) -> tuple[Tensor, Tensor | None]:
-    """Posterior means and log-variances (N, L) of model-space x, in input order, in batches."""
-    mus, logvars = [], []
-    for xb in batches(x, batch_size):
-        mu, logvar = model.encode(xb.to(model.device, model.shift.dtype))
-        mus.append(mu.cpu())
-        logvars.append(None if logvar is None else logvar.cpu())
-    mu = torch.cat(mus)
-    return mu, (None if logvars[0] is None else torch.cat(logvars))
+def encode(model, x: Tensor, batch_size: int = 1000) -> Distribution:
+    """q(z|x) of every example of model-space x, in input order, encoded in batches: a posterior
+    of batch (N,) on the CPU (`.mean` (N, L), ...)."""
+    params = [model.encode(xb.to(model.device, model.shift.dtype)).params.cpu()
+              for xb in batches(x, batch_size)]
+    return model.posterior(torch.cat(params))
+
+
+def log_variance(q: Distribution) -> Tensor:
+    """log Var q(z_u|x) per example and dimension (N, L), or one clear error where q has none."""
+    try:
+        return q.variance.log()
+    except NotImplementedError:
+        raise VaekitError(f"this run's posterior ({type(q).__name__}; --model ae is a point mass) "
+                          "has no variance: drop --with-logvar") from None
 
 
 @torch.no_grad()
@@ -36,14 +43,16 @@ def decode(model, z: Tensor) -> Tensor:
 
 
 def dims_by_kl(model, x: Tensor) -> list[int]:
-    """Latent dimensions ordered by their mean KL(q(z_u|x) || N(0, 1)) over x, most informative
-    first (for an autoencoder, by the variance of the codes)."""
-    return rank_dims(*encode(model, x))
+    """Latent dimensions ordered by their mean KL(q(z_u|x) || p(z_u)) over x, most informative
+    first (where the KL of a dimension is not defined, e.g. the autoencoder's point mass, by the
+    variance of the codes)."""
+    return rank_dims(model, encode(model, x))
 
 
-def rank_dims(mu: Tensor, logvar: Tensor | None) -> list[int]:
-    """`dims_by_kl` from encodings already at hand: (N, L) means and log-variances (or None)."""
-    info = mu.var(0) if logvar is None else gaussian_kl(mu, logvar).mean(0)
+def rank_dims(model, q: Distribution) -> list[int]:
+    """`dims_by_kl` from a posterior already at hand (batch (N,))."""
+    per_dim = kl_terms(q, model.prior.dist_like(q.mean)).per_dim if model.stochastic else None
+    info = q.mean.var(0) if per_dim is None else per_dim.mean(0)
     return [int(i) for i in torch.argsort(info, descending=True, stable=True)]
 
 

@@ -1,14 +1,22 @@
 """Decoder likelihoods p(x|z), looked up by name. Log-densities are in nats, constants included.
 
-Each likelihood turns the decoder's output `params` (B, D) into a distribution over x (B, D):
-`log_prob` sums over features, `mean` and `sample` give data, `params_for_mean` inverts `mean`.
-Adding one is one registry entry.
+A likelihood is built for examples of one shape, `event_shape` ((D,) tables, (C, H, W) images). It
+declares the shape of the parameters it needs from the decoder (`param_shape`, per example) and
+turns them into a distribution over x:
+- `log_prob(x, params)`: x (B, *event_shape), params (..., B, *param_shape) -> (..., B), summed over
+  the event dimensions;
+- `mean(params)`, `sample(params, generator)`: (..., B, *event_shape), model space;
+- `params_for_mean(mean)`: parameters whose mean is `mean` (event_shape), to start the decoder at the
+  data's mean; `check(x, name)`: refuse data outside the support in one line.
+`continuous` says whether log_prob is a density (then the model adds the log-Jacobian of its
+preprocessing) or a probability mass function. Adding one is one registry entry.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -20,14 +28,35 @@ LOG_2PI = math.log(2 * math.pi)
 MIN_LOG_SIGMA = math.log(1e-3)  # a floor keeps a learned sigma from collapsing on constant pixels
 
 
-class Bernoulli(nn.Module):
+def sum_event(values: Tensor, event_dims: int) -> Tensor:
+    """(..., B, *event) -> (..., B): the sum over the last `event_dims` dimensions."""
+    return values.flatten(-event_dims).sum(-1) if event_dims else values
+
+
+class Likelihood(nn.Module):
+    """What every likelihood shares: the example shape it was built for."""
+
+    continuous = True
+
+    def __init__(self, event_shape: tuple[int, ...]):
+        super().__init__()
+        self.event_shape = tuple(int(s) for s in event_shape)
+
+    def param_shape(self) -> tuple[int, ...]:
+        return self.event_shape  # one parameter per value unless the likelihood says otherwise
+
+    def check(self, x: Tensor, name: str) -> None:
+        pass
+
+
+class Bernoulli(Likelihood):
     """p(x|z) = prod_d Bernoulli(x_d; sigmoid(logit_d)); x in [0, 1] (binary for a true pmf)."""
 
     continuous = False
 
     def log_prob(self, x: Tensor, logits: Tensor) -> Tensor:
         # -BCE with logits, written out so it broadcasts over leading sample dims: (..., B)
-        return (x * logits - F.softplus(logits)).sum(-1)
+        return sum_event(x * logits - F.softplus(logits), len(self.event_shape))
 
     def mean(self, logits: Tensor) -> Tensor:
         return torch.sigmoid(logits)
@@ -45,27 +74,28 @@ class Bernoulli(nn.Module):
                               "needs data in [0, 1]; rescale it or use --likelihood gaussian")
 
 
-class Gaussian(nn.Module):
-    """p(x|z) = prod_d N(x_d; mu_d, sigma_d^2), sigma learned (one per feature) or fixed."""
+class Gaussian(Likelihood):
+    """p(x|z) = prod_d N(x_d; mu_d, sigma_d^2), sigma learned (one per value) or fixed."""
 
-    continuous = True
-
-    def __init__(self, dim: int, sigma: float | None = None):
-        super().__init__()
+    def __init__(self, event_shape: tuple[int, ...], sigma: float | None = None):
+        super().__init__(event_shape)
+        dim = math.prod(self.event_shape)
         self.learned = sigma is None
         log_sigma = torch.zeros(dim) if sigma is None else torch.full((dim,), math.log(sigma))
-        if self.learned:
+        if self.learned:  # flat (D,): the name and shape of vaekit 0.1 checkpoints
             self.log_sigma = nn.Parameter(log_sigma)
         else:
             self.register_buffer("log_sigma", log_sigma)
 
     def sigma_log(self) -> Tensor:
-        return self.log_sigma.clamp(min=MIN_LOG_SIGMA) if self.learned else self.log_sigma
+        """log sigma (*event_shape), with the floor for a learned sigma."""
+        log_sigma = self.log_sigma.clamp(min=MIN_LOG_SIGMA) if self.learned else self.log_sigma
+        return log_sigma.reshape(self.event_shape)
 
     def log_prob(self, x: Tensor, mean: Tensor) -> Tensor:
         log_sigma = self.sigma_log()
         z = (x - mean) * torch.exp(-log_sigma)
-        return (-0.5 * z.square() - log_sigma - 0.5 * LOG_2PI).sum(-1)
+        return sum_event(-0.5 * z.square() - log_sigma - 0.5 * LOG_2PI, len(self.event_shape))
 
     def mean(self, mean: Tensor) -> Tensor:
         return mean
@@ -77,19 +107,37 @@ class Gaussian(nn.Module):
         noise = torch.randn(mean.shape, generator=generator, device=mean.device)
         return mean + noise * self.sigma_log().exp()
 
-    def check(self, x: Tensor, name: str) -> None:
-        pass
+
+@dataclass(frozen=True)
+class LikelihoodOptions:
+    """What the likelihoods read from the model config (each takes what it needs)."""
+
+    sigma: float = 1.0  # gaussian-fixed: the standard deviation, model units
 
 
-LIKELIHOODS: dict[str, Callable[[int, float], nn.Module]] = {
-    "bernoulli": lambda dim, sigma: Bernoulli(),
-    "gaussian": lambda dim, sigma: Gaussian(dim),
-    "gaussian-fixed": lambda dim, sigma: Gaussian(dim, sigma),
+@dataclass(frozen=True)
+class Entry:
+    build: Callable[[tuple[int, ...], LikelihoodOptions], Likelihood]
+    about: str
+    standardize: bool = False  # tabular data is standardized by default for this likelihood
+
+
+LIKELIHOODS: dict[str, Entry] = {
+    "bernoulli": Entry(lambda shape, o: Bernoulli(shape), "binary data (or values in [0, 1])"),
+    "gaussian": Entry(lambda shape, o: Gaussian(shape), "a learned standard deviation per value",
+                      standardize=True),
+    "gaussian-fixed": Entry(lambda shape, o: Gaussian(shape, o.sigma), "a fixed --sigma",
+                            standardize=True),
 }
 
 
-def build_likelihood(name: str, dim: int, sigma: float) -> nn.Module:
+def build_likelihood(name: str, event_shape: tuple[int, ...] | int,
+                     options: LikelihoodOptions | float | None = None) -> Likelihood:
+    """The likelihood `name` for examples of shape event_shape (an int D means (D,)); options: its
+    LikelihoodOptions, or just the gaussian-fixed sigma."""
     if name not in LIKELIHOODS:
-        raise VaekitError(f"unknown likelihood {name!r}; choose one of "
-                          f"{', '.join(LIKELIHOODS)}")
-    return LIKELIHOODS[name](dim, sigma)
+        raise VaekitError(f"unknown likelihood {name!r}; choose one of {', '.join(LIKELIHOODS)}")
+    shape = (event_shape,) if isinstance(event_shape, int) else tuple(event_shape)
+    if not isinstance(options, LikelihoodOptions):
+        options = LikelihoodOptions() if options is None else LikelihoodOptions(sigma=float(options))
+    return LIKELIHOODS[name].build(shape, options)

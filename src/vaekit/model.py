@@ -1,10 +1,13 @@
-"""The VAE (and its deterministic autoencoder baseline) and its verbs.
+"""The VAE, assembled from named parts, and its verbs.
 
-All verbs take and return data in *model space*: flat or example-shaped float tensors after the
-run's preprocessing (pixels scaled to [0, 1], or features standardized). `prepare` maps the data as
-the user gave it into model space and `restore` maps back. Log-likelihoods (`elbo`, `log_weights`)
-are of the data as the user gave it: they include the log-Jacobian of the preprocessing for
-continuous likelihoods.
+Parts (each a registry entry, chosen in ModelConfig): encoder and decoder nets (`nets.BACKBONES`),
+the posterior q(z|x) (`distributions.POSTERIORS`; the autoencoder is a point mass), the prior p(z)
+(`distributions.PRIORS`) and the likelihood p(x|z) (`likelihoods.LIKELIHOODS`).
+
+Verbs take and return data in *model space*: example-shaped or flat float tensors after the run's
+preprocessing (pixels scaled to [0, 1], or features standardized); `prepare` maps the data as the
+user gave it into model space and `restore` maps back. Log-likelihoods are of the data as the user
+gave it: they include the log-Jacobian of the preprocessing for continuous likelihoods.
 """
 
 from __future__ import annotations
@@ -16,17 +19,13 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.distributions import Distribution
 
 from .config import ModelConfig
-from .likelihoods import build_likelihood
-from .nets import build_backbone
-from .objectives import Terms, gaussian_kl, log_normal, log_standard_normal
-
-# Model variants: what differs between them is data, not code paths spread over the file.
-MODELS: dict[str, dict[str, Any]] = {
-    "vae": {"stochastic": True, "about": "variational autoencoder"},
-    "ae": {"stochastic": False, "about": "deterministic autoencoder, reconstruction loss only"},
-}
+from .distributions import build_prior, kl_terms, posterior_entry
+from .likelihoods import LikelihoodOptions, build_likelihood
+from .nets import NetOptions, backbone
+from .objectives import OBJECTIVES, Terms
 
 
 class VAE(nn.Module):
@@ -34,14 +33,19 @@ class VAE(nn.Module):
         super().__init__()
         self.config = config
         self.input_shape = tuple(int(s) for s in input_shape)
-        self.stochastic = MODELS[config.model]["stochastic"]
-        dim, latent = math.prod(self.input_shape), config.latent_dim
-        heads = 2 if self.stochastic else 1  # mean and log-variance share one output layer
-        self.encoder = build_backbone(config.backbone, dim, config.hidden, heads * latent)
-        self.decoder = build_backbone(config.backbone, latent, config.hidden[::-1], dim)
-        self.likelihood = build_likelihood(config.likelihood, dim, config.sigma)
-        self.register_buffer("shift", torch.zeros(dim))
-        self.register_buffer("scale", torch.ones(dim))
+        self.posterior_kind = posterior_entry(config.posterior_name)
+        self.stochastic = self.posterior_kind.has_density
+        nets = backbone(config.backbone, self.input_shape)
+        opts = NetOptions(tuple(config.hidden), tuple(config.channels), config.blocks)
+        likelihood = build_likelihood(config.likelihood, self.input_shape,
+                                      LikelihoodOptions(config.sigma))
+        self.encoder = nets.encoder(self.input_shape, self.posterior_kind.params(config.latent_dim),
+                                    opts)
+        self.decoder = nets.decoder(config.latent_dim, likelihood.param_shape(), opts)
+        self.likelihood = likelihood  # registered after the nets: the parameter order of 0.1
+        self.prior = build_prior(config.prior, config.latent_dim)
+        self.register_buffer("shift", torch.zeros(self.dim))
+        self.register_buffer("scale", torch.ones(self.dim))
 
     @property
     def dim(self) -> int:
@@ -57,31 +61,35 @@ class VAE(nn.Module):
 
     def spec(self) -> dict[str, Any]:
         """What it takes to rebuild this model: saved next to its weights."""
-        cfg = asdict(self.config)
-        cfg["hidden"] = list(cfg["hidden"])
+        cfg = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self.config).items()}
         return {"model_config": cfg, "input_shape": list(self.input_shape)}
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any]) -> VAE:
-        cfg = dict(spec["model_config"])
-        cfg["hidden"] = tuple(cfg["hidden"])
+        """Rebuild from `spec()`; keys a vaekit 0.1 spec lacks take their defaults."""
+        cfg = {k: tuple(v) if isinstance(v, list) else v for k, v in spec["model_config"].items()}
         return cls(ModelConfig(**cfg), tuple(spec["input_shape"]))
 
     # --- data space <-> model space -------------------------------------------------------
     def set_preprocessing(self, shift: Tensor, scale: Tensor) -> None:
-        """x_model = (x_data - shift) / scale, per feature."""
+        """x_model = (x_data - shift) / scale, per value."""
         self.shift.copy_(torch.as_tensor(shift, dtype=torch.float32).reshape(-1))
         self.scale.copy_(torch.as_tensor(scale, dtype=torch.float32).reshape(-1))
 
     @torch.no_grad()
     def init_output_bias(self, x: Tensor) -> None:
         """Start the decoder at the data's mean: its output bias <- the parameters whose mean is
-        mean(x) (as Burda et al. 2015 initialize theirs), so early steps go to structure."""
-        last = [m for m in self.decoder.modules() if isinstance(m, nn.Linear)][-1]
-        last.bias.copy_(self.likelihood.params_for_mean(x.reshape(len(x), -1).mean(0)))
+        mean(x) (as Burda et al. 2015 initialize theirs), so early steps go to structure. A
+        convolutional decoder's bias is per channel: it gets the spatial mean of those parameters."""
+        target = self.likelihood.params_for_mean(x.reshape(len(x), *self.input_shape).mean(0))
+        last = [m for m in self.decoder.modules() if getattr(m, "bias", None) is not None][-1]
+        if last.bias.numel() == target.numel():
+            last.bias.copy_(target.reshape(-1))
+        elif target.dim() == 3 and last.bias.numel() == target.shape[0]:
+            last.bias.copy_(target.mean((1, 2)))
 
     def log_jacobian(self) -> Tensor:
-        """log |d x_model / d x_data| per example; zero for a discrete (Bernoulli) likelihood."""
+        """log |d x_model / d x_data| per example; zero for a discrete likelihood (a pmf)."""
         if not self.likelihood.continuous:
             return torch.zeros((), device=self.device)
         return -torch.log(self.scale).sum()
@@ -97,62 +105,61 @@ class VAE(nn.Module):
         x = x.reshape(len(x), -1) * self.scale + self.shift
         return x.reshape(len(x), *self.input_shape)
 
-    # --- the verbs ---------------------------------------------------------------------------
-    def encode(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
-        """Posterior mean and log-variance (B, L) each; the autoencoder returns (code, None)."""
-        h = self.encoder(x.reshape(len(x), -1))
-        if not self.stochastic:
-            return h, None
-        mu, logvar = h.chunk(2, dim=-1)
-        return mu, logvar
+    def shaped(self, x: Tensor) -> Tensor:
+        """(B, D) or (B, *input_shape) -> (B, *input_shape): a view, no copy."""
+        return x.reshape(len(x), *self.input_shape)
 
-    def reparameterize(self, mu: Tensor, logvar: Tensor | None, n: int | None = None) -> Tensor:
-        """z = mu + sigma * eps, eps ~ N(0, I): (B, L), or (n, B, L) for n draws."""
-        if logvar is None:
-            return mu if n is None else mu.expand(n, *mu.shape)
-        shape = mu.shape if n is None else (n, *mu.shape)
-        return mu + torch.exp(0.5 * logvar) * torch.randn(shape, device=mu.device)
+    # --- the verbs ---------------------------------------------------------------------------
+    def encode(self, x: Tensor) -> Distribution:
+        """q(z|x) for a batch of B examples (model space): a distribution object with `mean`
+        (B, L), `rsample`, `log_prob`, `from_noise` (see distributions.py)."""
+        return self.posterior(self.encoder(self.shaped(x)))
+
+    def posterior(self, params: Tensor) -> Distribution:
+        """q(z|x) from the encoder's outputs (B, P): concatenate the outputs of several batches
+        (or cast them to float64) and rebuild the posterior of them all."""
+        return self.posterior_kind.build(params, self.latent_dim)
 
     def decoder_params(self, z: Tensor) -> Tensor:
-        """Parameters of p(x|z), flat: (..., D) logits (bernoulli) or means (gaussian)."""
-        return self.decoder(z)
+        """Parameters of p(x|z): z (..., B, L) -> (..., B, *likelihood.param_shape())."""
+        lead = z.shape[:-1]
+        params = self.decoder(z.reshape(-1, z.shape[-1]))
+        return params.reshape(*lead, *params.shape[1:])
 
     def decode(self, z: Tensor, draw: bool = False, generator=None) -> Tensor:
         """Mean of p(x|z) (or a draw from it), example-shaped (B, *input_shape), model space."""
         params = self.decoder_params(z)
         if not draw:
-            x = self.likelihood.mean(params)
-        elif generator is not None and generator.device != params.device:
-            x = self.likelihood.sample(params.cpu(), generator).to(params.device)
-        else:
-            x = self.likelihood.sample(params, generator)
-        return x.reshape(len(z), *self.input_shape)
+            return self.likelihood.mean(params)
+        if generator is not None and generator.device != params.device:
+            return self.likelihood.sample(params.cpu(), generator).to(params.device)
+        return self.likelihood.sample(params, generator)
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor) -> Tensor:
         """The decoder mean at the posterior mean: x -> (B, *input_shape), model space."""
-        return self.decode(self.encode(x.to(self.device))[0])
+        return self.decode(self.encode(x.to(self.device)).mean)
 
     @torch.no_grad()
     def sample(self, n: int, temperature: float = 1.0, draw: bool = False,
                generator: torch.Generator | None = None) -> Tensor:
-        """n new examples: z ~ N(0, temperature^2 I) through the decoder."""
-        z = torch.randn(n, self.latent_dim, generator=generator).to(self.device) * temperature
-        return self.decode(z, draw=draw, generator=generator)
-
-    def elbo_terms(self, x: Tensor, mc_samples: int = 1) -> Terms:
-        """Per-example E_q log p(x|z) (mc_samples draws) and closed-form KL per dimension."""
-        x = x.reshape(len(x), -1)
-        mu, logvar = self.encode(x)
-        kl = torch.zeros_like(mu) if logvar is None else gaussian_kl(mu, logvar)
-        z = self.reparameterize(mu, logvar, None if mc_samples == 1 else mc_samples)
-        rec = self.log_px_z(x, z)  # (B,) or (S, B)
-        return Terms(rec.mean(0) if rec.dim() == 2 else rec, kl, mu, logvar)
+        """n new examples: z ~ p(z) (its noise scaled by `temperature`) through the decoder."""
+        prior = self.prior.dist()
+        eps = torch.randn(n, self.latent_dim, generator=generator).to(self.device) * temperature
+        return self.decode(prior.from_noise(eps), draw=draw, generator=generator)
 
     def log_px_z(self, x: Tensor, z: Tensor) -> Tensor:
-        """log p(x|z) in nats of the data as given (log-Jacobian included): (..., B) for x (B, D)
+        """log p(x|z) in nats of the data as given (log-Jacobian included): (..., B) for x (B, ...)
         and z (..., B, L)."""
-        return self.likelihood.log_prob(x, self.decoder_params(z)) + self.log_jacobian()
+        return self.likelihood.log_prob(self.shaped(x), self.decoder_params(z)) + self.log_jacobian()
+
+    def elbo_terms(self, x: Tensor, mc_samples: int = 1) -> Terms:
+        """Per-example E_q log p(x|z) (mean over mc_samples draws) and the KL term."""
+        q = self.encode(x)
+        z = q.rsample(() if mc_samples == 1 else (mc_samples,))  # (B, L) or (S, B, L)
+        rec = self.log_px_z(x, z)
+        kl = kl_terms(q, self.prior.dist(), z)
+        return Terms(rec.mean(0) if rec.dim() == 2 else rec, kl.total, kl.per_dim, q)
 
     def elbo(self, x: Tensor, mc_samples: int = 1, beta: float = 1.0) -> Tensor:
         """Per-example ELBO in nats (B,): E_q log p(x|z) - beta * KL(q(z|x) || p(z))."""
@@ -163,13 +170,19 @@ class VAE(nn.Module):
 
         logsumexp over K minus log K is the IWAE bound, and log p(x) as K grows.
         """
-        x = x.reshape(len(x), -1)
-        mu, logvar = self.encode(x)
-        if logvar is None:
+        q = self.encode(x)
+        if not self.stochastic:
             raise ValueError("a deterministic autoencoder has no q(z|x) to importance-sample")
-        z = self.reparameterize(mu, logvar, k)  # (K, B, L)
+        z = q.rsample((k,))  # (K, B, L)
+        prior = self.prior.dist()
         log_px_z = self.log_px_z(x, z)
-        log_w = log_px_z + log_standard_normal(z) - log_normal(z, mu, logvar)
+        log_w = log_px_z + prior.log_prob(z) - q.log_prob(z)
         if not with_terms:
             return log_w
-        return log_w, Terms(log_px_z.mean(0), gaussian_kl(mu, logvar), mu, logvar)
+        kl = kl_terms(q, prior, z)
+        return log_w, Terms(log_px_z.mean(0), kl.total, kl.per_dim, q)
+
+    def forward(self, x: Tensor, beta: float, cfg) -> tuple[Tensor, Terms]:
+        """The training loss of a batch (a scalar) and its per-example terms, by the registry
+        objective cfg.objective: what a wrapper such as DistributedDataParallel calls."""
+        return OBJECTIVES[cfg.objective](self, x, beta, cfg)

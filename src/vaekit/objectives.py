@@ -11,6 +11,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+from torch.distributions import Distribution
+
+from .errors import VaekitError
 
 
 @dataclass
@@ -18,41 +21,23 @@ class Terms:
     """Per-example pieces of the ELBO for a batch of B examples."""
 
     reconstruction: Tensor  # (B,) E_q[log p(x|z)], averaged over the MC draws
-    kl_per_dim: Tensor  # (B, L) KL(q(z_u|x) || N(0, 1)) per latent dimension
-    mu: Tensor  # (B, L) posterior means
-    logvar: Tensor | None = None  # (B, L) posterior log-variances (None for the autoencoder)
-
-    @property
-    def kl(self) -> Tensor:
-        return self.kl_per_dim.sum(-1)
+    kl: Tensor  # (B,) KL(q(z|x) || p(z)): closed form, or a Monte Carlo estimate from the draws
+    kl_per_dim: Tensor | None  # (B, L) the KL of each latent dimension, where it is defined
+    posterior: Distribution  # q(z|x) of the batch: .mean (B, L), .log_prob, ...
 
     def elbo(self, beta: float = 1.0) -> Tensor:
         return self.reconstruction - beta * self.kl
 
 
-def gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:
-    """KL(N(mu, exp(logvar)) || N(0, 1)) per dimension, closed form.
-
-    Kingma & Welling (2014), Appendix B: -KL = 1/2 (1 + log sigma^2 - mu^2 - sigma^2).
-    """
-    return 0.5 * (mu.square() + logvar.exp() - 1.0 - logvar)
-
-
-def log_normal(z: Tensor, mu: Tensor, logvar: Tensor) -> Tensor:
-    """log N(z; mu, diag exp(logvar)) summed over the last dimension, constants included."""
-    return -0.5 * (((z - mu).square() * torch.exp(-logvar)) + logvar + math.log(2 * math.pi)).sum(-1)
-
-
-def log_standard_normal(z: Tensor) -> Tensor:
-    return -0.5 * (z.square() + math.log(2 * math.pi)).sum(-1)
-
-
-def kl_penalty(kl_per_dim: Tensor, free_bits: float) -> Tensor:
-    """Per-example KL term of the loss; with free bits each dimension's batch-mean KL counts as
-    max(free_bits, KL_u) (Kingma et al. 2016, IAF paper, eq. 15). Returns a scalar batch mean."""
+def kl_penalty(terms: Terms, free_bits: float) -> Tensor:
+    """The KL term of the loss, a scalar batch mean; with free bits each dimension's batch-mean KL
+    counts as max(free_bits, KL_u) (Kingma et al. 2016, IAF paper, eq. 15)."""
     if free_bits <= 0:
-        return kl_per_dim.sum(-1).mean()
-    return torch.clamp(kl_per_dim.mean(0), min=free_bits).sum()
+        return terms.kl.mean()
+    if terms.kl_per_dim is None:
+        raise VaekitError("--free-bits needs the KL of each latent dimension, which this "
+                          "posterior and prior do not have in closed form; drop --free-bits")
+    return torch.clamp(terms.kl_per_dim.mean(0), min=free_bits).sum()
 
 
 def iwae_bound(log_w: Tensor) -> Tensor:
@@ -63,7 +48,7 @@ def iwae_bound(log_w: Tensor) -> Tensor:
 def elbo_objective(model, x: Tensor, beta: float, cfg) -> tuple[Tensor, Terms]:
     """Loss = -(E_q log p(x|z) - beta * KL), averaged over the batch."""
     terms = model.elbo_terms(x, cfg.mc_samples)
-    loss = beta * kl_penalty(terms.kl_per_dim, cfg.free_bits) - terms.reconstruction.mean()
+    loss = beta * kl_penalty(terms, cfg.free_bits) - terms.reconstruction.mean()
     return loss, terms
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
+from torch.distributions import Distribution
 
 from . import plots
 from .data import load_for_model
@@ -63,12 +64,12 @@ class Context:
     history: list[dict[str, Any]]
     summary: dict[str, Any]
     scores_path: Path | None
+    posterior: Distribution = field(init=False)  # q(z|x) of the N examples pictured
     mu: Tensor = field(init=False)  # (N, L) posterior means
-    logvar: Tensor | None = field(init=False)  # (N, L) posterior log-variances (None: autoencoder)
 
     def __post_init__(self) -> None:
-        mu, logvar = encode(self.run.model, self.x)
-        self.mu, self.logvar = mu.double(), None if logvar is None else logvar.double()
+        self.posterior = encode(self.run.model, self.x)
+        self.mu = self.posterior.mean.double()
 
     @property
     def image(self) -> bool:
@@ -209,7 +210,7 @@ def section_traversals(c: Context) -> str:
     if not c.image:
         return note("Image data only: this run's data is tabular.")
     model = c.run.model
-    dims = rank_dims(c.mu, c.logvar)[:TRAVERSE_DIMS]
+    dims = rank_dims(model, c.posterior)[:TRAVERSE_DIMS]
     pictures = traverse(model, c.mu[0].float(), dims, TRAVERSE_VALUES)
     kl = c.metrics.get("kl_per_dim") or [float("nan")] * model.latent_dim
     rows = [f"z{d} (KL {kl[d]:.2f} nats)" for d in dims]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 
 from .. import latent
-from ..errors import VaekitError
 from ..outputs import LATENT_SUFFIXES, check_out, write_latents
 from .common import load_run
 from .data_args import add_data_arguments, load_data
@@ -26,13 +25,11 @@ def run(args) -> int:
     check_out(args.out, LATENT_SUFFIXES)
     r = load_run(args)
     x, _ = load_data(r, args)
-    mu, logvar = latent.encode(r.model, x)
-    columns = [f"mu_{i}" for i in range(mu.shape[1])]
-    values = mu.numpy()
+    q = latent.encode(r.model, x)
+    columns = [f"mu_{i}" for i in range(q.mean.shape[1])]
+    values = q.mean.numpy()
     if args.with_logvar:
-        if logvar is None:
-            raise VaekitError("this run is a plain autoencoder (--model ae): it has no "
-                              "log-variances; drop --with-logvar")
+        logvar = latent.log_variance(q)
         columns += [f"logvar_{i}" for i in range(logvar.shape[1])]
         values = np.concatenate([values, logvar.numpy()], axis=1)
     write_latents(args.out, values, columns)

@@ -29,7 +29,7 @@ def run(args) -> int:
     r = load_run(args)
     x, _ = load_data(r, args)
     i, j = check_index(x, args.start, "--from"), check_index(x, args.end, "--to")
-    mu, _ = latent.encode(r.model, x[[i, j]])
+    mu = latent.encode(r.model, x[[i, j]]).mean
     path = "spherical" if args.spherical else "linear"
     out = latent.interpolate(r.model, mu[0], mu[1], args.steps, path)
     write_decoded(args.out, r.model, out, ncol=args.steps)

@@ -39,8 +39,8 @@ def run(args) -> int:
         xt, yt = load_data(r, args, args.test_data)
         if yt is None:
             raise VaekitError(f"--test-data {args.test_data} has no labels; give labelled data")
-    code = latent.encode(r.model, x)[0].numpy()
-    features = {"latent": (code, None if xt is None else latent.encode(r.model, xt)[0].numpy()),
+    code = latent.encode(r.model, x).mean.numpy()
+    features = {"latent": (code, None if xt is None else latent.encode(r.model, xt).mean.numpy()),
                 "raw": (x.numpy(), None if xt is None else xt.numpy())}
     with threadpool_limits(args.threads), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ProbeWarning)

@@ -37,7 +37,7 @@ def run(args) -> int:
         raise VaekitError("shift needs labelled data (a label column via the run's "
                           "--label-column, y in an .npz, or image subfolders)")
     i = check_index(x, args.index)
-    mu, _ = latent.encode(r.model, x)
+    mu = latent.encode(r.model, x).mean
     vector = latent.attribute_vector(mu, y, args.toward, args.away)
     strengths = torch.linspace(0, args.strength, args.steps)
     out = latent.shift(r.model, mu[i], vector, strengths)

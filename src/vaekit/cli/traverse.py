@@ -37,7 +37,7 @@ def run(args) -> int:
     if args.index is not None or args.dims is None:
         x, _ = load_data(r, args)
     if args.index is not None:
-        base = latent.encode(r.model, x[[check_index(x, args.index)]])[0][0]
+        base = latent.encode(r.model, x[[check_index(x, args.index)]]).mean[0]
     dims = args.dims if args.dims is not None else latent.dims_by_kl(r.model, x)
     values = torch.linspace(args.range[0], args.range[1], args.steps)
     out = latent.traverse(r.model, base, dims, values)
