@@ -68,8 +68,10 @@ def evaluate(model: VAE, x: Tensor, mc_samples: int = 1, batch_size: int = 1000,
     n = len(x)
     rec, kl = rec_sum / n, kl_sum / n
     q = model.posterior(torch.cat(params).double())  # q(z|x) of every example, float64
+    elbo = rec - kl if model.stochastic else None
     out = {
-        "elbo": rec - kl if model.stochastic else None,
+        "elbo": elbo,
+        **({"bits_per_dim": bits_per_dim(elbo, model.input_shape)} if model.image else {}),
         "reconstruction": rec,
         "kl": kl,
         "n": n,
@@ -167,11 +169,21 @@ def log_likelihood(model: VAE, x: Tensor, k: int, batch_size: int = 100, *,
     return torch.cat(out)
 
 
-def summarize_log_likelihood(ll: Tensor, k: int) -> dict[str, Any]:
-    """Mean over examples, its standard error, and K: the keys `vaekit eval` reports."""
+def summarize_log_likelihood(ll: Tensor, k: int, shape: tuple[int, ...] | None = None
+                             ) -> dict[str, Any]:
+    """Mean over examples, its standard error, and K: the keys `vaekit eval` reports; for image
+    examples of `shape` (C, H, W) also `log_likelihood_bits_per_dim` (of -log p(x))."""
     ll = ll.double()
     stderr = float(ll.std(unbiased=True) / math.sqrt(len(ll))) if len(ll) > 1 else 0.0
-    return {"log_likelihood": float(ll.mean()), "log_likelihood_stderr": stderr, "iw_samples": k}
+    out = {"log_likelihood": float(ll.mean()), "log_likelihood_stderr": stderr, "iw_samples": k}
+    if shape is not None and len(shape) == 3:
+        out["log_likelihood_bits_per_dim"] = bits_per_dim(out["log_likelihood"], shape)
+    return out
+
+
+def bits_per_dim(log_p: float | None, shape: tuple[int, ...]) -> float | None:
+    """-log p(x) in bits per value, for examples of shape (C, H, W): -nats / (C H W ln 2)."""
+    return None if log_p is None else -log_p / (math.prod(shape) * math.log(2))
 
 
 @torch.no_grad()

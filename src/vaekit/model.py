@@ -52,6 +52,11 @@ class VAE(nn.Module):
         return math.prod(self.input_shape)
 
     @property
+    def image(self) -> bool:
+        """Examples are images (C, H, W): figures are also given in bits per dimension."""
+        return len(self.input_shape) == 3
+
+    @property
     def latent_dim(self) -> int:
         return self.config.latent_dim
 

@@ -133,6 +133,8 @@ def section_summary(c: Context) -> str:
                   ("training time (s)", s.get("train_seconds")),
                   ("command", " ".join(c.run.manifest.get("command", [])) or "?")]
     metric_rows = [("ELBO (nats)", m.get("elbo")),
+                   *([("-ELBO (bits per dimension)", m.get("bits_per_dim"))]
+                     if c.run.model.image else []),
                    ("log-likelihood log p(x) (nats)", log_likelihood_text(m)),
                    ("reconstruction E_q log p(x|z) (nats)", m.get("reconstruction")),
                    ("rate = KL (nats)", m.get("rate")), ("distortion (nats)", m.get("distortion")),
@@ -156,6 +158,8 @@ def log_likelihood_text(m: dict[str, Any]) -> str:
         text += f" ± {m['log_likelihood_stderr']:.2f} (standard error{over})"
     if m.get("iw_samples"):
         text += f"; K = {m['iw_samples']} importance samples"
+    if m.get("log_likelihood_bits_per_dim") is not None:
+        text += f"; {m['log_likelihood_bits_per_dim']:.4f} bits per dimension"
     return text
 
 

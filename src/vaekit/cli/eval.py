@@ -79,7 +79,7 @@ def run(args) -> int:
     if args.iw_samples:
         ll = log_likelihood(r.model, x, args.iw_samples, chunk_size=args.chunk_size,
                             progress=sys.stdout.isatty())
-        result.update(summarize_log_likelihood(ll, args.iw_samples))
+        result.update(summarize_log_likelihood(ll, args.iw_samples, r.model.input_shape))
         columns["log_likelihood"] = ll.numpy()
     if args.per_example:
         write_table(args.per_example, np.stack(list(columns.values()), 1), list(columns))

@@ -1,0 +1,176 @@
+"""The model of named parts: distribution objects against torch.distributions, the KL analytic where
+it exists and Monte Carlo otherwise, forward, bits/dim, and run folders of vaekit 0.1."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from conftest import quick_config, run_cli
+from torch.distributions import Independent, Normal, kl_divergence
+
+import vaekit
+from vaekit import VAE, ModelConfig
+from vaekit.distributions import (
+    POSTERIORS,
+    PRIORS,
+    DiagonalGaussian,
+    PointMass,
+    StandardNormal,
+    kl_terms,
+)
+from vaekit.evaluate import evaluate
+from vaekit.runs import save_torch
+
+
+def test_diagonal_gaussian_is_torch_distributions_independent_normal():
+    mu, logvar, z = torch.randn(5, 3), torch.randn(5, 3), torch.randn(7, 5, 3)
+    q, ref = DiagonalGaussian(mu, logvar), Independent(Normal(mu, torch.exp(0.5 * logvar)), 1)
+    assert torch.allclose(q.log_prob(z), ref.log_prob(z), atol=1e-5)
+    assert torch.allclose(q.entropy(), ref.entropy(), atol=1e-5)
+    assert torch.allclose(q.variance, ref.variance, atol=1e-6) and torch.equal(q.mean, mu)
+    eps = torch.randn(4, 5, 3)
+    assert torch.allclose(q.from_noise(eps), mu + torch.exp(0.5 * logvar) * eps)
+    p = StandardNormal(3)
+    std = Independent(Normal(torch.zeros(3), torch.ones(3)), 1)
+    assert torch.allclose(p.log_prob(z), std.log_prob(z), atol=1e-5)
+    kl = kl_terms(q, p)
+    assert kl.analytic and torch.allclose(kl.total, kl_divergence(ref, std), atol=1e-5)
+    assert torch.allclose(kl.per_dim, kl_divergence(Normal(mu, torch.exp(0.5 * logvar)),
+                                                     Normal(0.0, 1.0)), atol=1e-5)
+
+
+class ShiftedNormal(torch.distributions.Distribution):
+    """N(m, I): a prior with no KL registered for the pair, so kl_terms must use Monte Carlo."""
+
+    arg_constraints: dict = {}
+
+    def __init__(self, m: torch.Tensor):
+        super().__init__(torch.Size(), m.shape, validate_args=False)
+        self.m = m
+
+    def log_prob(self, z):
+        return StandardNormal(len(self.m), dtype=z.dtype).log_prob(z - self.m)
+
+
+def test_monte_carlo_kl_converges_to_the_analytic_kl_within_its_standard_error():
+    torch.manual_seed(0)
+    mu, logvar = torch.randn(4, 3, dtype=torch.float64), torch.randn(4, 3, dtype=torch.float64)
+    m = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64)
+    q, p = DiagonalGaussian(mu, logvar), ShiftedNormal(m)
+    z = q.rsample((20_000,))
+    kl = kl_terms(q, p, z)
+    assert not kl.analytic and kl.per_dim is None
+    exact = kl_divergence(Independent(Normal(mu, torch.exp(0.5 * logvar)), 1),
+                          Independent(Normal(m.expand(4, 3), torch.ones(4, 3, dtype=m.dtype)), 1))
+    stderr = (q.log_prob(z) - p.log_prob(z)).std(0) / math.sqrt(len(z))
+    assert ((kl.total - exact).abs() < 4 * stderr).all(), (kl.total, exact, stderr)
+    with pytest.raises(ValueError, match="draws"):
+        kl_terms(q, p)  # no closed form and no draws: it cannot be computed
+
+
+def test_autoencoder_is_a_point_mass_with_no_density():
+    q = PointMass(torch.randn(2, 3))
+    assert torch.equal(q.rsample((4,)), q.mean.expand(4, 2, 3))
+    assert torch.equal(kl_terms(q, StandardNormal(3)).total, torch.zeros(2))
+    with pytest.raises(vaekit.VaekitError, match="no q\\(z\\|x\\) density"):
+        q.log_prob(torch.zeros(2, 3))
+    model = VAE(ModelConfig(model="ae", likelihood="gaussian", hidden=(8,), latent_dim=3), (5,))
+    assert not model.stochastic and isinstance(model.encode(torch.zeros(2, 5)), PointMass)
+
+
+def test_forward_is_the_registry_objective():
+    """model(x, beta, cfg) (what DistributedDataParallel calls) returns the objective's loss and
+    terms: here -(E_q log p(x|z) - beta KL) of the same draw, written out."""
+    cfg = quick_config(beta=0.5)
+    model = VAE(cfg.model.__class__(likelihood="bernoulli", hidden=(8,), latent_dim=2), (6,))
+    x = torch.rand(5, 6).round()
+    torch.manual_seed(3)
+    loss, terms = model(x, 0.5, cfg.train)
+    torch.manual_seed(3)
+    q = model.encode(x)
+    z = q.rsample()
+    rec = torch.distributions.Bernoulli(logits=model.decoder(z)).log_prob(x).sum(-1)
+    kl = kl_divergence(Normal(q.loc, torch.exp(0.5 * q.logvar)), Normal(0.0, 1.0)).sum(-1)
+    assert torch.allclose(loss, (0.5 * kl - rec).mean(), atol=1e-5)
+    assert torch.allclose(terms.reconstruction, rec, atol=1e-5)
+
+
+def test_registries_reach_the_cli_choices(capsys):
+    code, out, _ = run_cli(capsys, "train", "--help")
+    assert code == 0
+    text = " ".join(out.split())
+    for name in (*POSTERIORS, *PRIORS):
+        assert name in text
+    code, _, err = run_cli(capsys, "train", "--prior", "bogus")
+    assert code == 2 and "--prior" in err and len(err.strip().splitlines()) == 1
+
+
+def test_bits_per_dim_is_nats_over_d_ln2_in_eval_json_and_metrics(tiny_images, tmp_path, capsys):
+    run = vaekit.train(quick_config(data=str(tiny_images), epochs=2), out=tmp_path / "run",
+                       quiet=True)
+    code, out, err = run_cli(capsys, "eval", run.dir, "--iw-samples", "20", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    d = 1 * 8 * 8
+    assert result["bits_per_dim"] == pytest.approx(-result["elbo"] / (d * math.log(2)), rel=1e-12)
+    assert result["log_likelihood_bits_per_dim"] == pytest.approx(
+        -result["log_likelihood"] / (d * math.log(2)), rel=1e-12)
+    for row in run.metrics:
+        assert row["val_bits_per_dim"] == pytest.approx(-row["val_elbo"] / (d * math.log(2)))
+    table = VAE(ModelConfig(likelihood="gaussian", hidden=(4,), latent_dim=2), (5,))
+    assert "bits_per_dim" not in evaluate(table, torch.randn(10, 5))
+
+
+def write_v01_run(folder, weights: dict[str, torch.Tensor], shape=(1, 2, 2), hidden=4, latent=2):
+    """A run folder as vaekit 0.1 wrote it: flat config.yaml and a best.pt whose spec has only
+    the 0.1 model keys and whose weights use the 0.1 names (plain nn.Sequential MLPs)."""
+    folder.mkdir()
+    cfg = quick_config(hidden=[hidden], latent_dim=latent, likelihood="bernoulli").to_flat()
+    for key in ("posterior", "prior", "channels", "blocks"):
+        cfg.pop(key)
+    (folder / "config.yaml").write_text(yaml.safe_dump(cfg))
+    spec = {"model_config": {"model": "vae", "likelihood": "bernoulli", "sigma": 1.0,
+                             "backbone": "mlp", "hidden": [hidden], "latent_dim": latent},
+            "input_shape": list(shape)}
+    save_torch(folder / "best.pt", {"spec": spec, "model": weights, "epoch": 1})
+
+
+def test_a_vaekit_0_1_run_folder_loads_and_computes_what_its_weights_say(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    d, h, latent = 4, 4, 2
+    w = {"encoder.0.weight": torch.randn(h, d, generator=g), "encoder.0.bias": torch.randn(h, generator=g),
+         "encoder.2.weight": torch.randn(2 * latent, h, generator=g),
+         "encoder.2.bias": torch.randn(2 * latent, generator=g),
+         "decoder.0.weight": torch.randn(h, latent, generator=g),
+         "decoder.0.bias": torch.randn(h, generator=g),
+         "decoder.2.weight": torch.randn(d, h, generator=g), "decoder.2.bias": torch.randn(d, generator=g),
+         "shift": torch.zeros(d), "scale": torch.full((d,), 255.0)}
+    write_v01_run(tmp_path / "old", w)
+    run = vaekit.load(tmp_path / "old")
+    x = torch.tensor([[0.0, 1.0, 1.0, 0.0], [1.0, 1.0, 0.0, 0.0]])
+    h_enc = torch.relu(x @ w["encoder.0.weight"].T + w["encoder.0.bias"])
+    mu, logvar = (h_enc @ w["encoder.2.weight"].T + w["encoder.2.bias"]).chunk(2, -1)
+    q = run.model.encode(x)
+    assert torch.allclose(q.mean, mu, atol=1e-5) and torch.allclose(q.logvar, logvar, atol=1e-5)
+    logits = torch.relu(mu @ w["decoder.0.weight"].T + w["decoder.0.bias"]) @ w["decoder.2.weight"].T \
+        + w["decoder.2.bias"]
+    assert torch.allclose(run.model.reconstruct(x).reshape(2, d), torch.sigmoid(logits), atol=1e-5)
+    eps = torch.randn(3, 2, latent)
+    z = mu + torch.exp(0.5 * logvar) * eps
+    expected = torch.distributions.Bernoulli(logits=torch.relu(z @ w["decoder.0.weight"].T
+                                             + w["decoder.0.bias"]) @ w["decoder.2.weight"].T
+                                             + w["decoder.2.bias"]).log_prob(x).sum(-1)
+    assert torch.allclose(run.model.log_px_z(x, q.from_noise(eps)), expected, atol=1e-4)
+
+
+def test_a_run_folder_whose_weights_do_not_fit_fails_in_one_line(tmp_path, capsys):
+    write_v01_run(tmp_path / "old", {"encoder.0.weight": torch.zeros(3, 3)})
+    code, _, err = run_cli(capsys, "eval", tmp_path / "old", "--data", tmp_path / "x.npy")
+    np.save(tmp_path / "x.npy", np.zeros((3, 1, 2, 2), np.float32))
+    code, _, err = run_cli(capsys, "eval", tmp_path / "old", "--data", tmp_path / "x.npy")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "best.pt" in err
