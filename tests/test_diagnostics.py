@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -21,6 +22,8 @@ class FakeState:
 
     def log(self, msg):
         self.lines.append(msg)
+
+    warn = log
 
 
 def row(epoch, train_rec=-50.0, val_rec=-50.0, rate=5.0, active=3, train_elbo=None, val_elbo=None):
@@ -106,32 +109,58 @@ def test_diagnostics_is_a_default_hook():
     assert any(isinstance(h, Diagnostics) for h in default_hooks(quick_config(), None))
 
 
-def test_huge_beta_run_warns_about_collapse_in_metrics_and_console(tiny_images, tmp_path, capsys):
-    run = train(quick_config(data=str(tiny_images), beta=50.0, epochs=3), tmp_path / "r")
-    out = capsys.readouterr().out
-    assert "posterior collapse" in out
+@pytest.mark.parametrize("quiet", [False, True])
+def test_huge_beta_run_warns_about_collapse_on_stderr_even_when_quiet(tiny_images, tmp_path, capsys,
+                                                                       quiet):
+    """--quiet hides the bar and the epoch lines, never a diagnostic (item 16 of issue 8)."""
+    run = train(quick_config(data=str(tiny_images), beta=50.0, epochs=3), tmp_path / "r",
+                quiet=quiet)
+    out, err = capsys.readouterr()
+    assert "posterior collapse" in err and "posterior collapse" not in out
+    assert ("epoch   1" in out) is not quiet
     assert any("collapse" in kinds(r) for r in run.metrics)
 
 
-def test_divergence_stops_training_and_keeps_the_last_good_checkpoint(tiny_images, tmp_path,
-                                                                      monkeypatch):
+def nan_from_epoch(monkeypatch, epoch, batches_per_epoch=2):
+    """The objective's loss becomes NaN from the given epoch on (tiny_images: 2 batches/epoch)."""
     real, calls = OBJECTIVES["elbo"], {"n": 0}
-    batches_per_epoch = 2  # 144 training examples, batch size 100
 
-    def nan_from_epoch_3(model, x, beta, cfg):
+    def objective(model, x, beta, cfg):
         calls["n"] += 1
         loss, terms = real(model, x, beta, cfg)
-        return (loss * math.nan if calls["n"] > 2 * batches_per_epoch else loss), terms
+        return (loss * math.nan if calls["n"] > (epoch - 1) * batches_per_epoch else loss), terms
 
-    monkeypatch.setitem(OBJECTIVES, "elbo", nan_from_epoch_3)
+    monkeypatch.setitem(OBJECTIVES, "elbo", objective)
+    return real
+
+
+def test_nan_divergence_stops_with_the_best_weights_and_says_so(tiny_images, tmp_path,
+                                                                 monkeypatch, capsys):
+    real = nan_from_epoch(monkeypatch, 3)
     cfg = quick_config(data=str(tiny_images), epochs=5)
-    with pytest.raises(VaekitError, match="diverged in epoch 3.*last good checkpoint"):
-        train(cfg, tmp_path / "r", quiet=True)
+    run = train(cfg, tmp_path / "r", quiet=True)
+    err = capsys.readouterr().err
+    assert "diverged in epoch 3" in err and "best weights (epoch" in err
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["stop"].startswith("diverged in epoch 3") and summary["epochs"] == 2
+    assert summary["best_epoch"] == max(run.metrics, key=lambda r: r["val_elbo"])["epoch"]
+    assert math.isfinite(summary["test"]["elbo"])
     last = load_torch(tmp_path / "r" / "last.pt")
     assert last["state"]["epoch"] == 2 and len(last["history"]) == 2
+    assert last["state"]["stop_kind"] == "diverged"
     assert all(torch.isfinite(v).all() for v in last["model"].values())
-    best = load(tmp_path / "r")  # the best weights load and are finite
-    assert all(torch.isfinite(p).all() for p in best.model.parameters())
-    monkeypatch.setitem(OBJECTIVES, "elbo", real)  # resume from the kept checkpoint
-    done = train(cfg, tmp_path / "r", resume=True, quiet=True)
-    assert [r["epoch"] for r in done.metrics] == [1, 2, 3, 4, 5]
+    monkeypatch.setitem(OBJECTIVES, "elbo", real)  # resume: the stop is kept, nothing more trains
+    again = train(cfg, tmp_path / "r", resume=True, quiet=True)
+    assert [r["epoch"] for r in again.metrics] == [1, 2]
+    assert json.loads((tmp_path / "r" / "summary.json").read_text()) == summary
+
+
+def test_divergence_in_epoch_1_is_an_error_naming_no_missing_file_and_the_folder_is_reusable(
+        tiny_images, tmp_path, monkeypatch):
+    real = nan_from_epoch(monkeypatch, 1)
+    cfg = quick_config(data=str(tiny_images), epochs=2)
+    with pytest.raises(VaekitError, match="diverged in epoch 1.*no checkpoint") as e:
+        train(cfg, tmp_path / "r", quiet=True)
+    assert "last.pt" not in str(e.value) and not (tmp_path / "r" / "last.pt").exists()
+    monkeypatch.setitem(OBJECTIVES, "elbo", real)
+    assert len(train(cfg, tmp_path / "r", quiet=True).metrics) == 2  # same --out, no --resume
