@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import quick_config
 
-from vaekit import VaekitError, load, train
+from vaekit import Config, VaekitError, train
 from vaekit.diagnostics import Diagnostics
 from vaekit.hooks import default_hooks
 from vaekit.objectives import OBJECTIVES
@@ -164,3 +164,36 @@ def test_divergence_in_epoch_1_is_an_error_naming_no_missing_file_and_the_folder
     assert "last.pt" not in str(e.value) and not (tmp_path / "r" / "last.pt").exists()
     monkeypatch.setitem(OBJECTIVES, "elbo", real)
     assert len(train(cfg, tmp_path / "r", quiet=True).metrics) == 2  # same --out, no --resume
+
+
+def test_a_finite_blow_up_is_caught_as_divergence(tiny_images, tmp_path, monkeypatch, capsys):
+    """A loss 1e6 times larger from epoch 3 on (finite: no NaN check sees it): stop, keep the
+    best weights of epochs 1-2, say so (item 4)."""
+    real, calls = OBJECTIVES["elbo"], {"n": 0}
+
+    def blow_up(model, x, beta, cfg):
+        calls["n"] += 1
+        loss, terms = real(model, x, beta, cfg)
+        return (loss * 1e6 if calls["n"] > 4 else loss), terms  # 2 batches an epoch
+
+    monkeypatch.setitem(OBJECTIVES, "elbo", blow_up)
+    run = train(quick_config(data=str(tiny_images), epochs=5), tmp_path / "r", quiet=True)
+    assert "diverged in epoch 3" in capsys.readouterr().err
+    assert run.summary["stop"].startswith("diverged in epoch 3: the mean training loss")
+    assert run.summary["epochs"] == 2 and len(run.metrics) == 2
+
+
+def test_the_reported_lr_blow_up_on_digits_is_divergence_and_names_no_missing_file(tmp_path):
+    """`vaekit train --data digits --lr 0.15 --seed 3`: once a test ELBO of -8.6e26 and exit 0."""
+    cfg = Config.from_flat({"data": "digits", "lr": 0.15, "epochs": 20, "seed": 3})
+    with pytest.raises(VaekitError, match="diverged in epoch 1.*no checkpoint") as e:
+        train(cfg, tmp_path / "r", quiet=True)
+    assert ".pt" not in str(e.value)
+
+
+def test_a_healthy_run_does_not_trigger_the_divergence_rule(tmp_path):
+    """The defaults on digits (its first 15 epochs), and a high but stable learning rate."""
+    for flat in ({"epochs": 15}, {"epochs": 15, "lr": 0.01, "hidden": [64]}):
+        run = train(Config.from_flat({"data": "digits", **flat}), tmp_path / str(len(flat)),
+                    quiet=True)
+        assert run.summary["stop"] is None and len(run.metrics) == 15

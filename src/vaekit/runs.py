@@ -81,8 +81,9 @@ def load_torch(path: Path, keys: tuple[str, ...] = ("spec", "model")) -> dict[st
         raise VaekitError(f"checkpoint {path} not found; is {path.parent} a vaekit run folder?")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile,
-            pickle.UnpicklingError) as e:
+    except (RuntimeError, EOFError, OSError, ValueError, IndexError, KeyError, TypeError,
+            AttributeError, zipfile.BadZipFile, pickle.UnpicklingError) as e:  # what garbage
+        # bytes make torch's weights-only unpickler raise
         raise VaekitError(f"checkpoint {path} is corrupt or not a vaekit checkpoint "
                           f"({type(e).__name__}); retrain or restore the file") from None
     if not isinstance(ckpt, dict) or any(k not in ckpt for k in keys):
