@@ -221,6 +221,8 @@ def restore(run_dir: Path, cfg: Config, model: VAE, opt, state: TrainState) -> N
     t = cfg.train
     if state.stop_kind == "patience" and not (t.patience and state.bad_epochs >= t.patience):
         state.stop = state.stop_kind = None  # a larger --patience lets the run go on
+    elif state.stop_kind == "diverged":
+        state.warn(f"note: {run_dir} {state.stop}; its summary is rewritten, it does not train on")
     write_metrics(run_dir, state.history)
 
 
