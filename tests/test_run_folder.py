@@ -173,7 +173,7 @@ def test_a_full_disk_mid_run_is_one_line_and_leaves_whole_checkpoints(tmp_path, 
                              "--patience", "0", *FAST)
     monkeypatch.setattr(os, "fdopen", real_fdopen)
     assert code == 2 and len(err.strip().splitlines()) == 1, err
-    assert "No space left" in err and "Traceback" not in err
+    assert "No space left" in err and "best.pt" in err and "Traceback" not in err
     assert load_torch(tmp_path / "r" / "last.pt")["state"]["epoch"] == 1
     assert load_torch(tmp_path / "r" / "best.pt")["epoch"] == 1
     assert not [p for p in (tmp_path / "r").iterdir() if p.name.startswith(".")]

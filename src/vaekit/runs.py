@@ -61,6 +61,10 @@ def atomic_write(path: Path, data: bytes | str | Callable[[BinaryIO], None]) -> 
                 f.write(data.encode() if isinstance(data, str) else data)
         os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp makes 0600; give the file the usual permissions
         os.replace(tmp, path)
+    except OSError as e:
+        if e.filename is not None:
+            raise
+        raise OSError(e.errno, e.strerror, str(path)) from None  # a full disk names the file
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
