@@ -144,3 +144,16 @@ def test_in_memory_test_data_of_another_shape():
     from vaekit.data import dataset_from_arrays
     with pytest.raises(VaekitError, match="must match"):
         dataset_from_arrays(np.random.rand(50, 6), quick_config(), x_test=np.random.rand(9, 5))
+
+
+def test_a_closed_pipe_ends_quietly(monkeypatch, capsys):
+    """`vaekit eval RUN | head`: when the reader leaves, the command stops without an error line
+    (it used to say "cannot read or write: Broken pipe; free some space ...")."""
+    import vaekit.cli.eval as eval_command
+
+    def reader_left(args):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(eval_command, "run", reader_left)
+    code, _, err = run_cli(capsys, "eval", "some-run")
+    assert code == 0 and "Broken pipe" not in err and "error" not in err

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 import torch
 from conftest import quick_config
 
-from vaekit import VaekitError, load, train
+from vaekit import Config, VaekitError, train
 from vaekit.diagnostics import Diagnostics
 from vaekit.hooks import default_hooks
 from vaekit.objectives import OBJECTIVES
@@ -21,6 +22,8 @@ class FakeState:
 
     def log(self, msg):
         self.lines.append(msg)
+
+    warn = log
 
 
 def row(epoch, train_rec=-50.0, val_rec=-50.0, rate=5.0, active=3, train_elbo=None, val_elbo=None):
@@ -106,32 +109,91 @@ def test_diagnostics_is_a_default_hook():
     assert any(isinstance(h, Diagnostics) for h in default_hooks(quick_config(), None))
 
 
-def test_huge_beta_run_warns_about_collapse_in_metrics_and_console(tiny_images, tmp_path, capsys):
-    run = train(quick_config(data=str(tiny_images), beta=50.0, epochs=3), tmp_path / "r")
-    out = capsys.readouterr().out
-    assert "posterior collapse" in out
+@pytest.mark.parametrize("quiet", [False, True])
+def test_huge_beta_run_warns_about_collapse_on_stderr_even_when_quiet(tiny_images, tmp_path, capsys,
+                                                                       quiet):
+    """--quiet hides the bar and the epoch lines, never a diagnostic (item 16 of issue 8)."""
+    run = train(quick_config(data=str(tiny_images), beta=50.0, epochs=3), tmp_path / "r",
+                quiet=quiet)
+    out, err = capsys.readouterr()
+    assert "posterior collapse" in err and "posterior collapse" not in out
+    assert ("epoch   1" in out) is not quiet
     assert any("collapse" in kinds(r) for r in run.metrics)
 
 
-def test_divergence_stops_training_and_keeps_the_last_good_checkpoint(tiny_images, tmp_path,
-                                                                      monkeypatch):
+def nan_from_epoch(monkeypatch, epoch, batches_per_epoch=2):
+    """The objective's loss becomes NaN from the given epoch on (tiny_images: 2 batches/epoch)."""
     real, calls = OBJECTIVES["elbo"], {"n": 0}
-    batches_per_epoch = 2  # 144 training examples, batch size 100
 
-    def nan_from_epoch_3(model, x, beta, cfg):
+    def objective(model, x, beta, cfg):
         calls["n"] += 1
         loss, terms = real(model, x, beta, cfg)
-        return (loss * math.nan if calls["n"] > 2 * batches_per_epoch else loss), terms
+        return (loss * math.nan if calls["n"] > (epoch - 1) * batches_per_epoch else loss), terms
 
-    monkeypatch.setitem(OBJECTIVES, "elbo", nan_from_epoch_3)
+    monkeypatch.setitem(OBJECTIVES, "elbo", objective)
+    return real
+
+
+def test_nan_divergence_stops_with_the_best_weights_and_says_so(tiny_images, tmp_path,
+                                                                 monkeypatch, capsys):
+    real = nan_from_epoch(monkeypatch, 3)
     cfg = quick_config(data=str(tiny_images), epochs=5)
-    with pytest.raises(VaekitError, match="diverged in epoch 3.*last good checkpoint"):
-        train(cfg, tmp_path / "r", quiet=True)
+    run = train(cfg, tmp_path / "r", quiet=True)
+    err = capsys.readouterr().err
+    assert "diverged in epoch 3" in err and "best weights (epoch" in err
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["stop"].startswith("diverged in epoch 3") and summary["epochs"] == 2
+    assert summary["best_epoch"] == max(run.metrics, key=lambda r: r["val_elbo"])["epoch"]
+    assert math.isfinite(summary["test"]["elbo"])
     last = load_torch(tmp_path / "r" / "last.pt")
     assert last["state"]["epoch"] == 2 and len(last["history"]) == 2
+    assert last["state"]["stop_kind"] == "diverged"
     assert all(torch.isfinite(v).all() for v in last["model"].values())
-    best = load(tmp_path / "r")  # the best weights load and are finite
-    assert all(torch.isfinite(p).all() for p in best.model.parameters())
-    monkeypatch.setitem(OBJECTIVES, "elbo", real)  # resume from the kept checkpoint
-    done = train(cfg, tmp_path / "r", resume=True, quiet=True)
-    assert [r["epoch"] for r in done.metrics] == [1, 2, 3, 4, 5]
+    monkeypatch.setitem(OBJECTIVES, "elbo", real)  # resume: the stop is kept, nothing more trains
+    again = train(cfg, tmp_path / "r", resume=True, quiet=True)
+    assert [r["epoch"] for r in again.metrics] == [1, 2]
+    assert json.loads((tmp_path / "r" / "summary.json").read_text()) == summary
+
+
+def test_divergence_in_epoch_1_is_an_error_naming_no_missing_file_and_the_folder_is_reusable(
+        tiny_images, tmp_path, monkeypatch):
+    real = nan_from_epoch(monkeypatch, 1)
+    cfg = quick_config(data=str(tiny_images), epochs=2)
+    with pytest.raises(VaekitError, match="diverged in epoch 1.*no checkpoint") as e:
+        train(cfg, tmp_path / "r", quiet=True)
+    assert "last.pt" not in str(e.value) and not (tmp_path / "r" / "last.pt").exists()
+    monkeypatch.setitem(OBJECTIVES, "elbo", real)
+    assert len(train(cfg, tmp_path / "r", quiet=True).metrics) == 2  # same --out, no --resume
+
+
+def test_a_finite_blow_up_is_caught_as_divergence(tiny_images, tmp_path, monkeypatch, capsys):
+    """A loss 1e6 times larger from epoch 3 on (finite: no NaN check sees it): stop, keep the
+    best weights of epochs 1-2, say so (item 4)."""
+    real, calls = OBJECTIVES["elbo"], {"n": 0}
+
+    def blow_up(model, x, beta, cfg):
+        calls["n"] += 1
+        loss, terms = real(model, x, beta, cfg)
+        return (loss * 1e6 if calls["n"] > 4 else loss), terms  # 2 batches an epoch
+
+    monkeypatch.setitem(OBJECTIVES, "elbo", blow_up)
+    run = train(quick_config(data=str(tiny_images), epochs=5), tmp_path / "r", quiet=True)
+    assert "diverged in epoch 3" in capsys.readouterr().err
+    assert run.summary["stop"].startswith("diverged in epoch 3: the mean training loss")
+    assert run.summary["epochs"] == 2 and len(run.metrics) == 2
+
+
+def test_the_reported_lr_blow_up_on_digits_is_divergence_and_names_no_missing_file(tmp_path):
+    """`vaekit train --data digits --lr 0.15 --seed 3`: once a test ELBO of -8.6e26 and exit 0."""
+    cfg = Config.from_flat({"data": "digits", "lr": 0.15, "epochs": 20, "seed": 3})
+    with pytest.raises(VaekitError, match="diverged in epoch 1.*no checkpoint") as e:
+        train(cfg, tmp_path / "r", quiet=True)
+    assert ".pt" not in str(e.value)
+
+
+def test_a_healthy_run_does_not_trigger_the_divergence_rule(tmp_path):
+    """The defaults on digits (its first 15 epochs), and a high but stable learning rate."""
+    for flat in ({"epochs": 15}, {"epochs": 15, "lr": 0.01, "hidden": [64]}):
+        run = train(Config.from_flat({"data": "digits", **flat}), tmp_path / str(len(flat)),
+                    quiet=True)
+        assert run.summary["stop"] is None and len(run.metrics) == 15

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,9 @@ from .distributions import POSTERIORS, PRIORS
 from .errors import VaekitError
 from .likelihoods import LIKELIHOODS
 from .nets import BACKBONES
+from .runtime import check_seed, check_threads, parse_device
+
+FROM_DATA = "from the data, see config.default_sizes"
 
 
 def opt(default: Any, help: str, **meta: Any) -> Any:
@@ -54,11 +58,12 @@ class ModelConfig:
                          "autoencoder); auto: gaussian for --model vae, point for ae")
     prior: str = opt("normal", "p(z): normal (standard normal N(0, I))")
     backbone: str = opt("mlp", "encoder/decoder network")
-    hidden: tuple[int, ...] = opt((400,), "hidden layer widths, comma list, e.g. 400 or 512,256")
+    hidden: tuple[int, ...] | None = opt(None, "hidden layer widths, comma list, e.g. 400 or "
+                                         f"512,256 ({FROM_DATA}: 400 for images)")
     channels: tuple[int, ...] = opt((32, 64, 128), "conv backbone: channels per resolution "
                                     "level, finest first, comma list")
     blocks: int = opt(1, "conv backbone: residual blocks per resolution level")
-    latent_dim: int = opt(20, "number of latent dimensions")
+    latent_dim: int | None = opt(None, f"number of latent dimensions ({FROM_DATA}: 20 for images)")
 
     @property
     def posterior_name(self) -> str:
@@ -70,8 +75,8 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = opt(50, "maximum number of epochs")
-    batch_size: int = opt(128, "examples per minibatch")
+    epochs: int | None = opt(None, f"maximum number of epochs ({FROM_DATA}: 50 for images)")
+    batch_size: int | None = opt(None, f"examples per minibatch ({FROM_DATA}: 128 for images)")
     lr: float = opt(1e-3, "Adam learning rate")
     seed: int = opt(0, "seed for splits, initialization, shuffling and sampling")
     beta: float = opt(1.0, "weight of the KL term in the ELBO")
@@ -80,15 +85,43 @@ class TrainConfig:
     iw_train_samples: int = opt(5, "importance samples per example for --objective iwae")
     kl_warmup: int = opt(0, "epochs over which beta rises linearly from 0 to --beta")
     free_bits: float = opt(0.0, "per-dimension KL floor in nats (loss only, never reported)")
-    patience: int = opt(10, "stop after this many epochs without a better validation ELBO, "
-                        "E log p(x|z) - beta*KL with the target beta (0: never)")
+    patience: int | None = opt(None, "stop after this many epochs without a better validation "
+                               "ELBO, E log p(x|z) - beta*KL with the target beta (0: never; "
+                               f"{FROM_DATA}: 10 for images)")
     eval_mc_samples: int = opt(1, "draws of z per example when reporting the ELBO")
     threads: int | None = opt(None, "torch CPU threads (default: torch's choice)")
-    device: str = opt("cpu", "torch device, e.g. cpu or cuda")
+    device: str = opt("cpu", "torch device: cpu, cuda, cuda:N, mps, or auto (cuda if available)")
     tensorboard: bool = opt(False, "also log to TensorBoard in RUN_DIR/tensorboard")
 
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
+SIZES = {"hidden": "model", "latent_dim": "model", "epochs": "train", "batch_size": "train",
+         "patience": "train"}  # the fields left None follow the data (`default_sizes`)
+IMAGE_SIZES: dict[str, Any] = {"batch_size": 128, "epochs": 50, "patience": 10, "hidden": [400],
+                               "latent_dim": 20}
+PATIENCE_STEPS = 500  # gradient steps early stopping waits for a better validation score
+
+
+def default_sizes(n: int, d: int, image: bool = False) -> dict[str, Any]:
+    """The one rule for sizes left unset (`vaekit train` and `VAEAnomalyDetector`), for n training
+    rows of d features. Images: the fixed sizes above. Tables:
+    batch = n/100 within [100, 128] (minibatches of at least 100, as in Kingma & Welling 2014),
+    or all n rows in one batch when there are fewer than that;
+    epochs = enough for about 20000 gradient steps, within [20, 500];
+    patience = epochs holding about 500 steps, within [10, epochs] (on a 100-row table an epoch
+    is one or two steps: 10 epochs would stop before the latent code forms, a collapsed KL);
+    width = 4d rounded up to a power of two within [32, 256], two hidden layers (width, width/2);
+    latent = d/2 within [2, 16]."""
+    if image:
+        return dict(IMAGE_SIZES)
+    batch = max(1, min(n, 128, max(100, n // 100)))
+    steps = math.ceil(max(n, 1) / batch)  # per epoch
+    epochs = min(500, max(20, math.ceil(20_000 / steps)))
+    patience = min(epochs, max(10, math.ceil(PATIENCE_STEPS / steps)))
+    width = min(256, max(32, 2 ** math.ceil(math.log2(max(4 * d, 1)))))
+    latent = min(16, max(2, d // 2))
+    return {"batch_size": batch, "epochs": epochs, "patience": patience,
+            "hidden": [width, width // 2], "latent_dim": latent}
 
 
 @dataclass
@@ -99,6 +132,15 @@ class Config:
 
     def __post_init__(self) -> None:
         validate(self)
+
+    def with_sizes(self, n: int, d: int, image: bool) -> Config:
+        """This config with the sizes left None set by `default_sizes` (given ones win)."""
+        rule = default_sizes(n, d, image)
+        sections = {s: {} for s in SECTIONS}
+        for key, section in SIZES.items():
+            if getattr(getattr(self, section), key) is None:
+                sections[section][key] = coerce(SECTIONS[section], key, rule[key])
+        return Config(*(dataclasses.replace(getattr(self, s), **kw) for s, kw in sections.items()))
 
     def to_flat(self) -> dict[str, Any]:
         """One mapping of option name -> value, as written to config.yaml."""
@@ -174,6 +216,23 @@ def choice_problems(cfg: Config) -> list[str]:
     return problems
 
 
+def runtime_problems(t: TrainConfig) -> list[str]:
+    """--seed, --threads and the --device name, by runtime.py's checks (whether the device exists
+    here is `runtime.resolve_device`'s, when a command uses it: a run trained on cuda still reads)."""
+    problems = []
+    for check, value in ((check_seed, t.seed), (check_threads, t.threads),
+                         (parse_device, t.device)):
+        try:
+            check(value)
+        except VaekitError as e:
+            problems.append(str(e))
+    return problems
+
+
+def positive(value: int | None) -> bool:
+    return value is None or value > 0
+
+
 def validate(cfg: Config) -> None:
     """Collect every problem with a config into one message that says how to fix it."""
     d, m, t = cfg.data, cfg.model, cfg.train
@@ -182,16 +241,16 @@ def validate(cfg: Config) -> None:
         (0 < d.val_fraction < 1, "--val-fraction must be in (0, 1)"),
         (d.image_size is None or d.image_size > 0, "--image-size must be positive"),
         (m.sigma > 0, "--sigma must be positive"),
-        (len(m.hidden) > 0 and all(h > 0 for h in m.hidden),
+        (m.hidden is None or (len(m.hidden) > 0 and all(h > 0 for h in m.hidden)),
          "--hidden must be a comma list of positive widths, e.g. 400 or 512,256"),
-        (m.latent_dim > 0, "--latent-dim must be positive"),
+        (positive(m.latent_dim), "--latent-dim must be positive"),
         (len(m.channels) > 0 and all(c > 0 for c in m.channels),
          "--channels must be a comma list of positive channel counts, e.g. 32,64,128"),
         (m.blocks >= 0, "--blocks must be >= 0"),
         (m.model == "vae" or m.posterior in ("auto", "point"),
          "--model ae is the point-mass posterior: drop --posterior"),
-        (t.epochs > 0, "--epochs must be positive"),
-        (t.batch_size > 0, "--batch-size must be positive"),
+        (positive(t.epochs), "--epochs must be positive"),
+        (positive(t.batch_size), "--batch-size must be positive"),
         (t.lr > 0, "--lr must be positive"),
         (t.beta >= 0, "--beta must be >= 0"),
         (t.mc_samples >= 1, "--mc-samples must be >= 1"),
@@ -199,7 +258,7 @@ def validate(cfg: Config) -> None:
         (t.iw_train_samples >= 1, "--iw-train-samples must be >= 1"),
         (t.kl_warmup >= 0, "--kl-warmup must be >= 0"),
         (t.free_bits >= 0, "--free-bits must be >= 0"),
-        (t.patience >= 0, "--patience must be >= 0"),
+        (t.patience is None or t.patience >= 0, "--patience must be >= 0"),
         (m.posterior_name != "point" or (t.objective == "elbo" and t.free_bits == 0
                                           and t.kl_warmup == 0),
          "--model ae has no KL term: drop --objective iwae, --free-bits and --kl-warmup"),
@@ -209,7 +268,7 @@ def validate(cfg: Config) -> None:
         (d.binarize == "none" or m.likelihood in ("bernoulli", "auto"),
          "--binarize dynamic needs --likelihood bernoulli"),
     ]
-    problems = [msg for ok, msg in checks if not ok] + choice_problems(cfg)
+    problems = [msg for ok, msg in checks if not ok] + choice_problems(cfg) + runtime_problems(t)
     if problems:
         raise VaekitError("invalid config: " + "; ".join(problems))
 

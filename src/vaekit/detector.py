@@ -1,17 +1,16 @@
 """`VAEAnomalyDetector`: a scikit-learn outlier detector trained by vaekit's one training loop.
 
 Tabular data done right: features standardized with the training statistics (kept in the model),
-a Gaussian likelihood with a learned variance per feature, and sizes that follow the data (see
-`default_sizes`). Scores are `anomaly.SCORES` (nats); scikit-learn's sign convention is kept:
+a Gaussian likelihood with a learned variance per feature, and sizes that follow the data by the
+same rule as `vaekit train` (`config.default_sizes`, on the rows trained on). Scores are
+`anomaly.SCORES` (nats); scikit-learn's sign convention is kept:
 `score_samples` is higher for more normal examples.
 """
 
 from __future__ import annotations
 
-import math
 import tempfile
 from numbers import Integral, Real
-from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, OutlierMixin
@@ -19,24 +18,11 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .anomaly import SCORES, score
-from .config import Config
+from .config import Config, default_sizes
 from .data import dataset_from_arrays
 from .train import train
 
-
-def default_sizes(n: int, d: int) -> dict[str, Any]:
-    """Sizes for n training rows of d features (the rule, so it can be read in one place):
-    batch = n/100 within [100, 128] (minibatches of at least 100, as in Kingma & Welling 2014);
-    epochs = enough for about 20000 gradient steps, within [20, 500] (early stopping on the
-    validation ELBO, patience 10, usually ends sooner);
-    width = 4d rounded up to a power of two within [32, 256], two hidden layers (width, width/2);
-    latent = d/2 within [2, 16]."""
-    batch = int(np.clip(n // 100, 100, 128))
-    epochs = int(np.clip(math.ceil(20_000 * batch / max(n, 1)), 20, 500))
-    width = int(np.clip(2 ** math.ceil(math.log2(max(4 * d, 1))), 32, 256))
-    latent = int(np.clip(d // 2, 2, 16))
-    return {"batch_size": batch, "epochs": epochs, "hidden": [width, width // 2],
-            "latent_dim": latent}
+__all__ = ["VAEAnomalyDetector", "default_sizes"]  # default_sizes: the rule `vaekit train` uses too
 
 
 class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
@@ -47,7 +33,8 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
     method: an anomaly score of `vaekit.anomaly.SCORES` (default kl: KL(q(z|x) || p(z)) in nats,
     the best on average on a development split of the ODDS tables; see benchmarks/odds_anomaly.py).
     contamination: expected fraction of outliers in the training data; sets offset_.
-    latent_dim, hidden, epochs, batch_size: None = `default_sizes(n, d)`.
+    latent_dim, hidden, epochs, batch_size: None = `config.default_sizes` of the training rows.
+    patience: 10 epochs unless given (not the rule's: the ODDS figures were measured with it).
     samples: Monte Carlo draws per score (None: the score's default); random_state: int seed.
     """
 
@@ -79,12 +66,11 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         self.samples = samples
         self.random_state = random_state
 
-    def _config(self, n: int, d: int) -> Config:
-        sizes = default_sizes(n, d)
-        given = {"latent_dim": self.latent_dim, "epochs": self.epochs,
+    def _config(self) -> Config:
+        """The sizes given here; those left None are set by the training loop from the data."""
+        sizes = {"latent_dim": self.latent_dim, "epochs": self.epochs,
                  "batch_size": self.batch_size,
                  "hidden": None if self.hidden is None else [int(h) for h in self.hidden]}
-        sizes.update({k: v for k, v in given.items() if v is not None})
         seed = self.random_state if isinstance(self.random_state, Integral) else 0
         return Config.from_flat({**sizes, "likelihood": "gaussian", "standardize": "on",
                                  "lr": self.lr, "patience": self.patience, "seed": int(seed)})
@@ -97,10 +83,10 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
             raise ValueError(f"got {len(X)} sample(s); fitting needs at least 2 (one is held out "
                              "for validation)")
         x = np.array(X, dtype=np.float32)
-        self.config_ = self._config(len(x), x.shape[1])
-        ds, cfg = dataset_from_arrays(x, self.config_, x_test=x[:1])
+        ds, cfg = dataset_from_arrays(x, self._config(), x_test=x[:1])
         with tempfile.TemporaryDirectory(prefix="vaekit-detector-") as tmp:
             run = train(cfg, out=tmp, dataset=ds, quiet=True, hooks=[])
+        self.config_ = run.config  # as trained: the sizes resolved
         self.model_ = run.model.double().eval()  # float64 scores: the same whatever the batch
         self.offset_ = float(np.percentile(self.score_samples(X), 100.0 * self.contamination))
         return self

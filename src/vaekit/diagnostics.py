@@ -1,5 +1,6 @@
 """Training diagnostics: a per-epoch hook that warns about posterior collapse, overfitting and
-undertraining, in the console and in the metrics row.
+undertraining, on stderr (kept with --quiet, which hides only the bar and the epoch lines) and in
+the metrics row.
 
 A warning is `{"kind": ..., "message": ...}` in `row["warnings"]` (absent when there is none), so
 metrics.jsonl and the HTML report see what the console printed. The checks read the validation
@@ -87,7 +88,8 @@ CHECKS: dict[str, Callable[..., str | None]] = {
 
 
 class Diagnostics:
-    """Hook: add `warnings` to each epoch's row; print a kind when it starts (not every epoch)."""
+    """Hook: add `warnings` to each epoch's row; `state.warn` a kind when it starts (not every
+    epoch)."""
 
     def __init__(self, epochs: int, warmup: int = 0, stochastic: bool = True,
                  thresholds: Thresholds | None = None):
@@ -105,7 +107,7 @@ class Diagnostics:
         kinds = {w["kind"] for w in warnings}
         for w in warnings:
             if w["kind"] not in self.active:
-                state.log(f"warning (epoch {row['epoch']}): {w['message']}")
+                state.warn(f"warning (epoch {row['epoch']}): {w['message']}")
         self.active = kinds
         if warnings:
             row["warnings"] = warnings

@@ -23,6 +23,7 @@ from torch.distributions import Distribution
 
 from .config import ModelConfig
 from .distributions import build_prior, kl_terms, posterior_entry
+from .errors import VaekitError
 from .likelihoods import LikelihoodOptions, build_likelihood
 from .nets import NetOptions, backbone
 from .objectives import OBJECTIVES, Terms
@@ -31,6 +32,9 @@ from .objectives import OBJECTIVES, Terms
 class VAE(nn.Module):
     def __init__(self, config: ModelConfig, input_shape: tuple[int, ...]):
         super().__init__()
+        if config.hidden is None or config.latent_dim is None:
+            raise VaekitError("ModelConfig.hidden and latent_dim are None (they follow the data): "
+                              "give them, or resolve them with Config.with_sizes(n, shape)")
         self.config = config
         self.input_shape = tuple(int(s) for s in input_shape)
         self.posterior_kind = posterior_entry(config.posterior_name)

@@ -6,17 +6,26 @@ RUN_DIR/
   metrics.jsonl   one JSON object per epoch
   best.pt         weights with the best validation score; last.pt: full state for --resume
   summary.json    test metrics of the best weights
+
+States of a folder (`claim` decides under the lock): no last.pt -> nothing to keep, training
+(re)starts from epoch 0; last.pt -> a run, continued only with resume=True (a finished or stopped
+run then only rewrites its summary). One writer at a time: `claim` holds an exclusive flock on the
+folder for the run's life, so a second `vaekit train` into it stops with one line.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import json
 import os
 import pickle
+import re
 import sys
 import tempfile
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -24,9 +33,15 @@ from typing import Any, BinaryIO
 import torch
 import yaml
 
-from .config import Config, load_config_file
+from .config import Config, ModelConfig, load_config_file
 from .errors import VaekitError
 from .model import VAE
+from .runtime import resolve_device
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no lock (one writer per folder is then up to the user)
+    fcntl = None  # type: ignore[assignment]
 
 UMASK = os.umask(0o022)
 os.umask(UMASK)
@@ -46,24 +61,97 @@ def atomic_write(path: Path, data: bytes | str | Callable[[BinaryIO], None]) -> 
                 f.write(data.encode() if isinstance(data, str) else data)
         os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp makes 0600; give the file the usual permissions
         os.replace(tmp, path)
+    except OSError as e:
+        if e.filename is not None:
+            raise
+        raise OSError(e.errno, e.strerror, str(path)) from None  # a full disk names the file
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
 
 
 def save_torch(path: Path, payload: dict[str, Any]) -> None:
-    atomic_write(path, lambda f: torch.save(payload, f))
+    """Serialize in memory first, then write atomically: a full disk is a plain OSError (one
+    line in the CLI) and never leaves half a checkpoint under the real name."""
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    atomic_write(path, buf.getvalue())
 
 
-def load_torch(path: Path) -> dict[str, Any]:
-    """torch.load with weights_only=True: tensors and plain containers, never arbitrary objects."""
+def load_torch(path: Path, keys: tuple[str, ...] = ("spec", "model")) -> dict[str, Any]:
+    """torch.load with weights_only=True: tensors and plain containers, never arbitrary objects;
+    anything but a dict holding `keys` is one clear error."""
     if not path.is_file():
         raise VaekitError(f"checkpoint {path} not found; is {path.parent} a vaekit run folder?")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, pickle.UnpicklingError) as e:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError, IndexError, KeyError, TypeError,
+            AttributeError, zipfile.BadZipFile, pickle.UnpicklingError) as e:  # what garbage
+        # bytes make torch's weights-only unpickler raise
         raise VaekitError(f"checkpoint {path} is corrupt or not a vaekit checkpoint "
                           f"({type(e).__name__}); retrain or restore the file") from None
+    if not isinstance(ckpt, dict) or any(k not in ckpt for k in keys):
+        raise VaekitError(f"checkpoint {path} is not a vaekit checkpoint (a {type(ckpt).__name__} "
+                          f"without {', '.join(keys)}); retrain or restore the file")
+    return ckpt
+
+
+# --- claiming a run folder -------------------------------------------------------------------
+RUN_FILES = ("config.yaml", "manifest.json", "metrics.jsonl", "best.pt", "last.pt",
+             "summary.json", "samples.png", "reconstructions.png")
+# atomic_write's temp names: "." + the file's name + "." + mkstemp's 8 random characters
+TEMP_NAME = re.compile(r"^\.(" + "|".join(map(re.escape, RUN_FILES)) + r")\.[A-Za-z0-9_]{8}$")
+
+
+def holds_run(run_dir: Path) -> bool:
+    """A folder holds a run once it has a checkpoint to continue from (last.pt)."""
+    return (run_dir / "last.pt").is_file()
+
+
+def clean_orphans(run_dir: Path) -> list[str]:
+    """Remove temp files left by writes killed midway (only vaekit's own names, only here)."""
+    removed = []
+    for p in run_dir.iterdir():
+        if TEMP_NAME.match(p.name) and p.is_file():
+            p.unlink(missing_ok=True)
+            removed.append(p.name)
+    return removed
+
+
+@contextmanager
+def claim(run_dir: Path, resume: bool) -> Iterator[bool]:
+    """Own run_dir for a training run: create it, take an exclusive lock on it (held until the
+    block ends; a second writer stops with one line), clean orphan temp files, check its state.
+
+    Yields whether there is a checkpoint to continue from (resume=True and last.pt present); a
+    folder without last.pt is (re)started from scratch, its stale files removed."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise VaekitError(f"--out {run_dir} is a file, not a folder; choose another --out")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(run_dir, os.O_RDONLY)
+    except OSError as e:
+        raise VaekitError(f"cannot create the run folder {run_dir}: {e.strerror or e}; choose "
+                          "another --out") from None
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise VaekitError(f"{run_dir} is in use by another `vaekit train`; wait for it "
+                                  "to finish or choose another --out") from None
+        if not os.access(run_dir, os.W_OK):
+            raise VaekitError(f"the run folder {run_dir} is not writable; choose another --out")
+        clean_orphans(run_dir)
+        if holds_run(run_dir) and not resume:
+            raise VaekitError(f"{run_dir} already holds a run; continue it with --resume "
+                              f"{run_dir} or choose another --out")
+        if not holds_run(run_dir):  # nothing to continue: stale files of a run that never
+            for name in RUN_FILES:  # reached its first checkpoint go, config.yaml is rewritten
+                (run_dir / name).unlink(missing_ok=True)
+        yield holds_run(run_dir)
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def write_config(run_dir: Path, cfg: Config) -> None:
@@ -87,10 +175,47 @@ def write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The epoch rows of metrics.jsonl. Tolerant of a cut-off last line (a copy or write cut
+    short: the complete rows before it are returned); any other unreadable line is one error."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = [line for line in read_text(path).splitlines() if line.strip()]
+    rows = []
+    for i, line in enumerate(lines):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            row = None
+        if not isinstance(row, dict):
+            if i == len(lines) - 1 and row is None:
+                break  # the last line cut off
+            raise VaekitError(f"{path} line {i + 1} is not a JSON object; restore the file or "
+                              f"rewrite it with `vaekit train --resume {path.parent}`")
+        rows.append(row)
+    return rows
+
+
+def read_text(path: Path) -> str:
+    try:
+        return path.read_text()
+    except UnicodeDecodeError:
+        raise VaekitError(f"{path} is not text; restore the file or rewrite it with "
+                          f"`vaekit train --resume {path.parent}`") from None
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object file of the run ({} when absent); a corrupt one is one clear error."""
+    if not path.is_file():
+        return {}
+    try:
+        obj = json.loads(read_text(path))
+    except json.JSONDecodeError:
+        obj = None
+    if not isinstance(obj, dict):
+        raise VaekitError(f"{path} is corrupt (not a JSON object); rewrite it with "
+                          f"`vaekit train --resume {path.parent}` or restore it")
+    return obj
 
 
 def manifest(cfg: Config, info: dict[str, Any], command: list[str] | None = None) -> dict[str, Any]:
@@ -114,14 +239,13 @@ class Run:
 
     @property
     def summary(self) -> dict[str, Any]:
-        """Test metrics of the best weights and how training ended (summary.json)."""
-        path = self.dir / "summary.json"
-        return json.loads(path.read_text()) if path.is_file() else {}
+        """Test metrics of the best weights and how training ended (summary.json; {} when
+        absent; a corrupt file is a VaekitError that says how to rewrite it)."""
+        return read_json(self.dir / "summary.json")
 
     @property
     def manifest(self) -> dict[str, Any]:
-        path = self.dir / "manifest.json"
-        return json.loads(path.read_text()) if path.is_file() else {}
+        return read_json(self.dir / "manifest.json")
 
 
 def load(run_dir: str | Path, which: str = "best", device: str | None = None) -> Run:
@@ -131,12 +255,21 @@ def load(run_dir: str | Path, which: str = "best", device: str | None = None) ->
         raise VaekitError(f"run folder {run_dir} not found; give the folder that "
                           "`vaekit train` printed")
     cfg = read_config(run_dir)
-    ckpt = load_torch(run_dir / f"{which}.pt")
+    path = run_dir / f"{which}.pt"
+    ckpt = load_torch(path)
     try:
         model = VAE.from_spec(ckpt["spec"])
         model.load_state_dict(ckpt["model"])
-    except (KeyError, TypeError, RuntimeError) as e:
-        raise VaekitError(f"checkpoint {run_dir / f'{which}.pt'} does not match a vaekit model "
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as e:
+        raise VaekitError(f"checkpoint {path} does not match a vaekit model "
                           f"({type(e).__name__}); retrain or restore the file") from None
-    model.to(device or cfg.train.device).eval()
+    if not same_model(model.config, cfg.model):
+        raise VaekitError(f"checkpoint {path} holds another model than {run_dir / 'config.yaml'} "
+                          "describes (another run's file?); restore the run's own checkpoint")
+    model.to(resolve_device(device or cfg.train.device)).eval()
     return Run(run_dir, cfg, model)
+
+
+def same_model(saved: ModelConfig, config: ModelConfig) -> bool:
+    """The checkpoint's architecture is the one the run's config.yaml records."""
+    return dataclasses.asdict(saved) == dataclasses.asdict(config)

@@ -10,15 +10,26 @@ from .errors import VaekitError
 MAX_SEED = 2**31 - 1  # numpy's RandomState takes < 2**32, and splits use seed + small offsets
 
 
-def resolve_device(name: str) -> torch.device:
-    """'cpu', 'cuda', 'cuda:1', 'mps' or 'auto' (cuda when available, else cpu) -> a device that
-    exists on this machine; anything else is one clear error."""
+def parse_device(name: str) -> torch.device | None:
+    """The device a name means (None for 'auto'), whether or not this machine has it; a name that
+    is no device is one clear error. The first half of `resolve_device`."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return None
     try:
         device = torch.device(name)
     except (RuntimeError, TypeError):
         raise VaekitError(f"unknown --device {name!r}; use cpu, cuda, cuda:N or auto") from None
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise VaekitError(f"unsupported --device {name!r}; use cpu, cuda, cuda:N or auto")
+    return device
+
+
+def resolve_device(name: str) -> torch.device:
+    """'cpu', 'cuda', 'cuda:1', 'mps' or 'auto' (cuda when available, else cpu) -> a device that
+    exists on this machine; anything else is one clear error."""
+    device = parse_device(name)
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise VaekitError(f"--device {name} but this torch build or machine has no CUDA; use "
@@ -26,11 +37,8 @@ def resolve_device(name: str) -> torch.device:
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise VaekitError(f"--device {name} but only {torch.cuda.device_count()} CUDA "
                               "device(s) are visible; use cuda:0..")
-    elif device.type == "mps":
-        if not torch.backends.mps.is_available():
-            raise VaekitError(f"--device {name} but MPS is not available here; use --device cpu")
-    elif device.type != "cpu":
-        raise VaekitError(f"unsupported --device {name!r}; use cpu, cuda, cuda:N or auto")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise VaekitError(f"--device {name} but MPS is not available here; use --device cpu")
     return device
 
 

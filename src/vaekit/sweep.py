@@ -10,7 +10,6 @@ SWEEP_DIR/
 from __future__ import annotations
 
 import io
-import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from . import plots
 from .config import Config
 from .errors import VaekitError
 from .report import esc, img, page
-from .runs import atomic_write
+from .runs import atomic_write, holds_run, read_json
 from .train import train
 
 COLUMNS = ("beta", "rate", "distortion", "elbo", "active_units")
@@ -48,7 +47,7 @@ def sweep(cfg: Config, betas: list[float], out: str | Path, resume: bool = False
         raise VaekitError("a rate-distortion sweep varies the weight of the KL term, which "
                           "--model ae does not have; use --model vae")
     out = Path(out)
-    taken = [run_dir(out, b) for b in betas if (run_dir(out, b) / "config.yaml").exists()]
+    taken = [run_dir(out, b) for b in betas if holds_run(run_dir(out, b))]
     if taken and not resume:
         raise VaekitError(f"{out} already holds runs ({taken[0].name}, ...); continue the sweep "
                           "with --resume or choose another --out")
@@ -60,8 +59,8 @@ def sweep(cfg: Config, betas: list[float], out: str | Path, resume: bool = False
             one = Config(replace(cfg.data), replace(cfg.model), replace(cfg.train, beta=beta))
             if not quiet:
                 print(f"sweep: beta = {beta:g} -> {folder}")
-            train(one, out=folder, resume=(folder / "last.pt").is_file(), quiet=quiet)
-        test = json.loads(summary.read_text())["test"]
+            train(one, out=folder, resume=holds_run(folder), quiet=quiet)
+        test = read_json(summary)["test"]
         rows.append({"beta": beta, **{k: test[k] for k in COLUMNS[1:]}})
     write_outputs(out, rows)
     return rows

@@ -25,6 +25,8 @@ from .model import VAE
 from .objectives import beta_at
 from .runs import (
     Run,
+    claim,
+    holds_run,
     load,
     load_torch,
     manifest,
@@ -33,6 +35,7 @@ from .runs import (
     write_json,
     write_metrics,
 )
+from .runtime import resolve_device, set_threads
 
 
 @dataclass
@@ -47,15 +50,22 @@ class TrainState:
     run_dir: Path | None = None
     log: Callable[[str], None] = print
     stop: str | None = None  # set by a hook to end training after this epoch, with the reason
+    stop_kind: str | None = None  # patience | diverged | hook: only a patience stop may go on
+    reference_loss: float | None = None  # the first minibatch's loss: the untrained model's
     model: Any = None  # the VAE being trained and its Dataset, for hooks that draw pictures
     data: Any = None
+    # diagnostics: stderr, and kept with --quiet (which hides only the bar and the epoch lines)
+    warn: Callable[[str], None] = field(default=lambda s: tqdm.write(s, file=sys.stderr))
 
     def saved(self) -> dict[str, Any]:
+        """What last.pt keeps (the stop too: a resumed stopped run does not train on)."""
         return {"epoch": self.epoch, "best": self.best, "best_epoch": self.best_epoch,
-                "bad_epochs": self.bad_epochs}
+                "bad_epochs": self.bad_epochs, "stop": self.stop, "stop_kind": self.stop_kind,
+                "reference_loss": self.reference_loss}
 
 
 PER_EPOCH_MI_EXAMPLES = 1000  # the I(X;Z) estimate costs O(N^2): a fixed slice of validation data
+DIVERGE_FACTOR = 100  # see `divergence`
 
 
 class Diverged(VaekitError):
@@ -93,30 +103,30 @@ def make_optimizer(model: VAE, lr: float) -> torch.optim.Optimizer:
 
 
 def train_epoch(model: VAE, opt, x: torch.Tensor, cfg: Config, beta: float,
-                bar) -> dict[str, float]:
-    """One pass over shuffled minibatches (slices of one tensor: no per-example Python work)."""
+                bar) -> tuple[dict[str, float], float]:
+    """One pass over shuffled minibatches (slices of one tensor: no per-example Python work).
+    Returns the epoch's means (NaN/Inf when a batch diverged) and the first minibatch's loss."""
     t = cfg.train
     binarize = cfg.data.binarize == "dynamic"
     model.train()
     perm = torch.randperm(len(x))
     sums = torch.zeros(3, dtype=torch.float64, device=model.device)
+    first = None
     for i in range(0, len(x), t.batch_size):
         xb = x[perm[i:i + t.batch_size]].to(model.device, non_blocking=True)
         if binarize:
             xb = torch.bernoulli(xb)
         loss, terms = model(xb, beta, t)  # forward: what a DDP wrapper would call
+        first = loss.detach() if first is None else first
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         with torch.no_grad():
             sums += torch.stack([loss * len(xb), terms.reconstruction.sum(), terms.kl.sum()])
         bar.update(1)
-    if not torch.isfinite(sums).all():  # NaN/Inf in any batch reaches the sums (one sync/epoch)
-        raise Diverged("loss became NaN/Inf; the last good checkpoint is kept: lower --lr, "
-                       "or resume from it with --resume")
-    loss, rec, kl = (sums / len(x)).tolist()
-    return {"train_loss": loss, "train_elbo": rec - kl if model.stochastic else None,
-            "train_reconstruction": rec, "train_kl": kl}
+    loss, rec, kl = (sums / len(x)).tolist()  # NaN/Inf in any batch reaches the sums
+    return ({"train_loss": loss, "train_elbo": rec - kl if model.stochastic else None,
+             "train_reconstruction": rec, "train_kl": kl}, float(first))
 
 
 def epoch_metrics(model: VAE, data: Dataset, cfg: Config, epoch: int, beta: float,
@@ -147,67 +157,120 @@ def train(cfg: Config | None = None, out: str | Path | None = None, resume: bool
           dataset: Dataset | None = None, command: list[str] | None = None) -> Run:
     """Train a model from cfg into the run folder `out` (or continue it with resume=True).
 
+    The folder is claimed for the run's life (`runs.claim`: one writer). A folder without a
+    checkpoint (a run killed in its first epoch) starts over, with or without resume; a finished
+    or stopped run, resumed, trains no further (unless a larger --epochs / --patience allows it)
+    and rewrites the same summary. Sizes left None follow the data (`config.default_sizes`).
+    Divergence (`divergence`) stops training with the best weights kept and a warning on stderr;
+    in the first epoch, with nothing to keep, it is a VaekitError.
     dataset: already prepared data (`data.dataset_from_arrays`) instead of cfg.data's source;
     command: the command line to record in manifest.json (default: sys.argv)."""
     cfg = cfg or Config()
     run_dir = Path(out) if out else default_run_dir(cfg)
-    if resume and not (run_dir / "last.pt").is_file():
-        raise VaekitError(f"{run_dir} has no last.pt to resume from; give a run folder that "
-                          "`vaekit train` wrote")
-    if not resume and (run_dir / "config.yaml").exists():
-        raise VaekitError(f"{run_dir} already holds a run; continue it with --resume {run_dir} "
-                          "or choose another --out")
-    t = cfg.train
-    if t.threads:
-        torch.set_num_threads(t.threads)
-    torch.manual_seed(t.seed)
+    precheck(run_dir, resume)  # the one-line refusals before data is read (again under the lock)
+    device = resolve_device(cfg.train.device)
+    set_threads(cfg.train.threads)
+    torch.manual_seed(cfg.train.seed)
     data, cfg = (dataset, resolved(cfg, dataset)) if dataset is not None else load_dataset(cfg)
+    cfg = cfg.with_sizes(len(data.x_train), math.prod(data.shape), data.image)
     hooks = default_hooks(cfg, run_dir) if hooks is None else hooks  # before any file is written
     model = VAE(cfg.model, data.shape)
     model.set_preprocessing(data.shift, data.scale)
     model.init_output_bias(data.x_train)
-    model.to(t.device)
-    opt = make_optimizer(model, t.lr)
+    model.to(device)
+    opt = make_optimizer(model, cfg.train.lr)
     state = TrainState(run_dir=run_dir, model=model, data=data)
-    if resume:
-        last = load_torch(run_dir / "last.pt")
-        if last["spec"] != model.spec():
-            raise VaekitError(f"the model options differ from those {run_dir} was trained with; "
-                              "resume with the run's own options (only --epochs/--patience)")
-        model.load_state_dict(last["model"])
-        opt.load_state_dict(last["optimizer"])
-        torch.set_rng_state(last["rng"])
-        if "cuda_rng" in last:
-            torch.cuda.set_rng_state_all(last["cuda_rng"])
-        for k, v in last["state"].items():
-            setattr(state, k, v)
-        state.history = list(last["history"])
-        write_metrics(run_dir, state.history)
-    else:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(run_dir / "manifest.json", manifest(cfg, data.info, command))
-    write_config(run_dir, cfg)
+    state.log = (lambda s: None) if quiet else (lambda s: tqdm.write(s, file=sys.stdout))
+    with claim(run_dir, resume) as has_checkpoint:
+        if has_checkpoint:
+            restore(run_dir, cfg, model, opt, state)
+        else:
+            if resume:
+                state.warn(f"note: {run_dir} has no checkpoint yet; training starts from epoch 1")
+            write_json(run_dir / "manifest.json", manifest(cfg, data.info, command))
+        write_config(run_dir, cfg)
+        loop(cfg, data, model, opt, state, hooks, quiet)
+        return finish(run_dir, cfg, data, state)
 
+
+def precheck(run_dir: Path, resume: bool) -> None:
+    if resume and not (run_dir / "config.yaml").is_file():
+        raise VaekitError(f"{run_dir} is not a run folder (no config.yaml) to resume; give a run "
+                          "folder that `vaekit train` wrote")
+    if not resume and holds_run(run_dir):
+        raise VaekitError(f"{run_dir} already holds a run; continue it with --resume {run_dir} "
+                          "or choose another --out")
+
+
+def restore(run_dir: Path, cfg: Config, model: VAE, opt, state: TrainState) -> None:
+    """Continue from last.pt exactly: weights, optimizer, RNG, loop state and history."""
+    last = load_torch(run_dir / "last.pt", keys=("spec", "model", "optimizer", "rng", "state",
+                                                 "history"))
+    if last["spec"] != model.spec():
+        raise VaekitError(f"the model options differ from those {run_dir} was trained with; "
+                          "resume with the run's own options (only --epochs/--patience)")
+    model.load_state_dict(last["model"])
+    opt.load_state_dict(last["optimizer"])
+    torch.set_rng_state(last["rng"])
+    if "cuda_rng" in last:
+        torch.cuda.set_rng_state_all(last["cuda_rng"])
+    for k, v in last["state"].items():
+        setattr(state, k, v)
+    state.history = list(last["history"])
+    t = cfg.train
+    if state.stop_kind == "patience" and not (t.patience and state.bad_epochs >= t.patience):
+        state.stop = state.stop_kind = None  # a larger --patience lets the run go on
+    elif state.stop_kind == "diverged":
+        state.warn(f"note: {run_dir} {state.stop}; its summary is rewritten, it does not train on")
+    write_metrics(run_dir, state.history)
+
+
+def divergence(part: dict[str, float], state: TrainState) -> str | None:
+    """Why this epoch's training diverged, or None. The rule: the epoch's mean training loss is
+    NaN/Inf, or above the loss of the run's first minibatch (the untrained model) by more than
+    DIVERGE_FACTOR times that loss's size (at least 1 nat). A healthy run's epoch loss stays
+    below where it started (under KL warm-up, a few times it at most); an optimizer that blew up
+    is many orders of magnitude above (lr 0.15 on digits: 1e28 nats against 44). Only the
+    training loss is read: a falling validation score is overfitting, which early stopping and
+    best.pt handle, not divergence."""
+    loss, ref = part["train_loss"], state.reference_loss
+    if not math.isfinite(loss):
+        return f"the training loss became {loss}"
+    if ref is not None and loss > ref + DIVERGE_FACTOR * max(abs(ref), 1.0):
+        return (f"the mean training loss {loss:.3g} nats is more than {DIVERGE_FACTOR}x the "
+                f"untrained model's {ref:.3g}")
+    return None
+
+
+def loop(cfg: Config, data: Dataset, model: VAE, opt, state: TrainState, hooks: list[Hook],
+         quiet: bool) -> None:
+    """Epochs until --epochs, early stopping, a hook's stop, or divergence; checkpoints each epoch
+    (best.pt when the validation score improves, then last.pt with the stop, then metrics)."""
+    t, run_dir = cfg.train, state.run_dir
     n_batches = math.ceil(len(data.x_train) / t.batch_size)
     show = not quiet and sys.stdout.isatty()
-    bar = tqdm(total=(t.epochs - state.epoch) * n_batches, disable=not show, unit="batch",
+    bar = tqdm(total=max(0, t.epochs - state.epoch) * n_batches, disable=not show, unit="batch",
                desc=f"training {run_dir.name}", leave=False, mininterval=0.5)
-    state.log = (lambda s: None) if quiet else (lambda s: tqdm.write(s, file=sys.stdout))
-    start = time.perf_counter()
     try:
         while state.epoch < t.epochs and state.stop is None:
             tick = time.perf_counter()
             beta = beta_at(state.epoch, t.beta, t.kl_warmup)
-            part = train_epoch(model, opt, data.x_train, cfg, beta, bar)
+            part, first_loss = train_epoch(model, opt, data.x_train, cfg, beta, bar)
+            if state.reference_loss is None:
+                state.reference_loss = first_loss
+            reason = divergence(part, state)
+            if reason is None:
+                row = epoch_metrics(model, data, cfg, state.epoch + 1, beta, part,
+                                    time.perf_counter() - tick)
+                score = selection_score(row, t.beta)
+                if not math.isfinite(score):
+                    reason = f"the validation score became {score}"
+            if reason is not None:
+                diverged(state, reason, t.lr)
+                break
             state.epoch += 1
-            row = epoch_metrics(model, data, cfg, state.epoch, beta, part,
-                                time.perf_counter() - tick)
             for hook in hooks:
                 hook(row, state)
-            score = selection_score(row, t.beta)
-            if not math.isfinite(score):
-                raise Diverged("validation score became NaN/Inf; the last good checkpoint is "
-                               "kept: lower --lr")
             if score > state.best:
                 state.best, state.best_epoch, state.bad_epochs = score, state.epoch, 0
                 save_torch(run_dir / "best.pt", {"spec": model.spec(),
@@ -215,8 +278,11 @@ def train(cfg: Config | None = None, out: str | Path | None = None, resume: bool
                                                  "epoch": state.epoch})
             else:
                 state.bad_epochs += 1
-            if t.patience and state.bad_epochs >= t.patience:
+            if state.stop is not None and state.stop_kind is None:
+                state.stop_kind = "hook"
+            if t.patience and state.bad_epochs >= t.patience and state.stop is None:
                 state.stop = f"early stop: no better validation score for {t.patience} epochs"
+                state.stop_kind = "patience"
             state.history.append(row)
             last = {"spec": model.spec(), "model": model.state_dict(),
                     "optimizer": opt.state_dict(), "rng": torch.get_rng_state(),
@@ -226,20 +292,37 @@ def train(cfg: Config | None = None, out: str | Path | None = None, resume: bool
             save_torch(run_dir / "last.pt", last)
             write_metrics(run_dir, state.history)
             state.log(format_row(row))
-    except Diverged as e:
-        raise Diverged(f"training diverged in epoch {state.epoch + 1}: {e} "
-                       f"({run_dir / 'last.pt'})") from None
     finally:
         bar.close()
-    if state.stop:
+    if state.stop and state.stop_kind != "diverged":
         state.log(state.stop)
-    return finish(run_dir, cfg, data, state, time.perf_counter() - start)
 
 
-def finish(run_dir: Path, cfg: Config, data: Dataset, state: TrainState, seconds: float) -> Run:
-    """Reload the best weights, evaluate them on the test split, write summary and pictures."""
+def diverged(state: TrainState, reason: str, lr: float) -> None:
+    """Stop: keep best.pt and last.pt (the weights before this epoch), record the stop in last.pt
+    so a resume does not train into the divergence again, and warn; with no checkpoint yet
+    (epoch 1) there is nothing to keep: one error, the folder stays reusable."""
+    epoch = state.epoch + 1
+    if state.epoch == 0:
+        raise Diverged(f"training diverged in epoch 1: {reason}; no checkpoint was written: lower "
+                       f"--lr (now {lr:g}) and train again (the same --out may be reused)")
+    state.stop = (f"diverged in epoch {epoch}: {reason}; training stopped, the best weights "
+                  f"(epoch {state.best_epoch}) are kept")
+    state.stop_kind = "diverged"
+    last = load_torch(state.run_dir / "last.pt")
+    last["state"] = state.saved()
+    save_torch(state.run_dir / "last.pt", last)
+    state.warn(f"warning: {state.stop}. Lower --lr (now {lr:g}) for a better run")
+
+
+def finish(run_dir: Path, cfg: Config, data: Dataset, state: TrainState) -> Run:
+    """Reload the best weights, evaluate them on the test split, write summary and pictures.
+    The test draws of z are seeded with the run's seed, so a resumed run (or one continued after
+    a stop) writes the same summary.json."""
     run = load(run_dir, "best", cfg.train.device)
+    torch.manual_seed(cfg.train.seed)
     test = evaluate(run.model, data.x_test, cfg.train.eval_mc_samples)
+    seconds = sum(r.get("seconds", 0.0) for r in state.history)  # training epochs only
     write_json(run_dir / "summary.json", {"test": test, "best_epoch": state.best_epoch,
                                           "epochs": state.epoch, "stop": state.stop,
                                           "train_seconds": round(seconds, 2)})

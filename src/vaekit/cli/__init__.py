@@ -3,7 +3,10 @@ defines HELP, add_arguments(parser) and run(args) -> int; adding one is one line
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
+import os
 import sys
 
 from ..errors import VaekitError
@@ -30,6 +33,13 @@ def build_parser() -> OneLineParser:
     return parser
 
 
+def quiet_stdout() -> None:
+    """Point stdout at /dev/null so Python's flush at exit does not hit the closed pipe again
+    (the recipe of the Python docs, 'Note on SIGPIPE')."""
+    with contextlib.suppress(OSError, ValueError, io.UnsupportedOperation):  # not a file (captured)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
@@ -39,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     except VaekitError as e:
         print(f"vaekit {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `vaekit eval ... | head`: the reader left; nothing to report
+        quiet_stdout()
+        return 0
     except OSError as e:  # full disk, read-only folder, a file where a folder should be, ...
         where = f" {e.filename}" if e.filename else ""
         print(f"vaekit {args.command}: error: cannot read or write{where}: "

@@ -11,7 +11,7 @@ from dataclasses import MISSING, Field, fields
 from pathlib import Path
 from typing import Any
 
-from ..config import SECTIONS, DataConfig, TrainConfig
+from ..config import SECTIONS, SIZES, DataConfig, TrainConfig
 from ..runtime import check_seed, resolve_device, set_threads
 
 # DataConfig fields that say where and how to read data (not how the run was fitted): the commands
@@ -40,7 +40,8 @@ def add_field_option(group, f: Field, default_text: str | None = None, extra_hel
     text = f"{f.metadata['help']}{extra_help}"
     if default_text:  # e.g. "the run's": replaces the default the field's help may state
         text = re.sub(r" \(default: [^)]*\)", "", text)
-    if default_text or "(default:" not in text:  # the field's help may say it in its own words
+    follows_data = default is None and f.name in SIZES  # its help says how the data sets it
+    if default_text or ("(default:" not in text and not follows_data):  # or says it in its words
         text += f" (default: {shown})"
     kwargs: dict[str, Any] = {"default": argparse.SUPPRESS, "dest": f.name, "help": text}
     kind = str(f.type)

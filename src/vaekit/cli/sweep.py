@@ -20,7 +20,8 @@ def add_arguments(p) -> None:
                    "options given on the command line override it")
     p.add_argument("--resume", action="store_true", help="keep the finished runs in SWEEP_DIR, "
                    "continue interrupted ones, train the missing ones")
-    p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines "
+                   "(warnings still go to stderr)")
     add_config_options(p, skip=("beta",))
 
 

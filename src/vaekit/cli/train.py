@@ -24,9 +24,10 @@ def add_arguments(p) -> None:
     p.add_argument("--out", metavar="RUN_DIR", help="run folder to create "
                    "(default: runs/DATA-DATE-TIME)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run exactly "
-                   "where it stopped (may raise --epochs or --patience)")
+                   "where it stopped (may raise --epochs or --patience); a finished or stopped "
+                   "run trains no further, a folder without a checkpoint starts over")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines "
-                   "(the run folder and test ELBO are still printed)")
+                   "(the run folder and test ELBO are still printed, warnings still go to stderr)")
     add_config_options(p)
 
 
