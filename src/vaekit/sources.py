@@ -48,7 +48,8 @@ def as_examples(x: np.ndarray, where: Path | str, layout: str = "auto") -> tuple
                 which = "both axis 1 and the last axis" if first else "neither axis 1 nor the last axis"
                 raise VaekitError(f"{where} holds images of shape {x.shape[1:]}: {which} could hold "
                                   "the channels (1, 3 or 4); say which with --layout channels-first "
-                                  "(n, c, h, w) or --layout channels-last (n, h, w, c)")
+                                  "(n, c, h, w) or --layout channels-last (n, h, w, c) (a run's own "
+                                  "data: the key layout in its config.yaml)")
             layout = "channels-first" if first else "channels-last"
         return (np.moveaxis(x, -1, 1) if layout == "channels-last" else x), True
     raise VaekitError(f"{where} holds an array of shape {x.shape}; expected (n, d) tabular, "
