@@ -5,6 +5,7 @@ against a local HTTP server), and RGB image folders."""
 from __future__ import annotations
 
 import functools
+import gzip
 import hashlib
 import http.server
 import io
@@ -21,7 +22,7 @@ from PIL import Image
 from vaekit import VaekitError, datasets
 from vaekit.data import load_dataset
 from vaekit.report import class_names
-from vaekit.sources import as_examples, has_own_test_split, read_source, read_user
+from vaekit.sources import IDX_FILES, as_examples, has_own_test_split, read_source, read_user
 
 CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
                  "truck"]
@@ -365,6 +366,22 @@ def test_cifar10_archive_without_the_batches_is_refused(tmp_path, http_server, m
         read_source("cifar10", quick_config(data="cifar10", data_dir=str(tmp_path / "dl"),
                                             data_url=url).data)
     assert not (tmp_path / "dl").exists()
+
+
+@pytest.mark.parametrize("name", ["fashion-mnist", "mnist"])
+def test_idx_datasets_carry_their_class_names(tmp_path, name):
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 30), ("test", 10)):
+        for stem, arr in zip(IDX_FILES[split], (rng.integers(0, 256, (n, 6, 6), dtype=np.uint8),
+                                                 rng.integers(0, 10, n).astype(np.uint8)), strict=True):
+            (tmp_path / name).mkdir(exist_ok=True)
+            with gzip.open(tmp_path / name / f"{stem}.gz", "wb") as f:
+                f.write(b"\0\0\x08" + bytes([arr.ndim]) + b"".join(d.to_bytes(4, "big") for d in arr.shape)
+                        + arr.tobytes())
+    ds, _ = load_dataset(quick_config(data=name, data_dir=str(tmp_path), data_url="http://127.0.0.1:9/"))
+    fashion = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+               "Bag", "Ankle boot"]
+    assert ds.info["label_names"] == (fashion if name == "fashion-mnist" else None)
 
 
 def test_builtin_class_names_live_beside_the_registry():

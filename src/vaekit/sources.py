@@ -129,8 +129,8 @@ def read_npz(z: zipfile.ZipFile, path: Path, split: str | None) -> tuple[np.ndar
         xkey = next((k for k in NPZ_EXAMPLES if k in keys), keys[0])
         ykey = next((k for k in NPZ_LABELS if k in keys), None)
         return npz_member(z, xkey, path), npz_member(z, ykey, path)
-    parts = [(npz_member(z, f"x_{s}", path), npz_member(z, f"y_{s}" if f"y_{s}" in keys else None,
-                                                        path))
+    labelled = all(f"y_{s}" in keys for s in NPZ_SPLITS)
+    parts = [(npz_member(z, f"x_{s}", path), npz_member(z, f"y_{s}" if labelled else None, path))
              for s in (NPZ_SPLITS if split is None else (split,))]
     if len(parts) == 1:
         return parts[0]
