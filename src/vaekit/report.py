@@ -21,6 +21,7 @@ from torch import Tensor
 
 from . import plots
 from .data import load_for_model
+from .datasets import CLASS_NAMES  # built-in datasets' class names, beside their registry
 from .errors import VaekitError
 from .evaluate import ACTIVE_UNIT_THRESHOLD, active_mask, evaluate
 from .latent import encode, rank_dims, traverse
@@ -32,13 +33,6 @@ TRAVERSE_DIMS = 5  # most informative dimensions traversed
 TRAVERSE_VALUES = torch.linspace(-3, 3, 9)
 RECONSTRUCTIONS = 16
 SAMPLES = 64
-# Class names of built-in datasets whose labels are numbers that stand for something else
-# (digits and MNIST labels are the digits themselves; an image folder's labels are its subfolder
-# names already).
-CLASS_NAMES: dict[str, tuple[str, ...]] = {
-    "fashion-mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-                      "Sneaker", "Bag", "Ankle boot"),
-}
 
 
 def class_names(source: str, y: np.ndarray | None) -> dict[Any, str] | None:
