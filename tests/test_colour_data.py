@@ -401,3 +401,34 @@ def test_rgb_folder_keeps_the_channel_order(tmp_path):
     for i, name in enumerate(sorted(colours)):  # files in name order
         for c in range(3):
             assert (raw.x[i, c] == colours[name][c]).all(), (name, c)
+
+
+def test_the_report_names_the_classes_an_npz_carried(tmp_path):
+    """class_names in an .npz travel with the run (manifest) to the report's latent map legend."""
+    from conftest import quick_config
+
+    import vaekit
+    from vaekit.report import build_report
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (120, 5, 6, 3), dtype=np.uint8)
+    y = np.arange(120) % 3
+    path = tmp_path / "named.npz"
+    np.savez(path, x_train=x[:90], y_train=y[:90], x_test=x[90:], y_test=y[90:],
+             class_names=np.array(["apple", "pear", "plum"]))
+    run = vaekit.train(quick_config(data=str(path), epochs=1, latent_dim=2), out=tmp_path / "run",
+                       quiet=True)
+    page = build_report(run.dir).read_text()
+    assert "0 apple" in page and "1 pear" in page and "2 plum" in page
+
+
+def test_layout_without_a_file_to_read_is_refused(tmp_path, capsys):
+    from conftest import quick_config, run_cli
+
+    import vaekit
+
+    run = vaekit.train(quick_config(epochs=1), out=tmp_path / "run", quiet=True)
+    capsys.readouterr()  # training's own warnings
+    code, _, err = run_cli(capsys, "encode", run.dir, "--layout", "channels-last", "--out",
+                           tmp_path / "z.npy")
+    assert code == 2 and "--layout" in err and len(err.strip().splitlines()) == 1

@@ -35,9 +35,11 @@ RECONSTRUCTIONS = 16
 SAMPLES = 64
 
 
-def class_names(source: str, y: np.ndarray | None) -> dict[Any, str] | None:
-    """{label: name} for a built-in dataset with named classes whose labels are 0..K-1."""
-    names = CLASS_NAMES.get(source)
+def class_names(source: str, y: np.ndarray | None,
+                own: list[str] | None = None) -> dict[Any, str] | None:
+    """{label: name} for labels 0..K-1 of data with named classes: `own`, the names the run's own
+    data carried (an .npz's class_names, in its manifest), else a built-in dataset's names."""
+    names = own or CLASS_NAMES.get(source)
     if names is None or y is None or not np.issubdtype(np.asarray(y).dtype, np.integer):
         return None
     return {c: names[c] for c in np.unique(y).tolist() if 0 <= c < len(names)}
@@ -222,7 +224,9 @@ def section_latent(c: Context) -> str:
 
     mu, y = c.mu[:MAX_POINTS].numpy(), None if c.y is None else np.asarray(c.y)[:MAX_POINTS]
     n, L = mu.shape
-    names = class_names(c.source, y)
+    own = c.run.manifest.get("data", {}).get("label_names") if c.source == c.run.config.data.data \
+        else None
+    names = class_names(c.source, y, own)
     what = f"{n} posterior means of {c.data_name}" + ("" if y is not None else " (no labels)")
     legend = ("" if not names else "<p>Classes: " + ", ".join(
         f"{esc(k)} {esc(v)}" for k, v in names.items()) + ".</p>")
