@@ -15,6 +15,7 @@ from .errors import VaekitError
 from .likelihoods import LIKELIHOODS
 from .nets import BACKBONES
 from .runtime import check_seed, check_threads, parse_device
+from .sources import LAYOUTS
 
 FROM_DATA = "from the data, see config.default_sizes"
 
@@ -26,10 +27,11 @@ def opt(default: Any, help: str, **meta: Any) -> Any:
 
 @dataclass
 class DataConfig:
-    data: str = opt("digits", "digits, mnist, fashion-mnist, or a path: .npy/.npz/.csv file or "
-                    "a folder of PNG/JPEG images")
-    data_dir: str = opt("data", "folder holding (or receiving) the mnist / fashion-mnist IDX files")
-    data_url: str | None = opt(None, "base URL to download mnist / fashion-mnist from "
+    data: str = opt("digits", "digits, mnist, fashion-mnist, cifar10, or a path: .npy/.npz/.csv "
+                    "file or a folder of PNG/JPEG images")
+    data_dir: str = opt("data", "folder holding (or receiving) the built-in datasets' files, each "
+                        "in DATA_DIR/NAME (mnist / fashion-mnist IDX files, cifar10's binary batches)")
+    data_url: str | None = opt(None, "base URL to download mnist / fashion-mnist / cifar10 from "
                                "(default: the dataset's public mirror)")
     test_data: str | None = opt(None, "separate test file for user data (else --test-fraction "
                                 "is held out)")
@@ -38,6 +40,10 @@ class DataConfig:
     label_column: str | None = opt(None, "CSV column (name or 0-based index) holding labels; "
                                    "it is not modelled")
     image_size: int | None = opt(None, "resize images from a folder to SIZE x SIZE")
+    layout: str = opt("auto", "auto | channels-first | channels-last: axis order of 4-D image arrays "
+                      "in .npy/.npz files, (n, c, h, w) or (n, h, w, c); auto: the axis of size 1, "
+                      "3 or 4 holds the channels (say it when both or neither do)",
+                      choices=LAYOUTS)
     binarize: str = opt("none", "none | dynamic: redraw x ~ Bernoulli(pixel) every batch "
                         "(bernoulli likelihood; test data binarized once, seeded)",
                         choices=("none", "dynamic"))

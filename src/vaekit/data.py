@@ -19,7 +19,7 @@ from torch import Tensor
 from .config import Config, DataConfig
 from .errors import VaekitError
 from .likelihoods import LIKELIHOODS, LikelihoodOptions, build_likelihood
-from .sources import BUILTINS, OWN_TEST_SPLIT, Raw, raw_from_array, read_source
+from .sources import BUILTINS, OWN_TEST_SPLIT, Raw, has_own_test_split, raw_from_array, read_source
 
 BINARIZE_SEED_OFFSET = 7919  # test/val binarization draws from seed + this, apart from training
 
@@ -87,7 +87,8 @@ def seeded_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.nda
 
 
 def take(raw: Raw, idx: np.ndarray) -> Raw:
-    return Raw(raw.x[idx], None if raw.y is None else raw.y[idx], raw.image, raw.pixel_max)
+    return Raw(raw.x[idx], None if raw.y is None else raw.y[idx], raw.image, raw.pixel_max,
+               raw.label_names)
 
 
 def binarize_fixed(x: Tensor, seed: int) -> Tensor:
@@ -113,11 +114,12 @@ def to_model_space(x: np.ndarray, shift: np.ndarray, scale: np.ndarray) -> Tenso
 def read_splits(cfg: Config) -> tuple[Raw, Raw]:
     """The run's data as given: (train, test) before the validation split."""
     d = cfg.data
+    own = has_own_test_split(d.data)  # a built-in's, or an .npz's x_test
+    if own and d.test_data is not None:
+        raise VaekitError(f"--data {d.data} has its own test split; drop --test-data")
     train = read_source(d.data, d, "train")
-    if d.data in OWN_TEST_SPLIT:
-        return train, read_source(d.data, d, "test")
-    return with_test(train, None if d.test_data is None else read_source(d.test_data, d, "test"),
-                     cfg)
+    test = d.data if own else d.test_data
+    return with_test(train, None if test is None else read_source(test, d, "test"), cfg)
 
 
 def with_test(train: Raw, test: Raw | None, cfg: Config) -> tuple[Raw, Raw]:
@@ -139,8 +141,9 @@ def load_dataset(cfg: Config) -> tuple[Dataset, Config]:
 def dataset_from_arrays(x: np.ndarray, cfg: Config, y: np.ndarray | None = None,
                         x_test: np.ndarray | None = None) -> tuple[Dataset, Config]:
     """In-memory data ((n, d) tabular or (n, [c,] h, w) images) -> Dataset, as for a file."""
-    test = None if x_test is None else raw_from_array(x_test, None, "the test array")
-    return make_dataset(*with_test(raw_from_array(x, y, "the array"), test, cfg), cfg)
+    layout = cfg.data.layout
+    test = None if x_test is None else raw_from_array(x_test, None, "the test array", layout)
+    return make_dataset(*with_test(raw_from_array(x, y, "the array", layout), test, cfg), cfg)
 
 
 def make_dataset(train: Raw, test: Raw, cfg: Config) -> tuple[Dataset, Config]:
@@ -178,7 +181,8 @@ def make_dataset(train: Raw, test: Raw, cfg: Config) -> tuple[Dataset, Config]:
     info = {"source": d.data, "shape": list(train.x.shape[1:]), "image": train.image,
             "n_train": len(train.x), "n_val": len(val.x), "n_test": len(test.x),
             "labels": train.y is not None, "preprocessing": "standardized" if standardize
-            else f"divided by {train.pixel_max:g}", "binarize": d.binarize}
+            else f"divided by {train.pixel_max:g}", "binarize": d.binarize,
+            "label_names": train.label_names}
     ds = Dataset(xs["train"], xs["val"], xs["test"], train.y, val.y, test.y,
                  tuple(train.x.shape[1:]), train.image, torch.from_numpy(shift),
                  torch.from_numpy(scale), likelihood, info)

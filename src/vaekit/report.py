@@ -22,6 +22,7 @@ from torch.distributions import Distribution
 
 from . import plots
 from .data import load_for_model
+from .datasets import CLASS_NAMES  # built-in datasets' class names, beside their registry
 from .errors import VaekitError
 from .evaluate import ACTIVE_UNIT_THRESHOLD, active_mask, evaluate
 from .latent import encode, rank_dims, traverse
@@ -33,18 +34,13 @@ TRAVERSE_DIMS = 5  # most informative dimensions traversed
 TRAVERSE_VALUES = torch.linspace(-3, 3, 9)
 RECONSTRUCTIONS = 16
 SAMPLES = 64
-# Class names of built-in datasets whose labels are numbers that stand for something else
-# (digits and MNIST labels are the digits themselves; an image folder's labels are its subfolder
-# names already).
-CLASS_NAMES: dict[str, tuple[str, ...]] = {
-    "fashion-mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
-                      "Sneaker", "Bag", "Ankle boot"),
-}
 
 
-def class_names(source: str, y: np.ndarray | None) -> dict[Any, str] | None:
-    """{label: name} for a built-in dataset with named classes whose labels are 0..K-1."""
-    names = CLASS_NAMES.get(source)
+def class_names(source: str, y: np.ndarray | None,
+                own: list[str] | None = None) -> dict[Any, str] | None:
+    """{label: name} for labels 0..K-1 of data with named classes: `own`, the names the run's own
+    data carried (an .npz's class_names, in its manifest), else a built-in dataset's names."""
+    names = own or CLASS_NAMES.get(source)
     if names is None or y is None or not np.issubdtype(np.asarray(y).dtype, np.integer):
         return None
     return {c: names[c] for c in np.unique(y).tolist() if 0 <= c < len(names)}
@@ -233,7 +229,9 @@ def section_latent(c: Context) -> str:
 
     mu, y = c.mu[:MAX_POINTS].numpy(), None if c.y is None else np.asarray(c.y)[:MAX_POINTS]
     n, L = mu.shape
-    names = class_names(c.source, y)
+    own = c.run.manifest.get("data", {}).get("label_names") if c.source == c.run.config.data.data \
+        else None
+    names = class_names(c.source, y, own)
     what = f"{n} posterior means of {c.data_name}" + ("" if y is not None else " (no labels)")
     legend = ("" if not names else "<p>Classes: " + ", ".join(
         f"{esc(k)} {esc(v)}" for k, v in names.items()) + ".</p>")

@@ -1,189 +1,59 @@
-"""Readers: built-in datasets (digits, MNIST, Fashion-MNIST with verified download) and user files
-(.npy, .npz, .csv, a folder of images). Each returns a `Raw`: the data as the user gave it."""
+"""User data: .npy, .npz, .csv files and folders of images, read as the user gave them (a `Raw`),
+and `read_source`, the one entry for what --data names (a built-in of datasets.py, or a file)."""
 
 from __future__ import annotations
 
 import csv
-import gzip
-import hashlib
 import math
-import os
-import shutil
 import struct
-import tempfile
 import tokenize
-import urllib.error
-import urllib.request
 import warnings
 import zipfile
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .datasets import (  # noqa: F401  (re-exported: where readers have always been imported from)
+    BUILTINS,
+    CLASS_NAMES,
+    IDX_DATASETS,
+    IDX_FILES,
+    OWN_TEST_SPLIT,
+    Raw,
+    download,
+    find_idx,
+    md5sum,
+    read_idx,
+)
 from .errors import VaekitError
 
-
-@dataclass
-class Raw:
-    x: np.ndarray  # (N, *shape): (N, D) tabular, (N, C, H, W) images
-    y: np.ndarray | None  # (N,) labels, if any
-    image: bool
-    pixel_max: float = 1.0  # intrinsic scale of the values (255 for uint8, 16 for digits)
+LAYOUTS = ("auto", "channels-first", "channels-last")
+CHANNELS = (1, 3, 4)  # grey, RGB, RGBA: what an image's channel axis holds, for layout auto
 
 
-# --- built-in datasets ------------------------------------------------------------------------
-IDX_FILES = {
-    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-}
-IDX_DATASETS = {  # md5 of the official .gz files
-    "mnist": {
-        "url": "https://ossci-datasets.s3.amazonaws.com/mnist/",
-        "md5": {
-            "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
-            "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
-            "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
-            "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
-        },
-    },
-    "fashion-mnist": {
-        "url": "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
-        "md5": {
-            "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
-            "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
-            "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
-            "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
-        },
-    },
-}
-
-
-def read_digits(split: str) -> Raw:
-    """scikit-learn's bundled 8x8 digits (1797 images, values 0..16); no own test split."""
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    return Raw(d.images.astype(np.float32)[:, None], d.target.astype(np.int64), True, 16.0)
-
-
-def md5sum(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def download(url: str, dest: Path, md5: str) -> None:
-    """Fetch url to dest, verifying its md5; dest appears only when complete and correct (and the
-    folders made for it are removed again when it does not)."""
-    made = [p for p in (dest.parent, *dest.parent.parents) if not p.exists()]  # innermost first
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
-            shutil.copyfileobj(resp, out)
-        got = md5sum(Path(tmp))
-        if got != md5:
-            raise VaekitError(f"checksum mismatch for {url}: expected md5 {md5}, got {got}; "
-                              "the mirror serves a different file: pass another --data-url "
-                              "or put the official files in --data-dir")
-        os.replace(tmp, dest)
-    except (urllib.error.URLError, OSError, TimeoutError) as e:
-        raise VaekitError(f"could not download {url} ({e}); check --data-url or your network, "
-                          f"or put the files in {dest.parent}") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        for folder in made if not dest.exists() else []:
-            if any(folder.iterdir()):
-                break
-            folder.rmdir()
-
-
-def find_idx(name: str, data_dir: Path, stem: str, url: str | None) -> Path:
-    """The IDX file `stem` (.gz or plain) of dataset `name`: in data_dir/name (where downloads go),
-    or directly in data_dir when that folder is named `name` or the file is `name`'s official .gz
-    (md5); else downloaded to data_dir/name. Another dataset's files are never taken for this one
-    (MNIST and Fashion-MNIST use the same file names)."""
-    info = IDX_DATASETS[name]
-    for candidate in (data_dir / name / f"{stem}.gz", data_dir / name / stem):
-        if candidate.is_file():
-            return candidate
-    flat = [p for p in (data_dir / f"{stem}.gz", data_dir / stem) if p.is_file()]
-    for candidate in flat:
-        if data_dir.name == name or (candidate.suffix == ".gz"
-                                     and md5sum(candidate) == info["md5"][candidate.name]):
-            return candidate
-    base = (url or info["url"]).rstrip("/") + "/"
-    dest = data_dir / name / f"{stem}.gz"
-    try:
-        download(base + dest.name, dest, info["md5"][dest.name])
-    except VaekitError as e:
-        if not flat:
-            raise
-        raise VaekitError(f"{e} ({flat[0]} is not taken for {name}: it is not the official file "
-                          f"and {data_dir} is not named {name})") from None
-    return dest
-
-
-def read_at_most(f, n: int, block: int = 1 << 24) -> bytearray:
-    """Up to n bytes of f, read in blocks: never allocates more than the file really holds."""
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = f.read(min(n - len(buf), block))
-        if not chunk:
-            break
-        buf += chunk
-    return buf
-
-
-def read_idx(path: Path) -> np.ndarray:
-    """An IDX array (unsigned bytes), validated against its own header; writable (N, ...) uint8."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rb") as f:
-            head = f.read(4)
-            if len(head) < 4 or head[:3] != b"\x00\x00\x08" or head[3] < 1:
-                raise VaekitError(f"{path} is not an IDX file of unsigned bytes; delete or replace it")
-            header = f.read(4 * head[3])
-            dims = [int.from_bytes(header[4 * i: 4 * i + 4], "big") for i in range(head[3])]
-            size = math.prod(dims)  # exact: a header may claim far more than any memory
-            body = read_at_most(f, size + 1) if len(header) == 4 * head[3] else bytearray()
-    except (OSError, EOFError, zlib.error) as e:
-        raise VaekitError(f"{path} is corrupt ({e}); delete it so it is downloaded again") from None
-    if len(header) != 4 * head[3] or len(body) != size:
-        raise VaekitError(f"{path} is truncated or corrupt (header says {dims}); "
-                          "delete it so it is downloaded again")
-    return np.frombuffer(body, np.uint8).reshape(dims)  # a bytearray's buffer: writable
-
-
-def read_idx_dataset(name: str, split: str, data_dir: str, url: str | None) -> Raw:
-    images_stem, labels_stem = IDX_FILES["test" if split == "test" else "train"]
-    folder = Path(data_dir)
-    x = read_idx(find_idx(name, folder, images_stem, url))
-    y = read_idx(find_idx(name, folder, labels_stem, url))
-    if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
-        raise VaekitError(f"{name} files in {folder} do not match (images {x.shape}, "
-                          f"labels {y.shape}); replace them")
-    return Raw(x[:, None], y.astype(np.int64), True, 255.0)
-
-
-# --- user files ---------------------------------------------------------------------------------
-def as_examples(x: np.ndarray, path: Path | str) -> tuple[np.ndarray, bool]:
-    """(n, d) tabular, (n, h, w) or (n, c, h, w) images (channels-last is moved first)."""
+def as_examples(x: np.ndarray, where: Path | str, layout: str = "auto") -> tuple[np.ndarray, bool]:
+    """The layout rule, the one place of it: (n, d) is tabular; (n, h, w) grey images become
+    (n, 1, h, w); 4-D images become (n, c, h, w). For 4-D with layout auto, channels-first when
+    axis 1 is 1, 3 or 4 and the last axis is not, channels-last when the last axis is and axis 1
+    is not; when both or neither are, the layout must be given (--layout)."""
     if x.ndim == 2:
         return x, False
     if x.ndim == 3:
         return x[:, None], True
     if x.ndim == 4:
-        if x.shape[1] not in (1, 3, 4) and x.shape[-1] in (1, 3, 4):
-            x = np.moveaxis(x, -1, 1)
-        return x, True
-    raise VaekitError(f"{path} holds an array of shape {x.shape}; expected (n, d) tabular, "
-                      "(n, h, w) or (n, c, h, w) images")
+        if layout == "auto":
+            first, last = x.shape[1] in CHANNELS, x.shape[-1] in CHANNELS
+            if first == last:
+                which = "both axis 1 and the last axis" if first else "neither axis 1 nor the last axis"
+                raise VaekitError(f"{where} holds images of shape {x.shape[1:]}: {which} could hold "
+                                  "the channels (1, 3 or 4); say which with --layout channels-first "
+                                  "(n, c, h, w) or --layout channels-last (n, h, w, c) (a run's own "
+                                  "data: the key layout in its config.yaml)")
+            layout = "channels-first" if first else "channels-last"
+        return (np.moveaxis(x, -1, 1) if layout == "channels-last" else x), True
+    raise VaekitError(f"{where} holds an array of shape {x.shape}; expected (n, d) tabular, "
+                      "(n, h, w) or (n, c, h, w) / (n, h, w, c) images")
 
 
 ARRAY_ERRORS = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError,
@@ -224,22 +94,95 @@ def npz_member(z: zipfile.ZipFile, key: str | None, path: Path) -> np.ndarray | 
         return read_npy(f, min(info.file_size, ratio * info.compress_size), f"{path}[{key}]")
 
 
-def read_array_file(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """An .npy array, or from an .npz the arrays under X (or x, data, the first) and y (labels)."""
+# The keys an .npz is read by. Its own train/test split: x_train and x_test (with y_train and
+# y_test, or neither). Otherwise the examples: the first of X, x, data present (else the first
+# array), labels: the first of y, Y, labels present. Either way class_names (strings, one per
+# integer label 0..K-1) names the labels.
+NPZ_EXAMPLES, NPZ_LABELS, NPZ_CLASS_NAMES = ("X", "x", "data"), ("y", "Y", "labels"), "class_names"
+NPZ_SPLITS = ("train", "test")  # x_train/y_train, x_test/y_test
+
+
+def npz_keys(z: zipfile.ZipFile, path: Path) -> list[str]:
+    keys = [n[:-4] for n in z.namelist() if n.endswith(".npy")]
+    if not keys:
+        raise VaekitError(f"{path} holds no arrays; save one under the key 'X'")
+    return keys
+
+
+def npz_has_split(keys: list[str], path: Path) -> bool:
+    """Whether an .npz holds its own train/test split (x_train and x_test); half of one is an error."""
+    xs = [f"x_{s}" for s in NPZ_SPLITS if f"x_{s}" in keys]
+    ys = [f"y_{s}" for s in NPZ_SPLITS if f"y_{s}" in keys]
+    if len(xs) == 1 or (xs and len(ys) == 1):
+        half = xs if len(xs) == 1 else ys
+        raise VaekitError(f"{path} holds {half[0]} without its other half; save x_train and "
+                          "x_test (and y_train and y_test, or neither) as the file's own split, "
+                          "or all examples under X")
+    return bool(xs)
+
+
+def read_npz(z: zipfile.ZipFile, path: Path, split: str | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Examples and labels of an open .npz: with its own split the part asked for (split None:
+    train then test); else the whole file."""
+    keys = npz_keys(z, path)
+    if not npz_has_split(keys, path):
+        xkey = next((k for k in NPZ_EXAMPLES if k in keys), keys[0])
+        ykey = next((k for k in NPZ_LABELS if k in keys), None)
+        return npz_member(z, xkey, path), npz_member(z, ykey, path)
+    labelled = all(f"y_{s}" in keys for s in NPZ_SPLITS)
+    parts = [(npz_member(z, f"x_{s}", path), npz_member(z, f"y_{s}" if labelled else None, path))
+             for s in (NPZ_SPLITS if split is None else (split,))]
+    if len(parts) == 1:
+        return parts[0]
+    if len({p[0].shape[1:] for p in parts}) > 1:
+        raise VaekitError(f"{path}: x_train has examples of shape {parts[0][0].shape[1:]} but "
+                          f"x_test {parts[1][0].shape[1:]}; they must match")
+    ys = [p[1] for p in parts]
+    return np.concatenate([p[0] for p in parts]), None if ys[0] is None else np.concatenate(ys)
+
+
+def read_array_file(path: Path, split: str | None = None
+                    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """An .npy array, or an .npz's examples, labels and class names (see NPZ_EXAMPLES)."""
     try:
         if path.suffix == ".npy":
             with open(path, "rb") as f:
-                return read_npy(f, path.stat().st_size, str(path)), None
+                return read_npy(f, path.stat().st_size, str(path)), None, None
         with zipfile.ZipFile(path) as z:
-            keys = [n[:-4] for n in z.namelist() if n.endswith(".npy")]
-            if not keys:
-                raise VaekitError(f"{path} holds no arrays; save one under the key 'X'")
-            xkey = next((k for k in ("X", "x", "data") if k in keys), keys[0])
-            ykey = next((k for k in ("y", "Y", "labels") if k in keys), None)
-            return npz_member(z, xkey, path), npz_member(z, ykey, path)
+            x, y = read_npz(z, path, split)
+            names = npz_member(z, NPZ_CLASS_NAMES if NPZ_CLASS_NAMES in npz_keys(z, path) else None,
+                               path)
+            return x, y, names
     except ARRAY_ERRORS as e:
         raise VaekitError(f"cannot read {path}: corrupt or not a {path.suffix} file "
                           f"({type(e).__name__}); re-save it with numpy.save/savez") from None
+
+
+def has_own_test_split(source: str) -> bool:
+    """A built-in dataset with its own test split, or an .npz holding x_train and x_test."""
+    if source in OWN_TEST_SPLIT:
+        return True
+    path = Path(source)
+    if source in BUILTINS or path.suffix != ".npz" or not path.is_file():
+        return False
+    try:
+        with zipfile.ZipFile(path) as z:
+            return npz_has_split(npz_keys(z, path), path)
+    except ARRAY_ERRORS:
+        return False  # reading it says what is wrong
+
+
+def names_of_labels(names: np.ndarray | None, y: np.ndarray | None, where: str) -> list[str] | None:
+    """class_names as a list of strings, checked against the labels they name (0..K-1)."""
+    if names is None:
+        return None
+    if names.ndim != 1 or names.dtype.kind not in "US" or len(names) == 0:
+        raise VaekitError(f"{where}: class_names must be a 1-D array of strings, one per class; "
+                          "re-save it")
+    if y is None or y.dtype.kind not in "iu" or y.min() < 0 or y.max() >= len(names):
+        raise VaekitError(f"{where}: class_names names {len(names)} classes, so the labels must be "
+                          f"integers 0..{len(names) - 1}; fix the labels or drop class_names")
+    return [v.decode(errors="replace") if isinstance(v, bytes) else str(v) for v in names.tolist()]
 
 
 def is_number(s: str) -> bool:
@@ -344,24 +287,29 @@ def read_image_folder(folder: Path, image_size: int | None) -> tuple[np.ndarray,
     return np.stack(arrays), labels
 
 
-def read_user(source: str, label_column: str | None, image_size: int | None) -> Raw:
+def read_user(source: str, label_column: str | None, image_size: int | None, layout: str = "auto",
+              split: str | None = None) -> Raw:
+    """A file or folder; split ("train"/"test") picks a part of an .npz with its own split."""
     path = Path(source)
     if not path.exists():
-        raise VaekitError(f"data {source!r} not found; give digits, mnist, fashion-mnist, or "
+        raise VaekitError(f"data {source!r} not found; give {', '.join(BUILTINS)}, or "
                           "the path of a .npy/.npz/.csv file or an image folder")
+    names = None
     if path.is_dir():
         x, y = read_image_folder(path, image_size)
+        layout = "channels-first"  # decoded as (n, c, h, w) whatever the option says
     elif path.suffix in (".npy", ".npz"):
-        x, y = read_array_file(path)
+        x, y, names = read_array_file(path, split)
     elif path.suffix == ".csv":
         x, y = read_csv(path, label_column)
     else:
         raise VaekitError(f"unsupported data file {path.name}; use .npy, .npz, .csv or a folder "
                           "of PNG/JPEG images")
-    return raw_from_array(x, y, str(path))
+    return raw_from_array(x, y, str(path), layout, names)
 
 
-def raw_from_array(x: np.ndarray, y: np.ndarray | None, where: str) -> Raw:
+def raw_from_array(x: np.ndarray, y: np.ndarray | None, where: str, layout: str = "auto",
+                   class_names: np.ndarray | None = None) -> Raw:
     """Check an array of examples (and labels) and describe it: file contents or in-memory data."""
     x = np.asarray(x)
     if x.dtype.kind not in "fiub" or x.size == 0:
@@ -372,23 +320,17 @@ def raw_from_array(x: np.ndarray, y: np.ndarray | None, where: str) -> Raw:
         if big.any():
             raise VaekitError(f"{where} holds {int(big.sum())} value(s) beyond float32's range "
                               f"(±{F32_MAX:.1e}), e.g. {x[big][0]:g}; rescale the data")
-    x, image = as_examples(x, where)
+    x, image = as_examples(x, where, layout)
     if y is not None and len(y) != len(x):
         raise VaekitError(f"{where} has {len(x)} examples but {len(y)} labels; they must match")
-    return Raw(x, y, image, 255.0 if x.dtype == np.uint8 else 1.0)
+    names = names_of_labels(class_names, y, where)
+    return Raw(x, y, image, 255.0 if x.dtype == np.uint8 else 1.0, names)
 
 
-BUILTINS = {
-    "digits": lambda split, cfg: read_digits(split),
-    "mnist": lambda split, cfg: read_idx_dataset("mnist", split, cfg.data_dir, cfg.data_url),
-    "fashion-mnist": lambda split, cfg: read_idx_dataset("fashion-mnist", split, cfg.data_dir,
-                                                         cfg.data_url),
-}
-OWN_TEST_SPLIT = {"mnist", "fashion-mnist"}
-
-
-def read_source(source: str, cfg, split: str = "train") -> Raw:
-    """Read a built-in dataset's split, or a whole user file/folder."""
+def read_source(source: str, cfg, split: str | None = None) -> Raw:
+    """What --data (or --test-data) names, cfg a DataConfig: a built-in dataset's split ("train" or
+    "test"; None: train); a user file or folder whole, or the part `split` of an .npz with its own
+    split (None: train then test)."""
     if source in BUILTINS:
-        return BUILTINS[source](split, cfg)
-    return read_user(source, cfg.label_column, cfg.image_size)
+        return BUILTINS[source](split or "train", cfg)
+    return read_user(source, cfg.label_column, cfg.image_size, cfg.layout, split)

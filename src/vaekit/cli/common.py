@@ -16,7 +16,7 @@ from ..runtime import check_seed, resolve_device, set_threads
 
 # DataConfig fields that say where and how to read data (not how the run was fitted): the commands
 # used after training take these, with the run's own values as defaults.
-READ_FIELDS = ("data_dir", "data_url", "label_column", "image_size")
+READ_FIELDS = ("data_dir", "data_url", "label_column", "image_size", "layout")
 NO_LABELS = "none"  # --label-column none: the data has no label column (commands after training)
 
 

@@ -48,10 +48,11 @@ def load_data(run, args, source: str | None = None) -> tuple[Tensor, np.ndarray 
 
 
 def check_file_options(args) -> None:
-    """--label-column and --image-size say how to read a file; with no file they would be ignored."""
+    """--label-column, --image-size and --layout say how to read a file; with no file they would
+    be ignored."""
     files = [s for s in (args.data, getattr(args, "test_data", None))
              if s is not None and s not in BUILTINS]
-    given = [option_name(k) for k in ("label_column", "image_size") if hasattr(args, k)]
+    given = [option_name(k) for k in ("label_column", "image_size", "layout") if hasattr(args, k)]
     if given and not files:
         raise VaekitError(f"{' and '.join(given)} say how to read a file given with --data; the "
                           "run's own data and the built-in datasets are read as for training: "
