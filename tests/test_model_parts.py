@@ -174,3 +174,38 @@ def test_a_run_folder_whose_weights_do_not_fit_fails_in_one_line(tmp_path, capsy
     np.save(tmp_path / "x.npy", np.zeros((3, 1, 2, 2), np.float32))
     code, _, err = run_cli(capsys, "eval", tmp_path / "old", "--data", tmp_path / "x.npy")
     assert code == 2 and len(err.strip().splitlines()) == 1 and "best.pt" in err
+
+
+def test_8bit_data_under_a_continuous_likelihood_is_dequantized(tmp_path, monkeypatch, capsys):
+    """Levels k become (k + u) / 256: every training batch redraws u (off the grid, a different u
+    each epoch), validation/test draw it once (the levels kept: floor(256 x) = k), and the
+    log-Jacobian of the map from levels is -D log 256, so the density's figures are in nats of the
+    levels as given."""
+    rng = np.random.default_rng(0)
+    levels = rng.integers(0, 256, (150, 5, 6)).astype(np.uint8)
+    np.save(tmp_path / "u8.npy", levels)
+    seen = []
+    real_forward = VAE.forward
+
+    def spy(self, x, beta, cfg):
+        seen.append(x.detach().clone())
+        return real_forward(self, x, beta, cfg)
+
+    monkeypatch.setattr(VAE, "forward", spy)
+    cfg = quick_config(data=str(tmp_path / "u8.npy"), likelihood="gaussian", epochs=2,
+                       batch_size=200)
+    run = vaekit.train(cfg, out=tmp_path / "run", quiet=True)
+    assert run.config.data.dequantize == "on"
+    for batch in seen:  # every training batch off the grid of levels
+        assert (batch * 256 != (batch * 256).floor()).all()
+    ds, _ = vaekit.data.load_dataset(run.config)
+    k = torch.from_numpy(levels.reshape(150, -1).astype(np.float32))
+    test = ds.x_test * 256
+    assert ((test - test.floor()) > 0).any() and set(test.floor().unique().tolist()) <= set(
+        k.unique().tolist())
+    assert float(run.model.log_jacobian()) == pytest.approx(-30 * math.log(256), rel=1e-6)
+    capsys.readouterr()
+    np.save(tmp_path / "floats.npy", levels.astype(np.float32) / 255)
+    code, _, err = run_cli(capsys, "train", "--data", tmp_path / "floats.npy", "--likelihood",
+                           "gaussian", "--dequantize", "on", "--out", tmp_path / "r2")
+    assert code == 2 and "--dequantize on needs 8-bit" in err and len(err.strip().splitlines()) == 1

@@ -44,6 +44,12 @@ class DataConfig:
                       "in .npy/.npz files, (n, c, h, w) or (n, h, w, c); auto: the axis of size 1, "
                       "3 or 4 holds the channels (say it when both or neither do)",
                       choices=LAYOUTS)
+    dequantize: str = opt("auto", "auto | on | off: uniform dequantization of 8-bit data under "
+                          "a continuous likelihood: the levels k become (k + u) / 256, u ~ U[0, 1) "
+                          "redrawn every batch (validation/test: drawn once, seeded), so the "
+                          "density's figures bound the log-probability of the levels (Theis et al. "
+                          "2016); auto: on for uint8 data with a continuous likelihood",
+                          choices=("auto", "on", "off"))
     binarize: str = opt("none", "none | dynamic: redraw x ~ Bernoulli(pixel) every batch "
                         "(bernoulli likelihood; test data binarized once, seeded)",
                         choices=("none", "dynamic"))

@@ -97,6 +97,26 @@ def binarize_fixed(x: Tensor, seed: int) -> Tensor:
     return torch.bernoulli(x, generator=g)
 
 
+def dequantize_fixed(x: Tensor, seed: int) -> Tensor:
+    """Dequantize model-space levels k / 256 once with a fixed seed: (k + u) / 256, u ~ U[0, 1)."""
+    g = torch.Generator().manual_seed(seed + BINARIZE_SEED_OFFSET)
+    return x + torch.rand(x.shape, generator=g) / 256
+
+
+def resolve_dequantize(option: str, likelihood, standardize: bool, raw: Raw) -> bool:
+    """Whether 8-bit data is dequantized: 'on', or 'auto' for uint8 data under a continuous
+    likelihood (a density of the levels themselves would be unbounded); refused where it cannot
+    apply (other data, a probability mass function, standardized features)."""
+    eight_bit, continuous = raw.x.dtype == np.uint8, likelihood.continuous
+    if option == "auto":
+        return eight_bit and continuous and not standardize
+    if option == "on" and not (eight_bit and continuous and not standardize):
+        raise VaekitError(f"--dequantize on needs 8-bit (uint8) data under a continuous "
+                          f"likelihood, not standardized; this data is {raw.x.dtype} with "
+                          f"{type(likelihood).__name__}: drop --dequantize or pass --standardize off")
+    return option == "on"
+
+
 def resolve_likelihood(name: str, raw: Raw) -> str:
     """'auto' -> bernoulli for images whose (pixel-scaled) values lie in [0, 1], else gaussian
     (tabular data: gaussian, standardized, even when its values happen to lie in [0, 1])."""
@@ -160,14 +180,15 @@ def make_dataset(train: Raw, test: Raw, cfg: Config) -> tuple[Dataset, Config]:
     likelihood = resolve_likelihood(cfg.model.likelihood, train)
     standardize = d.standardize == "on" or (
         d.standardize == "auto" and not train.image and LIKELIHOODS[likelihood].standardize)
+    lik = build_likelihood(likelihood, tuple(train.x.shape[1:]), LikelihoodOptions(cfg.model.sigma))
+    dequantize = resolve_dequantize(d.dequantize, lik, standardize, train)
     if standardize:
         shift, scale = standardization(train.x)
-    else:
-        shift, scale = np.zeros(dim), np.full(dim, train.pixel_max)
+    else:  # dequantized levels k + u lie in [0, 256): model space [0, 1)
+        shift, scale = np.zeros(dim), np.full(dim, 256.0 if dequantize else train.pixel_max)
     shift, scale = shift.astype(np.float32), scale.astype(np.float32)
     xs = {n: to_model_space(r.x, shift, scale) for n, r in (("train", train), ("val", val),
                                                            ("test", test))}
-    lik = build_likelihood(likelihood, tuple(train.x.shape[1:]), LikelihoodOptions(cfg.model.sigma))
     for n, x in xs.items():
         lik.check(x, f"the {n} data")
     if d.binarize == "dynamic" and likelihood != "bernoulli":
@@ -175,12 +196,17 @@ def make_dataset(train: Raw, test: Raw, cfg: Config) -> tuple[Dataset, Config]:
                           f"{likelihood}; pass --likelihood bernoulli (data in [0, 1])")
     if d.binarize == "dynamic":
         xs["val"], xs["test"] = binarize_fixed(xs["val"], seed), binarize_fixed(xs["test"], seed + 1)
+    if dequantize:
+        xs["val"], xs["test"] = (dequantize_fixed(xs["val"], seed),
+                                 dequantize_fixed(xs["test"], seed + 1))
 
     cfg.model.likelihood = likelihood
     cfg.data.standardize = "on" if standardize else "off"
+    cfg.data.dequantize = "on" if dequantize else "off"
     info = {"source": d.data, "shape": list(train.x.shape[1:]), "image": train.image,
             "n_train": len(train.x), "n_val": len(val.x), "n_test": len(test.x),
             "labels": train.y is not None, "preprocessing": "standardized" if standardize
+            else "dequantized: (levels + U[0, 1)) / 256" if dequantize
             else f"divided by {train.pixel_max:g}", "binarize": d.binarize,
             "label_names": train.label_names}
     ds = Dataset(xs["train"], xs["val"], xs["test"], train.y, val.y, test.y,
@@ -224,6 +250,9 @@ def load_for_model(model, cfg: Config, source: str | None = None, split: str = "
     model.likelihood.check(x, source)
     if cfg.data.binarize == "dynamic" and seed is not None:  # as the run's own val/test splits
         x = binarize_fixed(x, cfg.train.seed + seed)
+    if cfg.data.dequantize == "on":  # as the run's own test split: noise drawn once, seeded
+        x = dequantize_fixed(x, cfg.train.seed + (BINARIZE_SPLIT_SEED["test"] if seed is None
+                                                  else seed))
     return x, raw.y
 
 

@@ -107,7 +107,7 @@ def train_epoch(model: VAE, opt, x: torch.Tensor, cfg: Config, beta: float,
     """One pass over shuffled minibatches (slices of one tensor: no per-example Python work).
     Returns the epoch's means (NaN/Inf when a batch diverged) and the first minibatch's loss."""
     t = cfg.train
-    binarize = cfg.data.binarize == "dynamic"
+    binarize, dequantize = cfg.data.binarize == "dynamic", cfg.data.dequantize == "on"
     model.train()
     perm = torch.randperm(len(x))
     sums = torch.zeros(3, dtype=torch.float64, device=model.device)
@@ -116,6 +116,8 @@ def train_epoch(model: VAE, opt, x: torch.Tensor, cfg: Config, beta: float,
         xb = x[perm[i:i + t.batch_size]].to(model.device, non_blocking=True)
         if binarize:
             xb = torch.bernoulli(xb)
+        if dequantize:  # levels k / 256 -> (k + u) / 256, u ~ U[0, 1) redrawn every batch
+            xb = xb + torch.rand_like(xb) / 256
         loss, terms = model(xb, beta, t)  # forward: what a DDP wrapper would call
         first = loss.detach() if first is None else first
         opt.zero_grad(set_to_none=True)
