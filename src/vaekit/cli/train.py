@@ -56,8 +56,9 @@ def print_result(run) -> int:
     test = s["test"]
     what = "ELBO" if run.model.stochastic else "reconstruction log-likelihood"
     value = test["elbo"] if run.model.stochastic else test["reconstruction"]
+    bits = f", {test['bits_per_dim']:.4f} bits/dim" if test.get("bits_per_dim") is not None else ""
     print(f"run: {run.dir}")
-    print(f"test {what}: {value:.2f} nats per example (reconstruction {test['reconstruction']:.2f}, "
-          f"kl {test['kl']:.2f}; best epoch {s['best_epoch']} of {s['epochs']}, "
-          f"{s['train_seconds']:.1f}s)")
+    print(f"test {what}: {value:.2f} nats per example{bits} (reconstruction "
+          f"{test['reconstruction']:.2f}, kl {test['kl']:.2f}; best epoch {s['best_epoch']} of "
+          f"{s['epochs']}, {s['train_seconds']:.1f}s)")
     return 0
