@@ -8,6 +8,7 @@ the checkpoint early stopping keeps, the rows that are scored.
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 
@@ -143,15 +144,18 @@ def test_free_bits_trains_the_same_weights_as_the_floor_applied_by_hand(monkeypa
 
 # --- --mc-samples -----------------------------------------------------------------------------
 def test_mc_samples_reaches_the_objective_and_averages_that_many_draws(monkeypatch, tmp_path):
-    real, counts = OBJECTIVES["elbo"], []
-
-    def spy(model, x, beta, cfg):
-        counts.append(cfg.mc_samples)
-        return real(model, x, beta, cfg)
-
-    monkeypatch.setitem(OBJECTIVES, "elbo", spy)
     run = train_quiet(tmp_path, "mc", mc_samples=16, epochs=1)
-    assert counts == [16] * DIGITS_BATCHES
+    train_quiet(tmp_path, "one", epochs=1)
+
+    def sixteen(model, x, beta, cfg):  # E_q log p(x|z) from 16 draws, whatever cfg says
+        terms = model.elbo_terms(x, 16)
+        return terms.kl.mean() - terms.reconstruction.mean(), terms
+
+    monkeypatch.setitem(OBJECTIVES, "elbo", sixteen)
+    train_quiet(tmp_path, "hand", epochs=1)
+    got = final_weights(tmp_path, "mc")
+    assert same_weights(got, final_weights(tmp_path, "hand"))
+    assert not same_weights(got, final_weights(tmp_path, "one"), atol=1e-4)
     # the reconstruction term averaged over S draws has 1/S the variance of one draw
     x = load_dataset(quick_config())[0].x_val[:4]
     with torch.no_grad():
@@ -262,3 +266,55 @@ def test_standardize_on_for_images_is_applied(tmp_path, tiny_images):
     constant[7, :], constant[:, 7] = True, True
     assert torch.all(on.model.scale[constant.flatten()] == 1)
     assert torch.all(on.model.scale[~constant.flatten()] > 1)  # pixel levels 0..255
+
+
+# --- early stopping and best.pt: the validation objective with the target beta --------------
+def scripted_validation(monkeypatch, ds, script):
+    """Make the loop's validation pass report script[e] = (E log p(x|z), KL) in epoch e + 1, and
+    keep a copy of the weights it was given; returns those copies."""
+    loop = importlib.import_module("vaekit.train")  # the module (vaekit.train is the function)
+    real, weights = loop.evaluate, []
+
+    def evaluate(model, x, *args, **kwargs):
+        out = real(model, x, *args, **kwargs)
+        if x is ds.x_val:
+            rec, kl = script[len(weights)]
+            weights.append({k: v.clone() for k, v in model.state_dict().items()})
+            out.update(reconstruction=rec, kl=kl, elbo=rec - kl, rate=kl, distortion=-rec)
+        return out
+
+    monkeypatch.setattr(loop, "evaluate", evaluate)
+    return weights
+
+
+def test_best_checkpoint_maximizes_the_target_beta_objective_not_beta_1_nor_the_warmup_beta(
+        monkeypatch, tmp_path):
+    # epoch: (rec, kl)   rec - 4 kl (target)   rec - kl (beta 1)   rec - beta_e kl (0, 2, 4)
+    # 1:     (-50, 20)   -130                  -70                 -50   <- warm-up's beta
+    # 2:     (-60, 5)    -80                   -65  <- beta 1      -70
+    # 3:     (-75, 1)    -79  <- target        -76                 -79
+    cfg = quick_config(beta=4.0, kl_warmup=2, epochs=3)
+    ds, cfg = load_dataset(cfg)
+    weights = scripted_validation(monkeypatch, ds, [(-50.0, 20.0), (-60.0, 5.0), (-75.0, 1.0)])
+    run = vaekit.train(cfg, out=tmp_path / "r", quiet=True, hooks=[], dataset=ds)
+    assert [r["beta"] for r in run.metrics] == [0.0, 2.0, 4.0]
+    assert run.summary["best_epoch"] == 3
+    best = load_torch(tmp_path / "r" / "best.pt")
+    assert best["epoch"] == 3 and same_weights(best["model"], weights[2], atol=0)
+
+
+def test_early_stopping_counts_epochs_without_a_better_target_beta_objective(monkeypatch, tmp_path):
+    # rec - 4 kl: -130, -80, -87, -92, -95: no better score after epoch 2; rec - kl keeps rising
+    script = [(-50.0, 20.0), (-60.0, 5.0), (-55.0, 8.0), (-52.0, 10.0), (-51.0, 11.0)]
+    cfg = quick_config(beta=4.0, epochs=5, patience=2)
+    ds, cfg = load_dataset(cfg)
+    weights = scripted_validation(monkeypatch, ds, script)
+    run = vaekit.train(cfg, out=tmp_path / "r", quiet=True, hooks=[], dataset=ds)
+    assert run.summary["epochs"] == 4 and run.summary["stop"]  # epochs 3 and 4 were not better
+    assert run.summary["best_epoch"] == 2
+    best = load_torch(tmp_path / "r" / "best.pt")
+    assert best["epoch"] == 2 and same_weights(best["model"], weights[1], atol=0)
+    assert not same_weights(best["model"], weights[3], atol=1e-6)
+    # the test figures in summary.json are of those weights
+    assert run.summary["test"]["kl"] == pytest.approx(
+        vaekit.evaluate(vaekit.load(tmp_path / "r").model, ds.x_test)["kl"], rel=1e-5)
