@@ -33,7 +33,7 @@ def final_weights(tmp_path, name) -> dict[str, torch.Tensor]:
     return load_torch(tmp_path / name / "last.pt")["model"]
 
 
-def same_weights(a, b, atol=1e-6) -> bool:
+def same_weights(a, b, atol=1e-5) -> bool:
     return all(torch.allclose(a[k], b[k], atol=atol, rtol=0) for k in a)
 
 
@@ -178,7 +178,7 @@ def test_iwae_trains_on_the_bound_written_out(monkeypatch, tmp_path):
     monkeypatch.setitem(OBJECTIVES, "iwae", iwae)
     train_quiet(tmp_path, "hand", objective="iwae", iw_train_samples=1, epochs=2)
     got = final_weights(tmp_path, "iwae")
-    assert same_weights(got, final_weights(tmp_path, "hand"), atol=1e-5)
+    assert same_weights(got, final_weights(tmp_path, "hand"))
     assert not same_weights(got, final_weights(tmp_path, "elbo"), atol=1e-3)
 
 
@@ -203,9 +203,9 @@ def test_iwae_with_one_sample_is_the_elbo_with_a_sampled_kl():
             - q.log_prob(z).sum(-1)
         assert float(iwae_loss) == pytest.approx(-float(log_w.mean()), rel=1e-5)
         draws = torch.stack([-OBJECTIVES["iwae"](model, x, 1.0, quick_config(
-            objective="iwae", iw_train_samples=1).train)[0] for _ in range(2000)])
+            objective="iwae", iw_train_samples=1).train)[0] for _ in range(1000)])
         elbo = model.elbo(x, mc_samples=4000).mean()
-    assert float(draws.mean()) == pytest.approx(float(elbo), abs=4 * float(draws.std()) / math.sqrt(2000))
+    assert float(draws.mean()) == pytest.approx(float(elbo), abs=4 * float(draws.std()) / math.sqrt(1000))
 
 
 # --- --test-data ------------------------------------------------------------------------------
