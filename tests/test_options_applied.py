@@ -51,8 +51,8 @@ def recording(monkeypatch, name="elbo"):
 
 
 def by_hand(monkeypatch, loss_fn):
-    """Replace the ELBO objective with loss_fn(model, x, call_index) -> loss (a run with the option
-    off then trains on the option as the test wrote it)."""
+    """Replace the ELBO objective with loss_fn(model, x, call_index, terms) -> loss, terms from one
+    draw (a run with the option off then trains on the option as the test wrote it)."""
     calls = {"n": 0}
 
     def objective(model, x, beta, cfg):
