@@ -197,3 +197,50 @@ def test_a_healthy_run_does_not_trigger_the_divergence_rule(tmp_path):
         run = train(Config.from_flat({"data": "digits", **flat}), tmp_path / str(len(flat)),
                     quiet=True)
         assert run.summary["stop"] is None and len(run.metrics) == 15
+
+
+# === Edges of the rules: cases where only the last epoch decides ==============================
+def gapped(gaps, val_elbos, val_rec=-50.0):
+    """Rows whose train - validation reconstruction gap and validation ELBO are given per epoch."""
+    return [row(e, train_rec=val_rec + g, val_rec=val_rec, val_elbo=v)
+            for e, (g, v) in enumerate(zip(gaps, val_elbos, strict=True), start=1)]
+
+
+@pytest.mark.parametrize("last_elbo,warns", [
+    (-99.9, False),  # the last epoch sets a new best: validation still improves, no warning
+    (-100.0, True),  # the last epoch only equals the best of epoch 1: no new best in the window
+])
+def test_overfitting_new_best_at_the_last_epoch_decides(last_elbo, warns):
+    rows = gapped([1.0, 2.0, 3.0, 4.0], [-100.0, -101.0, -102.0, last_elbo])
+    feed(Diagnostics(epochs=100), rows)
+    assert [kinds(r) for r in rows[:3]] == [[], [], []]
+    assert ("overfitting" in kinds(rows[-1])) == warns
+
+
+@pytest.mark.parametrize("last_gap,warns", [
+    (3.0, False),  # the gap stopped growing at the last epoch
+    (3.5, True),
+    (1.09, False),  # growth 0.09 nats over the window: under the 0.1 threshold
+    (1.11, True),
+])
+def test_overfitting_last_gap_decides(last_gap, warns):
+    gaps = [1.0, 2.0, 3.0] if last_gap >= 3 else [1.0, 1.03, 1.06]
+    rows = gapped([*gaps, last_gap], [-100.0, -101.0, -102.0, -103.0])
+    feed(Diagnostics(epochs=100), rows)
+    assert ("overfitting" in kinds(rows[-1])) == warns
+
+
+def test_overfitting_needs_window_plus_one_epochs():
+    rows = gapped([1.0, 2.0, 3.0], [-100.0, -101.0, -102.0])  # a growing gap over only 2 steps
+    feed(Diagnostics(epochs=100), rows)
+    assert all(kinds(r) == [] for r in rows)
+
+
+@pytest.mark.parametrize("last_val,notes", [(-56.0, True), (-57.0, False)])
+def test_undertrained_last_epoch_validation_decides(last_val, notes):
+    # training rises every epoch; validation rises up to epoch 4, then the last epoch decides
+    rows = [row(e, train_rec=-60.0 + e, val_rec=v) for e, v in
+            enumerate([-60.0, -59.0, -58.0, -57.0, last_val], start=1)]
+    feed(Diagnostics(epochs=5), rows)
+    assert ("undertrained" in kinds(rows[-1])) == notes
+    assert all(kinds(r) == [] for r in rows[:-1])

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 from conftest import quick_config, run_cli
-from PIL import Image
 from scipy.stats import norm
+from test_pictures import assert_close_levels, decoder_mean, levels, posterior_mean, read_tiles
 
 import vaekit
 from vaekit import latent
@@ -26,13 +26,14 @@ def assert_one_line_error(code, err, *words):
 
 @pytest.fixture(scope="module")
 def image_run(tmp_path_factory):
-    """A tiny VAE on 8x8 squares (labels 0/1), its data file, and the model-space data."""
+    """A tiny VAE on 8x8 squares (labels 0/1), its data file, and the model-space data; trained
+    enough (about 150 steps) that its decoder follows z, so pictures of paths differ along them."""
     from conftest import tiny_images
 
     folder = tmp_path_factory.mktemp("img")
     data = tiny_images.__wrapped__(folder)
-    run = vaekit.train(quick_config(data=str(data), epochs=3), out=folder / "run", quiet=True,
-                       hooks=[])
+    run = vaekit.train(quick_config(data=str(data), epochs=15, batch_size=16, lr=3e-3, threads=1),
+                       out=folder / "run", quiet=True, hooks=[])
     x, y = load_for_model(run.model, run.config, str(data), "test", whole=True)
     return run, data, x, y
 
@@ -123,19 +124,36 @@ class _Identity:
         return z
 
 
-def test_cli_image_commands_write_grids(image_run, capsys, tmp_path):
-    run, data, x, _ = image_run
-    for argv in (["interpolate", "--from", "0", "--to", "5", "--steps", "6", "--spherical"],
-                 ["traverse", "--index", "2", "--steps", "5"],
-                 ["traverse", "--steps", "5"],
-                 ["manifold", "--dims", "0,1", "--steps", "4"],
-                 ["shift", "--index", "0", "--toward", "1", "--away", "0", "--steps", "3"]):
+def test_cli_image_commands_draw_the_decoded_codes(image_run, capsys, tmp_path):
+    """Each tile of each grid is the decoder mean of the code the command promises, computed here
+    from the data file and the encoder by hand (tiles read back with PIL)."""
+    run, data, _, y = image_run
+    model = run.model
+    x = torch.from_numpy(np.load(data)["X"].astype(np.float32) / 255).reshape(-1, 64)
+    mu = posterior_mean(model, x)
+    q = torch.from_numpy(norm.ppf((np.arange(4) + 0.5) / 4)).float()
+    shift_vector = mu[torch.from_numpy(y == 1)].mean(0) - mu[torch.from_numpy(y == 0)].mean(0)
+    t = torch.linspace(0, 1, 6)[:, None]
+    cases = {  # argv -> (codes (n, L) of the tiles, columns)
+        ("interpolate", "--from", "0", "--to", "5", "--steps", "6"):
+            ((1 - t) * mu[0] + t * mu[5], 6),
+        ("traverse", "--index", "2", "--dims", "1", "--steps", "5", "--range", "-2", "2"):
+            (torch.cat([mu[2:3].repeat(5, 1)[:, :1], torch.linspace(-2, 2, 5)[:, None],
+                        mu[2:3].repeat(5, 1)[:, 2:]], 1), 5),
+        ("manifold", "--dims", "0,1", "--steps", "4"):  # top row = largest z_1, columns = z_0
+            (torch.stack([torch.tensor([a, b, 0.0, 0.0]) for b in q.flip(0) for a in q]), 4),
+        ("shift", "--index", "0", "--toward", "1", "--away", "0", "--steps", "3"):
+            (mu[0] + torch.linspace(0, 1, 3)[:, None] * shift_vector, 3),
+    }
+    for argv, (z, ncol) in cases.items():
         out = tmp_path / f"{argv[0]}.png"
         extra = [] if argv[0] == "manifold" else ["--data", data]
-        code, stdout, err = run_cli(capsys, argv[0], run.dir, *extra, *argv[1:], "--out", out)
+        code, _, err = run_cli(capsys, argv[0], run.dir, *extra, *argv[1:], "--out", out)
         assert code == 0, err
-        with Image.open(out) as im:
-            assert im.width > 8 and im.height > 8
+        tiles = read_tiles(out, len(z), ncol=ncol)
+        assert_close_levels(tiles, levels(decoder_mean(model, z)))
+        # not a constant picture: the first and the last tile differ (the path moves the decoder)
+        assert np.abs(tiles[0].astype(int) - tiles[-1]).mean() > 2, argv
 
 
 def test_cli_traverse_table_writes_rows_per_dimension(table_run, capsys, tmp_path):
@@ -217,6 +235,10 @@ def test_sample_draw_on_images_is_binary(image_run, capsys, tmp_path):
     x = run.model.sample(8, draw=True, generator=g)
     assert set(torch.unique(x).tolist()) <= {0.0, 1.0}
     out = tmp_path / "s.png"
-    assert run_cli(capsys, "sample", run.dir, "-n", "9", "--draw", "--out", out)[0] == 0
-    with Image.open(out) as im:
-        assert im.size[0] > 3 * 8
+    assert run_cli(capsys, "sample", run.dir, "-n", "9", "--draw", "--seed", "1", "--out", out)[0] == 0
+    tiles = read_tiles(out, 9, ncol=3)
+    assert set(np.unique(tiles).tolist()) == {0, 255}  # drawn pixels: black or white, both seen
+    means = decoder_mean(run.model, torch.randn(9, run.model.latent_dim,
+                                                generator=torch.Generator().manual_seed(1)))
+    # x ~ Bernoulli(mean): the share of white pixels follows the decoder means
+    assert tiles.mean() / 255 == pytest.approx(float(means.mean()), abs=4 * 0.5 / 24)
