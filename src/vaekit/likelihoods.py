@@ -38,9 +38,10 @@ class Likelihood(nn.Module):
 
     continuous = True
 
-    def __init__(self, event_shape: tuple[int, ...]):
+    def __init__(self, event_shape: tuple[int, ...] | int):
         super().__init__()
-        self.event_shape = tuple(int(s) for s in event_shape)
+        shape = (event_shape,) if isinstance(event_shape, int) else event_shape
+        self.event_shape = tuple(int(s) for s in shape)
 
     def param_shape(self) -> tuple[int, ...]:
         return self.event_shape  # one parameter per value unless the likelihood says otherwise
@@ -77,7 +78,7 @@ class Bernoulli(Likelihood):
 class Gaussian(Likelihood):
     """p(x|z) = prod_d N(x_d; mu_d, sigma_d^2), sigma learned (one per value) or fixed."""
 
-    def __init__(self, event_shape: tuple[int, ...], sigma: float | None = None):
+    def __init__(self, event_shape: tuple[int, ...] | int, sigma: float | None = None):
         super().__init__(event_shape)
         dim = math.prod(self.event_shape)
         self.learned = sigma is None
