@@ -336,3 +336,24 @@ def test_uint8_counts_are_modelled_as_given(tmp_path, capsys):
     code, out, err = run_cli(capsys, "train", "--data", path, "--likelihood", "poisson", "--epochs", "1",
                              "--hidden", "8", "--latent-dim", "2", "--out", tmp_path / "r")
     assert code == 0, err
+
+
+@pytest.mark.parametrize("name,bad", [("poisson", 0.5), ("negative-binomial", -1.0),
+                                      ("discretized-logistic", 0.5), ("categorical", 0.5)])
+def test_checks_read_every_row_of_large_data(name, bad):
+    """The checks go through the data in chunks: a bad value in the last row is still found."""
+    lik = build_likelihood(name, (1, 2, 2))
+    x = torch.zeros(3000, 1, 2, 2)
+    lik.check(x, "the train data")
+    x[-1, 0, 1, 1] = bad
+    with pytest.raises(VaekitError, match="the train data"):
+        lik.check(x, "the train data")
+
+
+def test_options_come_from_a_config_by_field_name():
+    class ModelConfigStandIn:  # a ModelConfig with the fields the registry reads, and others
+        sigma, mixtures, latent_dim = 0.5, 3, 7
+
+    opts = LikelihoodOptions.from_config(ModelConfigStandIn())
+    assert opts == LikelihoodOptions(sigma=0.5, mixtures=3)
+    assert build_likelihood("discretized-logistic", (3, 4, 4), opts).param_shape() == (3 * 10, 4, 4)

@@ -13,17 +13,19 @@ from torch.distributions import Gamma
 from .errors import VaekitError
 from .likelihoods import Likelihood, sum_event
 
+CHECK_ROWS = 1024  # check() reads the data in chunks of this many examples
 MIN_MEAN = 1e-3  # params_for_mean: log of a mean of zero (an all-zero feature) is clamped here
 
 
 def check_counts(x: Tensor, name: str, likelihood: str) -> None:
     """Counts only: one line naming the first offending value and the fix."""
-    bad = (x < 0) | (x != torch.round(x))
-    if bool(bad.any()):
-        raise VaekitError(f"{name} has non-integer or negative values (e.g. {float(x[bad][0]):g}) but "
-                          f"--likelihood {likelihood} models counts (non-negative integers); give "
-                          "raw counts, not normalized or log-transformed ones (or use --likelihood "
-                          "gaussian)")
+    for rows in x.split(CHECK_ROWS):  # in chunks: the temporaries of a large table need not be
+        bad = rows[(rows < 0) | (rows != torch.round(rows))]
+        if len(bad):
+            raise VaekitError(f"{name} has non-integer or negative values (e.g. {float(bad[0]):g}) but "
+                              f"--likelihood {likelihood} models counts (non-negative integers); "
+                              "give raw counts, not normalized or log-transformed ones (or use "
+                              "--likelihood gaussian)")
 
 
 def log_mean_start(mean: Tensor) -> Tensor:

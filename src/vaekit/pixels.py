@@ -23,6 +23,7 @@ HALF_BIN = 1.0 / (LEVELS - 1)  # half a level's width in [-1, 1], where the logi
 MIN_LOG_SCALE = -7.0  # a floor on log s in [-1, 1] (as PixelCNN++): s >= 9e-4, under a level
 START_LOG_SCALE = math.log(0.05)  # params_for_mean: a moderate spread, about 4 levels either side
 GRID_TOLERANCE = 1e-3  # in levels: float32 k/255 * 255 is within 3e-5 of k
+CHECK_ROWS = 1024  # check() reads the data in chunks of this many examples
 
 
 def channels_of(event_shape: tuple[int, ...]) -> tuple[int, int]:
@@ -44,9 +45,12 @@ def levels_of(x: Tensor) -> Tensor:
 
 def check_8bit(x: Tensor, name: str, likelihood: str) -> None:
     """Model-space data must lie on the grid k/255, k = 0..255: one line otherwise."""
-    k = x * (LEVELS - 1)
-    off = (k - torch.round(k)).abs()
-    if float(x.min()) < 0 or float(x.max()) > 1 or float(off.max()) > GRID_TOLERANCE:
+    def on_grid(rows: Tensor) -> bool:
+        k = rows * (LEVELS - 1)
+        return bool(((k - torch.round(k)).abs() <= GRID_TOLERANCE).all())
+
+    # in chunks of rows: a whole 8-bit dataset as float32 is large, its temporaries need not be
+    if float(x.min()) < 0 or float(x.max()) > 1 or not all(map(on_grid, x.split(CHECK_ROWS))):
         raise VaekitError(f"{name} is not 8-bit image data (levels k/255 after scaling, k = 0..255) "
                           f"but --likelihood {likelihood} models the 256 levels of 8-bit data; give "
                           "uint8 images (or choose --likelihood gaussian or bernoulli)")
@@ -61,9 +65,9 @@ def log_bin_prob(k: Tensor, centre: Tensor, log_scale: Tensor) -> Tensor:
     upper, lower = inv_s * (y - centre + HALF_BIN), inv_s * (y - centre - HALF_BIN)
     # log(sigmoid(b) - sigmoid(a)) = log sigmoid(b) + log sigmoid(-a) + log(1 - exp(a - b)), exact and
     # stable in both tails; b - a = 2 / (255 s) > 0
-    inner = F.logsigmoid(upper) + F.logsigmoid(-lower) + torch.log(-torch.expm1(lower - upper))
-    return torch.where(k <= 0, F.logsigmoid(upper),
-                       torch.where(k >= LEVELS - 1, F.logsigmoid(-lower), inner))
+    below, above = F.logsigmoid(upper), F.logsigmoid(-lower)  # log F(upper), log (1 - F(lower))
+    inner = below + above + torch.log(-torch.expm1(lower - upper))
+    return torch.where(k <= 0, below, torch.where(k >= LEVELS - 1, above, inner))
 
 
 def clamped_logistic_mean(centre: Tensor, scale: Tensor) -> Tensor:
