@@ -10,6 +10,9 @@ turns them into a distribution over x:
   data's mean; `check(x, name)`: refuse data outside the support in one line.
 `continuous` says whether log_prob is a density (then the model adds the log-Jacobian of its
 preprocessing) or a probability mass function. Adding one is one registry entry.
+
+Here: bernoulli and the gaussians; pixels.py: the 8-bit pmfs (discretized-logistic, categorical);
+counts.py: poisson and negative-binomial. The registry LIKELIHOODS below holds them all.
 """
 
 from __future__ import annotations
