@@ -60,13 +60,12 @@ def log_bin_prob(k: Tensor, centre: Tensor, log_scale: Tensor) -> Tensor:
     """log P(level k) of a logistic (centre, s = exp(log_scale)) in [-1, 1] whose mass on each level
     is its bin [y_k - 1/255, y_k + 1/255], y_k = 2k/255 - 1; the edge levels 0 and 255 take the tails
     down to -inf and up to +inf. Broadcasts; all branches are finite (no NaN gradients)."""
-    y = 2 * k * HALF_BIN - 1
     inv_s = torch.exp(-log_scale)
-    upper, lower = inv_s * (y - centre + HALF_BIN), inv_s * (y - centre - HALF_BIN)
+    t, half = inv_s * (2 * k * HALF_BIN - 1 - centre), inv_s * HALF_BIN  # in units of s
+    below, above = F.logsigmoid(t + half), F.logsigmoid(half - t)  # log F(upper), log (1 - F(lower))
     # log(sigmoid(b) - sigmoid(a)) = log sigmoid(b) + log sigmoid(-a) + log(1 - exp(a - b)), exact and
     # stable in both tails; b - a = 2 / (255 s) > 0
-    below, above = F.logsigmoid(upper), F.logsigmoid(-lower)  # log F(upper), log (1 - F(lower))
-    inner = below + above + torch.log(-torch.expm1(lower - upper))
+    inner = below + above + torch.log(-torch.expm1(-2 * half))
     return torch.where(k <= 0, below, torch.where(k >= LEVELS - 1, above, inner))
 
 
