@@ -357,3 +357,17 @@ def test_options_come_from_a_config_by_field_name():
     opts = LikelihoodOptions.from_config(ModelConfigStandIn())
     assert opts == LikelihoodOptions(sigma=0.5, mixtures=3)
     assert build_likelihood("discretized-logistic", (3, 4, 4), opts).param_shape() == (3 * 10, 4, 4)
+
+
+@pytest.mark.slow
+def test_joint_pmf_of_an_rgb_pixel_sums_to_one_over_all_colours():
+    """Brute force: all 256^3 colours of one coupled RGB pixel, in chunks of the first channel."""
+    lik = logistic(2, shape=(3, 1, 1))
+    params = random_params(lik, (1,), torch.Generator().manual_seed(14), log_scale=(-5, 0.5))
+    rest = torch.cartesian_prod(LEVELS, LEVELS)  # (65536, 2): the green and blue levels
+    total = torch.zeros((), dtype=D64)
+    for red in range(256):
+        x = torch.cat([torch.full((len(rest), 1), float(red), dtype=D64), rest], 1) / 255
+        log_p = lik.log_prob(x.reshape(-1, 3, 1, 1), params.expand(len(rest), -1, -1, -1))
+        total += log_p.exp().sum()
+    assert abs(float(total) - 1) < 1e-9
