@@ -328,8 +328,6 @@ def test_count_likelihood_refuses_non_counts_from_the_cli(tmp_path, capsys):
     assert not (tmp_path / "r").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="data.py divides uint8 tables by 255 whatever the likelihood; "
-                   "it must honour LIKELIHOODS[name].scaled (counts are modelled as given)")
 def test_uint8_counts_are_modelled_as_given(tmp_path, capsys):
     path = tmp_path / "c.npy"
     np.save(path, np.random.default_rng(2).poisson(3.0, size=(50, 4)).astype(np.uint8))

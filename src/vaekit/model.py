@@ -42,7 +42,7 @@ class VAE(nn.Module):
         nets = backbone(config.backbone, self.input_shape)
         opts = NetOptions(tuple(config.hidden), tuple(config.channels), config.blocks)
         likelihood = build_likelihood(config.likelihood, self.input_shape,
-                                      LikelihoodOptions(config.sigma))
+                                      LikelihoodOptions.from_config(config))
         self.encoder = nets.encoder(self.input_shape, self.posterior_kind.params(config.latent_dim),
                                     opts)
         self.decoder = nets.decoder(config.latent_dim, likelihood.param_shape(), opts)
