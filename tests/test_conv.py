@@ -43,6 +43,9 @@ def test_depth_and_widths_come_from_the_options(blocks, channels):
         widths = {m.out_channels for m in net.modules() if isinstance(m, torch.nn.Conv2d)}
         assert set(channels) <= widths
     assert dec(torch.randn(3, 2)).shape == (3, 3, 7, 9)
+    a, b = torch.randn(2, 3, 7, 9), torch.randn(2, 3, 7, 9)  # nonlinear even with --blocks 0
+    with torch.no_grad():
+        assert not torch.allclose(enc(a + b) - enc(b), enc(a) - enc(torch.zeros_like(a)), atol=1e-4)
 
 
 def test_plan_halves_rounding_up_until_small():

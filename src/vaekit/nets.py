@@ -112,20 +112,23 @@ class ResBlock(nn.Module):
 
 
 def resample(c_in: int, c_out: int, size_in: tuple[int, int], size_out: tuple[int, int]) -> nn.Module:
-    """Between two levels: a stride-2 3x3 conv to halve, nearest upsampling to exactly size_out
-    and a 3x3 conv to double, a 1x1 conv (or nothing) when the size stays and only channels change."""
+    """Between two levels, pre-activated (SiLU, then the conv): a stride-2 3x3 conv to halve, nearest
+    upsampling to exactly size_out and a 3x3 conv to double, a 1x1 conv (or nothing) when the size
+    stays and only channels change. The SiLU keeps the net nonlinear with --blocks 0."""
     if size_out == size_in:
-        return nn.Identity() if c_in == c_out else nn.Conv2d(c_in, c_out, 1)
+        return nn.Identity() if c_in == c_out else nn.Sequential(nn.SiLU(), nn.Conv2d(c_in, c_out, 1))
     if size_out[0] < size_in[0] or size_out[1] < size_in[1]:
-        return nn.Conv2d(c_in, c_out, 3, stride=2, padding=1)
-    return nn.Sequential(nn.Upsample(size=size_out, mode="nearest"), nn.Conv2d(c_in, c_out, 3, padding=1))
+        return nn.Sequential(nn.SiLU(), nn.Conv2d(c_in, c_out, 3, stride=2, padding=1))
+    return nn.Sequential(nn.SiLU(), nn.Upsample(size=size_out, mode="nearest"),
+                         nn.Conv2d(c_in, c_out, 3, padding=1))
 
 
 class ConvEncoder(nn.Module):
     """(..., C, H, W) -> (..., out_features). A 3x3 stem conv to channels[0]; then per level i:
-    `blocks` ResBlocks at channels[i] and a stride-2 conv to channels[i+1] (the last level keeps its
-    width) that halves the size while a side exceeds SMALLEST; then SiLU, flatten and one linear
-    layer from (channels[-1], h, w) to out_features."""
+    `blocks` ResBlocks at channels[i], then SiLU and a stride-2 3x3 conv to channels[i+1] (the last
+    level keeps its width) that halves the size while a side exceeds SMALLEST (else a 1x1 conv, or
+    nothing); then SiLU, flatten and one linear layer from (channels[-1], h, w) to out_features.
+    E.g. (3, 32, 32) with channels 32,64,128: 32x32x32 -> 16x16x64 -> 8x8x128 -> 4x4x128 -> F."""
 
     def __init__(self, in_shape: tuple[int, ...], out_features: int, opts: NetOptions):
         super().__init__()
@@ -147,10 +150,11 @@ class ConvEncoder(nn.Module):
 
 class ConvDecoder(nn.Module):
     """(..., L) -> (..., P, H, W), the encoder mirrored: a linear layer to (channels[-1], h, w) at
-    the encoder's smallest size; per level from the coarsest: nearest upsampling to exactly that
-    level's (h, w) (recorded by conv_plan, so odd sizes come out right) and a 3x3 conv to its width,
-    then `blocks` ResBlocks; then SiLU and a 3x3 conv with bias to the P parameters per pixel
-    (its bias is the output bias that VAE.init_output_bias sets)."""
+    the encoder's smallest size; per level from the coarsest: SiLU, nearest upsampling to exactly
+    that level's (h, w) (from conv_plan, so odd sizes come out right) and a 3x3 conv to its width,
+    then `blocks` ResBlocks; then SiLU and a 3x3 conv with bias to the P parameters per pixel (its
+    bias is the output bias that VAE.init_output_bias sets). No normalization layers, as in the
+    encoder (see ResBlock)."""
 
     def __init__(self, latent_dim: int, out_shape: tuple[int, ...], opts: NetOptions):
         super().__init__()
