@@ -131,8 +131,9 @@ def write_v01_run(folder, weights: dict[str, torch.Tensor], shape=(1, 2, 2), hid
     the 0.1 model keys and whose weights use the 0.1 names (plain nn.Sequential MLPs)."""
     folder.mkdir()
     cfg = quick_config(hidden=[hidden], latent_dim=latent, likelihood="bernoulli").to_flat()
-    for key in ("posterior", "prior", "channels", "blocks"):
+    for key in ("posterior", "prior", "channels", "blocks", "mixtures", "dequantize", "layout"):
         cfg.pop(key)
+    cfg["backbone"] = "mlp"
     (folder / "config.yaml").write_text(yaml.safe_dump(cfg))
     spec = {"model_config": {"model": "vae", "likelihood": "bernoulli", "sigma": 1.0,
                              "backbone": "mlp", "hidden": [hidden], "latent_dim": latent},

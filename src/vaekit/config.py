@@ -72,7 +72,9 @@ class ModelConfig:
     posterior: str = opt("auto", "q(z|x): gaussian (diagonal) | point (a point mass: the "
                          "autoencoder); auto: gaussian for --model vae, point for ae")
     prior: str = opt("normal", "p(z): normal (standard normal N(0, I))")
-    backbone: str = opt("mlp", "encoder/decoder network")
+    backbone: str = opt("auto", "encoder/decoder networks: mlp | linear | conv; auto: conv for "
+                        "images of at least 16x16 pixels, else mlp (a tiny image such as 8x8 "
+                        "digits, or a table)")
     hidden: tuple[int, ...] | None = opt(None, "hidden layer widths, comma list, e.g. 400 or "
                                          f"512,256 ({FROM_DATA}: 400 for images)")
     channels: tuple[int, ...] = opt((32, 64, 128), "conv backbone: channels per resolution "
@@ -212,7 +214,7 @@ def coerce(dc: type, key: str, value: Any) -> Any:
 
 def choices(dc: type, name: str) -> tuple[str, ...] | None:
     """The values a field may take: its `choices`, or the names of the registry it looks up."""
-    registries = {"likelihood": ("auto", *LIKELIHOODS), "backbone": tuple(BACKBONES),
+    registries = {"likelihood": ("auto", *LIKELIHOODS), "backbone": ("auto", *BACKBONES),
                   "posterior": ("auto", *POSTERIORS), "prior": tuple(PRIORS)}
     if name in registries:
         return registries[name]

@@ -19,6 +19,7 @@ from torch import Tensor
 from .config import Config, DataConfig
 from .errors import VaekitError
 from .likelihoods import LIKELIHOODS, LikelihoodOptions, build_likelihood
+from .nets import resolve_backbone
 from .sources import BUILTINS, OWN_TEST_SPLIT, Raw, has_own_test_split, raw_from_array, read_source
 
 BINARIZE_SEED_OFFSET = 7919  # test/val binarization draws from seed + this, apart from training
@@ -206,13 +207,14 @@ def make_dataset(train: Raw, test: Raw, cfg: Config) -> tuple[Dataset, Config]:
                                  dequantize_fixed(xs["test"], seed + 1))
 
     cfg.model.likelihood = likelihood
+    cfg.model.backbone = resolve_backbone(cfg.model.backbone, tuple(train.x.shape[1:]))
     cfg.data.standardize = "on" if standardize else "off"
     cfg.data.dequantize = "on" if dequantize else "off"
     info = {"source": d.data, "shape": list(train.x.shape[1:]), "image": train.image,
             "n_train": len(train.x), "n_val": len(val.x), "n_test": len(test.x),
             "labels": train.y is not None, "preprocessing": "standardized" if standardize
             else "dequantized: (levels + U[0, 1)) / 256" if dequantize
-            else f"divided by {float(scale[0]):g}", "binarize": d.binarize,
+            else f"divided by {float(scale[0]):g}", "binarize": d.binarize, "dequantize": dequantize,
             "label_names": train.label_names}
     ds = Dataset(xs["train"], xs["val"], xs["test"], train.y, val.y, test.y,
                  tuple(train.x.shape[1:]), train.image, torch.from_numpy(shift),

@@ -201,6 +201,16 @@ BACKBONES: dict[str, Backbone] = {
 }
 
 
+CONV_MIN_SIDE = 16  # smaller images (8x8 digits: 64 values) train faster and as well with an MLP
+
+
+def resolve_backbone(name: str, shape: tuple[int, ...]) -> str:
+    """'auto' -> conv for images (C, H, W) of at least CONV_MIN_SIDE pixels a side, else mlp."""
+    if name != "auto":
+        return name
+    return "conv" if len(shape) == 3 and min(shape[1:]) >= CONV_MIN_SIDE else "mlp"
+
+
 def backbone(name: str, shape: tuple[int, ...]) -> Backbone:
     if name not in BACKBONES:
         raise VaekitError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
