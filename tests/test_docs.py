@@ -177,6 +177,19 @@ def test_docs_say_when_figures_are_comparable_and_the_reason_holds():
         assert abs(float(bernoulli.log_prob(binary, logits[:2]).exp().sum()) - 1) < 1e-6
 
 
+def test_write_puts_each_output_in_its_place(tmp_path):
+    """--write's pieces: a block's body span holds its text (and its output's span the output), and
+    session_text puts each command's printed lines under its `$ ` line, old output dropped."""
+    doc = tmp_path / "doc.md"
+    doc.write_text("intro\n```python\nprint(1)\n```\n```\nold\n```\n```console\n$ a && b\nx\n"
+                   "$ c\ny\n```\n")
+    python, session = blocks(doc)
+    lines = doc.read_text().splitlines()
+    assert lines[slice(*python.body)] == ["print(1)"] and lines[slice(*python.output_body)] == ["old"]
+    assert lines[slice(*session.body)] == ["$ a && b", "x", "$ c", "y"]
+    assert session_text(session, ["A\n", "B1\nB2\n", "C\n"]) == "$ a && b\nA\nB1\nB2\n$ c\nC\n"
+
+
 def python_output(block: Block) -> str:
     """What a python block prints, run as the test runs it (in an empty folder)."""
     import os
