@@ -1,12 +1,12 @@
 """Mutation testing: how many small wrong changes to the numerical and data modules the suite catches.
 
 Runs mutmut 3 (`pip install -e .[mutation]`) with the settings in pyproject.toml [tool.mutmut]: every
-module that computes numbers or reads data is mutated (objectives, likelihoods, model, evaluate,
-anomaly, data, sources, latent, probe, diagnostics), and the default test suite (pytest's addopts:
--m 'not slow', filterwarnings = error) runs against each mutant, each mutant only with the tests that
-call the mutated function. Prints killed / total per module and the surviving mutants; `--diffs`
-prints each survivor's change. The whole run takes about an hour on 2 cores: run it in the
-background, not in CI.
+module that computes numbers or reads data is mutated (objectives, likelihoods, distributions,
+model, evaluate, anomaly, data, datasets, sources, latent, probe, diagnostics), and the default
+test suite (pytest's addopts: -m 'not slow', filterwarnings = error) runs against each mutant,
+each mutant only with the tests that call the mutated function. Prints killed / total per module
+and the surviving mutants; `--diffs` prints each survivor's change. The whole run takes about an
+hour on 2 cores: run it in the background, not in CI.
 
     python benchmarks/mutation.py                          # everything (results kept in mutants/)
     python benchmarks/mutation.py --resume                 # continue an interrupted run

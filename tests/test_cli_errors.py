@@ -55,7 +55,7 @@ def test_values_outside_unit_interval_for_bernoulli(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv,words", [
-    (["train", "--likelihood", "poisson"], ["poisson", "bernoulli"]),
+    (["train", "--likelihood", "laplace"], ["laplace", "bernoulli"]),
     (["train", "--hidden", "ten"], ["hidden"]),
     (["train", "--epochs", "0"], ["--epochs"]),
     (["train", "--objective", "nope"], ["objective"]),

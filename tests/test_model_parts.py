@@ -131,8 +131,9 @@ def write_v01_run(folder, weights: dict[str, torch.Tensor], shape=(1, 2, 2), hid
     the 0.1 model keys and whose weights use the 0.1 names (plain nn.Sequential MLPs)."""
     folder.mkdir()
     cfg = quick_config(hidden=[hidden], latent_dim=latent, likelihood="bernoulli").to_flat()
-    for key in ("posterior", "prior", "channels", "blocks"):
+    for key in ("posterior", "prior", "channels", "blocks", "mixtures", "dequantize", "layout"):
         cfg.pop(key)
+    cfg["backbone"] = "mlp"
     (folder / "config.yaml").write_text(yaml.safe_dump(cfg))
     spec = {"model_config": {"model": "vae", "likelihood": "bernoulli", "sigma": 1.0,
                              "backbone": "mlp", "hidden": [hidden], "latent_dim": latent},
@@ -209,3 +210,20 @@ def test_8bit_data_under_a_continuous_likelihood_is_dequantized(tmp_path, monkey
     code, _, err = run_cli(capsys, "train", "--data", tmp_path / "floats.npy", "--likelihood",
                            "gaussian", "--dequantize", "on", "--out", tmp_path / "r2")
     assert code == 2 and "--dequantize on needs 8-bit" in err and len(err.strip().splitlines()) == 1
+
+
+def test_auto_likelihood_for_8bit_colour_images_is_the_discretized_logistic(tmp_path):
+    """uint8 colour images get a pmf of their 256 levels; grey 8-bit images keep the Bernoulli of
+    the published MNIST protocol; --mixtures reaches the likelihood."""
+    from vaekit.data import load_dataset
+
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "rgb.npy", rng.integers(0, 256, (40, 5, 6, 3), dtype=np.uint8))
+    np.save(tmp_path / "grey.npy", rng.integers(0, 256, (40, 5, 6), dtype=np.uint8))
+    _, cfg = load_dataset(quick_config(data=str(tmp_path / "rgb.npy")))
+    assert cfg.model.likelihood == "discretized-logistic"
+    _, cfg = load_dataset(quick_config(data=str(tmp_path / "grey.npy")))
+    assert cfg.model.likelihood == "bernoulli"
+    model = VAE(ModelConfig(likelihood="discretized-logistic", mixtures=3, hidden=(8,),
+                            latent_dim=2), (3, 5, 6))
+    assert model.likelihood.param_shape()[0] == 3 * (1 + 2 * 3 + 3)  # K (1 + 2C + C(C-1)/2)

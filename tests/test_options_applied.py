@@ -194,10 +194,12 @@ def test_iwae_with_one_sample_is_the_elbo_with_a_sampled_kl():
         iwae_loss, terms = OBJECTIVES["iwae"](model, x, 1.0, quick_config(objective="iwae",
                                                                              iw_train_samples=1).train)
         torch.manual_seed(5)  # the same draw of z, by hand with torch.distributions
-        mu, logvar = model.encode(x)
+        _q = model.encode(x)
+        mu, logvar = _q.loc, _q.logvar
         q = torch.distributions.Normal(mu, torch.exp(0.5 * logvar))
         z = mu + torch.exp(0.5 * logvar) * torch.randn(1, *mu.shape)
-        log_px = torch.distributions.Bernoulli(logits=model.decoder(z), validate_args=False) \
+        logits = model.decoder(z).flatten(-3)  # (1, B, 1, 8, 8) -> (1, B, 64)
+        log_px = torch.distributions.Bernoulli(logits=logits, validate_args=False) \
             .log_prob(x).sum(-1)
         log_w = log_px + torch.distributions.Normal(0.0, 1.0).log_prob(z).sum(-1) \
             - q.log_prob(z).sum(-1)
@@ -223,7 +225,8 @@ def test_test_data_is_what_the_summary_scores(tmp_path, tiny_table):
     model = given.model
     with torch.no_grad():
         x = (torch.from_numpy(far) - model.shift) / model.scale
-        mu, logvar = model.encode(x)
+        _q = model.encode(x)
+        mu, logvar = _q.loc, _q.logvar
         kl = torch.distributions.kl_divergence(torch.distributions.Normal(mu, (0.5 * logvar).exp()),
                                                torch.distributions.Normal(0.0, 1.0)).sum(-1)
     assert test["kl"] == pytest.approx(float(kl.mean()), rel=1e-4)
@@ -257,8 +260,11 @@ def test_standardize_decides_the_rows_the_objective_sees(monkeypatch, tmp_path, 
 def test_standardize_on_for_images_is_applied(tmp_path, tiny_images):
     on = train_quiet(tmp_path, "on", data=str(tiny_images), likelihood="gaussian",
                      standardize="on", epochs=1)
-    off = train_quiet(tmp_path, "off", data=str(tiny_images), likelihood="gaussian", epochs=1)
+    off = train_quiet(tmp_path, "off", data=str(tiny_images), likelihood="gaussian", epochs=1,
+                      dequantize="off")
     assert torch.all(off.model.shift == 0) and torch.all(off.model.scale == 255)
+    deq = train_quiet(tmp_path, "deq", data=str(tiny_images), likelihood="gaussian", epochs=1)
+    assert deq.config.data.dequantize == "on" and torch.all(deq.model.scale == 256)
     assert on.config.data.standardize == "on" and float(on.model.shift.max()) > 0
     # the 3x3 squares start in rows/columns 0..4: row 7 and column 7 are always 0, and a constant
     # pixel keeps scale 1 (no division by a zero std)

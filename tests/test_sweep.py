@@ -39,7 +39,8 @@ def independent_figures(run_dir, draws: int = OWN_DRAWS) -> dict[str, float]:
         q = Normal(mu, torch.exp(0.5 * logvar))
         rate = kl_divergence(q, Normal(0.0, 1.0)).sum(-1)  # (N,)
         z = q.sample((draws,))  # (S, N, L)
-        log_px = Bernoulli(logits=best.decoder(z), validate_args=False).log_prob(x).sum(-1)
+        logits = best.decoder(z).flatten(-3)  # (S, N, 1, 8, 8) -> (S, N, 64)
+        log_px = Bernoulli(logits=logits, validate_args=False).log_prob(x).sum(-1)
     per_example_var = log_px.double().var(0)  # Var_z log p(x|z), (N,)
     return {"rate": float(rate.mean()), "distortion": -float(log_px.double().mean()),
             "se": float(per_example_var.sum().sqrt()) / len(x),

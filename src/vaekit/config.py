@@ -62,14 +62,19 @@ class DataConfig:
 class ModelConfig:
     model: str = opt("vae", "vae, or ae: a plain deterministic autoencoder (the baseline; its "
                      "posterior is a point mass)", choices=("vae", "ae"))
-    likelihood: str = opt("auto", "bernoulli | gaussian (learned sigma per feature) | "
-                          "gaussian-fixed (--sigma); auto: bernoulli for images in [0,1], "
-                          "else gaussian")
+    likelihood: str = opt("auto", "p(x|z): bernoulli | gaussian (learned sigma per value) | "
+                          "gaussian-fixed (--sigma) | discretized-logistic (8-bit images, a "
+                          "mixture of --mixtures) | categorical (256 levels) | poisson | "
+                          "negative-binomial (count tables); auto: discretized-logistic for 8-bit "
+                          "colour images, bernoulli for other images in [0,1], else gaussian")
     sigma: float = opt(1.0, "standard deviation of the gaussian-fixed likelihood, in model units")
+    mixtures: int = opt(10, "discretized-logistic: logistic components per pixel")
     posterior: str = opt("auto", "q(z|x): gaussian (diagonal) | point (a point mass: the "
                          "autoencoder); auto: gaussian for --model vae, point for ae")
     prior: str = opt("normal", "p(z): normal (standard normal N(0, I))")
-    backbone: str = opt("mlp", "encoder/decoder network")
+    backbone: str = opt("auto", "encoder/decoder networks: mlp | linear | conv; auto: conv for "
+                        "images of at least 16x16 pixels, else mlp (a tiny image such as 8x8 "
+                        "digits, or a table)")
     hidden: tuple[int, ...] | None = opt(None, "hidden layer widths, comma list, e.g. 400 or "
                                          f"512,256 ({FROM_DATA}: 400 for images)")
     channels: tuple[int, ...] = opt((32, 64, 128), "conv backbone: channels per resolution "
@@ -209,7 +214,7 @@ def coerce(dc: type, key: str, value: Any) -> Any:
 
 def choices(dc: type, name: str) -> tuple[str, ...] | None:
     """The values a field may take: its `choices`, or the names of the registry it looks up."""
-    registries = {"likelihood": ("auto", *LIKELIHOODS), "backbone": tuple(BACKBONES),
+    registries = {"likelihood": ("auto", *LIKELIHOODS), "backbone": ("auto", *BACKBONES),
                   "posterior": ("auto", *POSTERIORS), "prior": tuple(PRIORS)}
     if name in registries:
         return registries[name]
@@ -259,6 +264,7 @@ def validate(cfg: Config) -> None:
         (len(m.channels) > 0 and all(c > 0 for c in m.channels),
          "--channels must be a comma list of positive channel counts, e.g. 32,64,128"),
         (m.blocks >= 0, "--blocks must be >= 0"),
+        (m.mixtures >= 1, "--mixtures must be >= 1"),
         (m.model == "vae" or m.posterior in ("auto", "point"),
          "--model ae is the point-mass posterior: drop --posterior"),
         (positive(t.epochs), "--epochs must be positive"),

@@ -19,6 +19,7 @@ from torch import Tensor
 from .config import Config, DataConfig
 from .errors import VaekitError
 from .likelihoods import LIKELIHOODS, LikelihoodOptions, build_likelihood
+from .nets import resolve_backbone
 from .sources import BUILTINS, OWN_TEST_SPLIT, Raw, has_own_test_split, raw_from_array, read_source
 
 BINARIZE_SEED_OFFSET = 7919  # test/val binarization draws from seed + this, apart from training
@@ -118,10 +119,14 @@ def resolve_dequantize(option: str, likelihood, standardize: bool, raw: Raw) -> 
 
 
 def resolve_likelihood(name: str, raw: Raw) -> str:
-    """'auto' -> bernoulli for images whose (pixel-scaled) values lie in [0, 1], else gaussian
-    (tabular data: gaussian, standardized, even when its values happen to lie in [0, 1])."""
+    """'auto' -> discretized-logistic for 8-bit colour images (uint8, more than one channel: a pmf
+    of the 256 levels); bernoulli for other images whose (pixel-scaled) values lie in [0, 1] (grey
+    8-bit images such as MNIST keep the published protocol's Bernoulli); else gaussian (tabular
+    data: gaussian, standardized, even when its values happen to lie in [0, 1])."""
     if name != "auto":
         return name
+    if raw.image and raw.x.dtype == np.uint8 and raw.x.shape[1] > 1:
+        return "discretized-logistic"
     in_unit = float(raw.x.min()) >= 0 and float(raw.x.max()) <= raw.pixel_max
     return "bernoulli" if raw.image and in_unit else "gaussian"
 
@@ -180,12 +185,13 @@ def make_dataset(train: Raw, test: Raw, cfg: Config) -> tuple[Dataset, Config]:
     likelihood = resolve_likelihood(cfg.model.likelihood, train)
     standardize = d.standardize == "on" or (
         d.standardize == "auto" and not train.image and LIKELIHOODS[likelihood].standardize)
-    lik = build_likelihood(likelihood, tuple(train.x.shape[1:]), LikelihoodOptions(cfg.model.sigma))
+    lik = build_likelihood(likelihood, tuple(train.x.shape[1:]), LikelihoodOptions.from_config(cfg.model))
     dequantize = resolve_dequantize(d.dequantize, lik, standardize, train)
     if standardize:
         shift, scale = standardization(train.x)
     else:  # dequantized levels k + u lie in [0, 256): model space [0, 1)
-        shift, scale = np.zeros(dim), np.full(dim, 256.0 if dequantize else train.pixel_max)
+        unit = train.pixel_max if LIKELIHOODS[likelihood].scaled else 1.0  # counts: as given
+        shift, scale = np.zeros(dim), np.full(dim, 256.0 if dequantize else unit)
     shift, scale = shift.astype(np.float32), scale.astype(np.float32)
     xs = {n: to_model_space(r.x, shift, scale) for n, r in (("train", train), ("val", val),
                                                            ("test", test))}
@@ -201,13 +207,14 @@ def make_dataset(train: Raw, test: Raw, cfg: Config) -> tuple[Dataset, Config]:
                                  dequantize_fixed(xs["test"], seed + 1))
 
     cfg.model.likelihood = likelihood
+    cfg.model.backbone = resolve_backbone(cfg.model.backbone, tuple(train.x.shape[1:]))
     cfg.data.standardize = "on" if standardize else "off"
     cfg.data.dequantize = "on" if dequantize else "off"
     info = {"source": d.data, "shape": list(train.x.shape[1:]), "image": train.image,
             "n_train": len(train.x), "n_val": len(val.x), "n_test": len(test.x),
             "labels": train.y is not None, "preprocessing": "standardized" if standardize
             else "dequantized: (levels + U[0, 1)) / 256" if dequantize
-            else f"divided by {train.pixel_max:g}", "binarize": d.binarize,
+            else f"divided by {float(scale[0]):g}", "binarize": d.binarize, "dequantize": dequantize,
             "label_names": train.label_names}
     ds = Dataset(xs["train"], xs["val"], xs["test"], train.y, val.y, test.y,
                  tuple(train.x.shape[1:]), train.image, torch.from_numpy(shift),

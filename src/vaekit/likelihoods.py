@@ -10,13 +10,17 @@ turns them into a distribution over x:
   data's mean; `check(x, name)`: refuse data outside the support in one line.
 `continuous` says whether log_prob is a density (then the model adds the log-Jacobian of its
 preprocessing) or a probability mass function. Adding one is one registry entry.
+
+Here: bernoulli and the gaussians; pixels.py: the 8-bit pmfs (discretized-logistic, categorical);
+counts.py: poisson and negative-binomial. The registry LIKELIHOODS below holds them all.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -38,9 +42,10 @@ class Likelihood(nn.Module):
 
     continuous = True
 
-    def __init__(self, event_shape: tuple[int, ...]):
+    def __init__(self, event_shape: tuple[int, ...] | int):
         super().__init__()
-        self.event_shape = tuple(int(s) for s in event_shape)
+        shape = (event_shape,) if isinstance(event_shape, int) else event_shape
+        self.event_shape = tuple(int(s) for s in shape)
 
     def param_shape(self) -> tuple[int, ...]:
         return self.event_shape  # one parameter per value unless the likelihood says otherwise
@@ -77,7 +82,7 @@ class Bernoulli(Likelihood):
 class Gaussian(Likelihood):
     """p(x|z) = prod_d N(x_d; mu_d, sigma_d^2), sigma learned (one per value) or fixed."""
 
-    def __init__(self, event_shape: tuple[int, ...], sigma: float | None = None):
+    def __init__(self, event_shape: tuple[int, ...] | int, sigma: float | None = None):
         super().__init__(event_shape)
         dim = math.prod(self.event_shape)
         self.learned = sigma is None
@@ -113,6 +118,13 @@ class LikelihoodOptions:
     """What the likelihoods read from the model config (each takes what it needs)."""
 
     sigma: float = 1.0  # gaussian-fixed: the standard deviation, model units
+    mixtures: int = 10  # discretized-logistic: logistic components per pixel
+    coupled: bool = True  # discretized-logistic: later channels' centres depend on earlier ones
+
+    @classmethod
+    def from_config(cls, config: Any) -> LikelihoodOptions:
+        """The options a config (ModelConfig) holds under these names; the rest keep their defaults."""
+        return cls(**{f.name: getattr(config, f.name) for f in fields(cls) if hasattr(config, f.name)})
 
 
 @dataclass(frozen=True)
@@ -120,7 +132,13 @@ class Entry:
     build: Callable[[tuple[int, ...], LikelihoodOptions], Likelihood]
     about: str
     standardize: bool = False  # tabular data is standardized by default for this likelihood
+    scaled: bool = True  # unstandardized data is divided by its maximum (255 for uint8); False:
+    # modelled as given (counts)
 
+
+# The entries of other modules import this one's base class: imported once it is defined.
+from .counts import NegativeBinomial, Poisson  # noqa: E402
+from .pixels import Categorical256, DiscretizedLogistic  # noqa: E402
 
 LIKELIHOODS: dict[str, Entry] = {
     "bernoulli": Entry(lambda shape, o: Bernoulli(shape), "binary data (or values in [0, 1])"),
@@ -128,6 +146,14 @@ LIKELIHOODS: dict[str, Entry] = {
                       standardize=True),
     "gaussian-fixed": Entry(lambda shape, o: Gaussian(shape, o.sigma), "a fixed --sigma",
                             standardize=True),
+    "discretized-logistic": Entry(lambda shape, o: DiscretizedLogistic(shape, o.mixtures, o.coupled),
+                                  "8-bit images: a mixture of --mixtures discretized logistics per "
+                                  "pixel, colour channels coupled (PixelCNN++)"),
+    "categorical": Entry(lambda shape, o: Categorical256(shape),
+                         "8-bit images: a free 256-way categorical per value"),
+    "poisson": Entry(lambda shape, o: Poisson(shape), "counts (non-negative integers)", scaled=False),
+    "negative-binomial": Entry(lambda shape, o: NegativeBinomial(shape),
+                               "overdispersed counts: a learned dispersion per value", scaled=False),
 }
 
 

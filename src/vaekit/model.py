@@ -13,7 +13,7 @@ gave it: they include the log-Jacobian of the preprocessing for continuous likel
 from __future__ import annotations
 
 import math
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import Any
 
 import numpy as np
@@ -25,24 +25,25 @@ from .config import ModelConfig
 from .distributions import build_prior, kl_terms, posterior_entry
 from .errors import VaekitError
 from .likelihoods import LikelihoodOptions, build_likelihood
-from .nets import NetOptions, backbone
+from .nets import NetOptions, backbone, resolve_backbone
 from .objectives import OBJECTIVES, Terms
 
 
 class VAE(nn.Module):
     def __init__(self, config: ModelConfig, input_shape: tuple[int, ...]):
         super().__init__()
-        if config.hidden is None or config.latent_dim is None:
-            raise VaekitError("ModelConfig.hidden and latent_dim are None (they follow the data): "
-                              "give them, or resolve them with Config.with_sizes(n, shape)")
-        self.config = config
+        if config.latent_dim is None or (config.hidden is None and config.backbone != "conv"):
+            raise VaekitError("ModelConfig.latent_dim (or an mlp's hidden) is None: these follow "
+                              "the data; give them, or resolve them with Config.with_sizes")
         self.input_shape = tuple(int(s) for s in input_shape)
+        self.config = config = replace(config, backbone=resolve_backbone(config.backbone,
+                                                                          self.input_shape))
         self.posterior_kind = posterior_entry(config.posterior_name)
         self.stochastic = self.posterior_kind.has_density
         nets = backbone(config.backbone, self.input_shape)
-        opts = NetOptions(tuple(config.hidden), tuple(config.channels), config.blocks)
+        opts = NetOptions(tuple(config.hidden or ()), tuple(config.channels), config.blocks)
         likelihood = build_likelihood(config.likelihood, self.input_shape,
-                                      LikelihoodOptions(config.sigma))
+                                      LikelihoodOptions.from_config(config))
         self.encoder = nets.encoder(self.input_shape, self.posterior_kind.params(config.latent_dim),
                                     opts)
         self.decoder = nets.decoder(config.latent_dim, likelihood.param_shape(), opts)

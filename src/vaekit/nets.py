@@ -12,6 +12,8 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .errors import VaekitError
@@ -77,6 +79,111 @@ def linear_decoder(latent_dim: int, out_shape: tuple[int, ...], opts: NetOptions
     return FlatLinear((latent_dim,), out_shape)
 
 
+# --- conv: residual blocks per resolution level ----------------------------------------------------
+SMALLEST = 4  # stop halving once both sides are at most this (28 -> 14 -> 7 -> 4, 32 -> ... -> 4)
+
+
+def conv_plan(height: int, width: int, levels: int) -> list[tuple[int, int]]:
+    """Spatial sizes [(h, w) at level 0 = the image, level 1, ..., after the last level]: each level
+    halves (rounding up, as a stride-2 3x3 conv with padding 1 does) while a side exceeds SMALLEST.
+    The encoder walks it down, the decoder walks it up to exactly (height, width)."""
+    sizes = [(height, width)]
+    for _ in range(levels):
+        h, w = sizes[-1]
+        sizes.append(((h + 1) // 2, (w + 1) // 2) if max(h, w) > SMALLEST else (h, w))
+    return sizes
+
+
+class ResBlock(nn.Module):
+    """x + conv3x3(act(conv3x3(act(x)))), same channels and size. No normalization: nothing depends
+    on the other examples of a batch (per-example ELBOs, any batch size, train = eval); instead the
+    residual branch's last conv starts scaled down (by `scale`, as VDVAE does) so that a deep stack
+    starts near the identity."""
+
+    def __init__(self, channels: int, scale: float):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        with torch.no_grad():
+            self.conv2.weight.mul_(scale)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.conv2(F.silu(self.conv1(F.silu(x))))
+
+
+def resample(c_in: int, c_out: int, size_in: tuple[int, int], size_out: tuple[int, int]) -> nn.Module:
+    """Between two levels, pre-activated (SiLU, then the conv): a stride-2 3x3 conv to halve, nearest
+    upsampling to exactly size_out and a 3x3 conv to double, a 1x1 conv (or nothing) when the size
+    stays and only channels change. The SiLU keeps the net nonlinear with --blocks 0."""
+    if size_out == size_in:
+        return nn.Identity() if c_in == c_out else nn.Sequential(nn.SiLU(), nn.Conv2d(c_in, c_out, 1))
+    if size_out[0] < size_in[0] or size_out[1] < size_in[1]:
+        return nn.Sequential(nn.SiLU(), nn.Conv2d(c_in, c_out, 3, stride=2, padding=1))
+    return nn.Sequential(nn.SiLU(), nn.Upsample(size=size_out, mode="nearest"),
+                         nn.Conv2d(c_in, c_out, 3, padding=1))
+
+
+class ConvEncoder(nn.Module):
+    """(..., C, H, W) -> (..., out_features). A 3x3 stem conv to channels[0]; then per level i:
+    `blocks` ResBlocks at channels[i], then SiLU and a stride-2 3x3 conv to channels[i+1] (the last
+    level keeps its width) that halves the size while a side exceeds SMALLEST (else a 1x1 conv, or
+    nothing); then SiLU, flatten and one linear layer from (channels[-1], h, w) to out_features.
+    E.g. (3, 32, 32) with channels 32,64,128: 32x32x32 -> 16x16x64 -> 8x8x128 -> 4x4x128 -> F."""
+
+    def __init__(self, in_shape: tuple[int, ...], out_features: int, opts: NetOptions):
+        super().__init__()
+        c, h, w = in_shape
+        chans, self.in_ndim = list(opts.channels), len(in_shape)
+        sizes = conv_plan(h, w, len(chans))
+        scale = 1 / math.sqrt(max(1, opts.blocks * len(chans)))
+        layers: list[nn.Module] = [nn.Conv2d(c, chans[0], 3, padding=1)]
+        for i, width in enumerate(chans):
+            layers += [ResBlock(width, scale) for _ in range(opts.blocks)]
+            layers.append(resample(width, chans[min(i + 1, len(chans) - 1)], sizes[i], sizes[i + 1]))
+        self.net = nn.Sequential(*layers, nn.SiLU(), nn.Flatten())
+        self.out = nn.Linear(chans[-1] * math.prod(sizes[-1]), out_features)
+
+    def forward(self, x: Tensor) -> Tensor:
+        lead = x.shape[:x.dim() - self.in_ndim]
+        return self.out(self.net(x.reshape(-1, *x.shape[-self.in_ndim:]))).reshape(*lead, -1)
+
+
+class ConvDecoder(nn.Module):
+    """(..., L) -> (..., P, H, W), the encoder mirrored: a linear layer to (channels[-1], h, w) at
+    the encoder's smallest size; per level from the coarsest: SiLU, nearest upsampling to exactly
+    that level's (h, w) (from conv_plan, so odd sizes come out right) and a 3x3 conv to its width,
+    then `blocks` ResBlocks; then SiLU and a 3x3 conv with bias to the P parameters per pixel (its
+    bias is the output bias that VAE.init_output_bias sets). No normalization layers, as in the
+    encoder (see ResBlock)."""
+
+    def __init__(self, latent_dim: int, out_shape: tuple[int, ...], opts: NetOptions):
+        super().__init__()
+        p, h, w = out_shape
+        chans = list(opts.channels)
+        sizes = conv_plan(h, w, len(chans))
+        scale = 1 / math.sqrt(max(1, opts.blocks * len(chans)))
+        self.start = (chans[-1], *sizes[-1])
+        self.inp = nn.Linear(latent_dim, math.prod(self.start))
+        layers: list[nn.Module] = []
+        for i in reversed(range(len(chans))):
+            layers.append(resample(chans[min(i + 1, len(chans) - 1)], chans[i], sizes[i + 1], sizes[i]))
+            layers += [ResBlock(chans[i], scale) for _ in range(opts.blocks)]
+        self.net = nn.Sequential(*layers, nn.SiLU(), nn.Conv2d(chans[0], p, 3, padding=1))
+
+    def forward(self, z: Tensor) -> Tensor:
+        lead = z.shape[:-1]
+        x = self.net(self.inp(z.reshape(-1, z.shape[-1])).reshape(-1, *self.start))  # (N, P, H, W)
+        return x.reshape(*lead, *x.shape[1:])
+
+
+def conv_encoder(in_shape: tuple[int, ...], out_features: int, opts: NetOptions) -> nn.Module:
+    return ConvEncoder(tuple(in_shape), out_features, opts)
+
+
+def conv_decoder(latent_dim: int, out_shape: tuple[int, ...], opts: NetOptions) -> nn.Module:
+    return ConvDecoder(latent_dim, tuple(out_shape), opts)
+
+
 @dataclass(frozen=True)
 class Backbone:
     encoder: Callable[[tuple[int, ...], int, NetOptions], nn.Module]
@@ -88,7 +195,20 @@ class Backbone:
 BACKBONES: dict[str, Backbone] = {
     "mlp": Backbone(mlp_encoder, mlp_decoder, "fully connected layers with ReLU (--hidden)"),
     "linear": Backbone(linear_encoder, linear_decoder, "one affine map each way (probabilistic PCA)"),
+    "conv": Backbone(conv_encoder, conv_decoder, "convolutional: residual blocks per resolution "
+                     "level, halving the size between levels (--channels, --blocks); images only",
+                     images_only=True),
 }
+
+
+CONV_MIN_SIDE = 16  # smaller images (8x8 digits: 64 values) train faster and as well with an MLP
+
+
+def resolve_backbone(name: str, shape: tuple[int, ...]) -> str:
+    """'auto' -> conv for images (C, H, W) of at least CONV_MIN_SIDE pixels a side, else mlp."""
+    if name != "auto":
+        return name
+    return "conv" if len(shape) == 3 and min(shape[1:]) >= CONV_MIN_SIDE else "mlp"
 
 
 def backbone(name: str, shape: tuple[int, ...]) -> Backbone:

@@ -22,6 +22,7 @@ from .evaluate import evaluate
 from .hooks import Hook, default_hooks
 from .images import save_grid
 from .model import VAE
+from .nets import resolve_backbone
 from .objectives import beta_at
 from .runs import (
     Run,
@@ -90,8 +91,11 @@ def default_run_dir(cfg: Config) -> Path:
 def resolved(cfg: Config, data: Dataset) -> Config:
     """cfg with what the data decided (the likelihood 'auto' picked, whether it is standardized)."""
     standardized = data.info["preprocessing"] == "standardized"
-    return Config(replace(cfg.data, standardize="on" if standardized else "off"),
-                  replace(cfg.model, likelihood=data.likelihood), cfg.train)
+    dequantized = data.info.get("dequantize", False)
+    return Config(replace(cfg.data, standardize="on" if standardized else "off",
+                          dequantize="on" if dequantized else "off"),
+                  replace(cfg.model, likelihood=data.likelihood,
+                          backbone=resolve_backbone(cfg.model.backbone, data.shape)), cfg.train)
 
 
 def make_optimizer(model: VAE, lr: float) -> torch.optim.Optimizer:
