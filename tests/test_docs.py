@@ -1,7 +1,8 @@
 """The documentation runs: every ```python block of README.md and docs/*.md executes as pasted (in an
 empty folder) and prints the output shown under it; every `vaekit ...` command shown parses; and the
 fast digits sessions of the docs run for real and print what the docs show (numbers with a decimal
-point masked, as they move with threads and machines; warnings left out, as they go to stderr)."""
+point masked, as they move with threads and machines; warnings left out, as they go to stderr).
+`python tests/test_docs.py --write` reruns them all and puts what they print into the docs."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import io
 import re
 import shlex
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +37,9 @@ class Block:
     line: int  # 1-based line of the opening fence
     lang: str
     text: str
+    body: tuple[int, int] = (0, 0)  # 0-based [first, last + 1) lines of its text in the file
     output: str | None = None  # the plain block right under it, if any (what it prints)
+    output_body: tuple[int, int] | None = None  # the output's lines, as `body`
 
     @property
     def name(self) -> str:
@@ -54,9 +58,9 @@ def blocks(path: Path) -> list[Block]:
             i += 1
             continue
         end = next(j for j in range(i + 1, len(lines)) if lines[j].startswith("```"))
-        block = Block(path, i + 1, m.group(1), "\n".join(lines[i + 1:end]) + "\n")
+        block = Block(path, i + 1, m.group(1), "\n".join(lines[i + 1:end]) + "\n", (i + 1, end))
         if block.lang == "" and closed_at == i - 1 and out and out[-1].output is None:
-            out[-1].output = block.text
+            out[-1].output, out[-1].output_body = block.text, block.body
         else:
             out.append(block)
         closed_at, i = end, end + 1
@@ -173,12 +177,88 @@ def test_docs_say_when_figures_are_comparable_and_the_reason_holds():
         assert abs(float(bernoulli.log_prob(binary, logits[:2]).exp().sum()) - 1) < 1e-6
 
 
-if __name__ == "__main__":  # python tests/test_docs.py: print the sessions' real output to paste
+def test_write_puts_each_output_in_its_place(tmp_path):
+    """--write's pieces: a block's body span holds its text (and its output's span the output), and
+    session_text puts each command's printed lines under its `$ ` line, old output dropped."""
+    doc = tmp_path / "doc.md"
+    doc.write_text("intro\n```python\nprint(1)\n```\n```\nold\n```\n```console\n$ a && b\nx\n"
+                   "$ c\ny\n```\n")
+    python, session = blocks(doc)
+    lines = doc.read_text().splitlines()
+    assert lines[slice(*python.body)] == ["print(1)"] and lines[slice(*python.output_body)] == ["old"]
+    assert lines[slice(*session.body)] == ["$ a && b", "x", "$ c", "y"]
+    assert session_text(session, ["A\n", "B1\nB2\n", "C\n"]) == "$ a && b\nA\nB1\nB2\n$ c\nC\n"
+
+
+def python_output(block: Block) -> str:
+    """What a python block prints, run as the test runs it (in an empty folder)."""
     import os
     import tempfile
 
+    here = os.getcwd()
+    os.chdir(tempfile.mkdtemp(prefix="vaekit-docs-"))
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed):
+            exec(compile(block.text, block.name, "exec"), {"__name__": "__main__"})
+    finally:
+        os.chdir(here)
+    return printed.getvalue()
+
+
+def session_text(block: Block, printed: list[str]) -> str:
+    """The block's text with each `$ ` line followed by what its commands printed (in order; a line
+    `a && b` is followed by both outputs), the old output lines dropped."""
+    out: list[str] = []
+    for line in block.text.splitlines():
+        if line.startswith("$ ") or (block.lang == "bash" and line.strip()):
+            out.append(line)
+            for _ in line.removeprefix("$ ").split("&&"):
+                out.extend(printed.pop(0).rstrip("\n").splitlines())
+    assert not printed, block.name
+    return "\n".join(out) + "\n"
+
+
+def write_outputs() -> None:
+    """Rerun every python block that has an output block and every session of REAL_SESSIONS, and
+    replace the outputs in README.md and docs/*.md with what they printed (real numbers)."""
+    import os
+    import tempfile
+
+    edits: dict[Path, list[tuple[tuple[int, int], str]]] = {}  # file -> (lines to replace, new text)
+    for block in PYTHON:
+        if block.output_body is not None:
+            print(f"running {block.name}", file=sys.stderr)
+            edits.setdefault(block.path, []).append((block.output_body, python_output(block)))
+    here = os.getcwd()
     for doc in REAL_SESSIONS:
         os.chdir(tempfile.mkdtemp(prefix="vaekit-docs-"))  # an empty folder per doc, as in the test
-        print(f"## {doc}")
-        for _, command, _, printed in run_session(doc):
-            print(f"$ {command}\n{printed}", end="")
+        printed: dict[str, tuple[Block, list[str]]] = {}
+        for block, command, _, text in run_session(doc):
+            print(f"ran {block.name}: {command}", file=sys.stderr)
+            printed.setdefault(block.name, (block, []))[1].append(text)
+        os.chdir(here)
+        for block, texts in printed.values():
+            edits.setdefault(block.path, []).append((block.body, session_text(block, texts)))
+    for path, changes in edits.items():
+        lines = path.read_text().splitlines()
+        for (start, end), text in sorted(changes, reverse=True):  # bottom up: earlier spans stay put
+            lines[start:end] = text.rstrip("\n").splitlines()
+        path.write_text("\n".join(lines) + "\n")
+        print(f"wrote {path.relative_to(ROOT)} ({len(changes)} outputs)", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    # python tests/test_docs.py: print the sessions' real output; --write: put it (and every python
+    # block's output) into the docs
+    import os
+    import tempfile
+
+    if sys.argv[1:] == ["--write"]:
+        write_outputs()
+    else:
+        for doc in REAL_SESSIONS:
+            os.chdir(tempfile.mkdtemp(prefix="vaekit-docs-"))
+            print(f"## {doc}")
+            for _, command, _, printed in run_session(doc):
+                print(f"$ {command}\n{printed}", end="")
