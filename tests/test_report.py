@@ -291,3 +291,22 @@ def test_small_images_are_drawn_at_least_64_pixels_a_tile():
     transitions = np.flatnonzero(np.diff(dark[row].astype(int)) != 0)
     runs = np.diff(transitions)  # widths of the squares (and of the white gaps between tiles)
     assert len(runs) >= 16 * 7 and runs.min() >= 8, runs
+
+
+def test_report_of_a_test_split_that_fills_no_whole_rows(tmp_path, tiny_images):
+    """12 test images (not a multiple of the 8 columns): the reconstructions section shows whole
+    rows of inputs above their reconstructions (it raised a matplotlib ValueError: more row labels
+    than rows)."""
+    import numpy as np
+
+    import vaekit
+    from vaekit.report import build_report
+
+    data = np.load(tiny_images)
+    np.save(tmp_path / "test12.npy", data["X"][:12])
+    np.save(tmp_path / "train.npy", data["X"][12:])
+    run = vaekit.train(quick_config(data=str(tmp_path / "train.npy"),
+                                    test_data=str(tmp_path / "test12.npy"), epochs=1),
+                       out=tmp_path / "run", quiet=True)
+    page = build_report(run.dir).read_text()
+    assert 'alt="reconstructions"' in page and run.summary["test"]["n"] == 12

@@ -189,9 +189,9 @@ def section_reconstructions(c: Context) -> str:
     if not c.image:
         return note("Image data only: this run's data is tabular.")
     model, shape = c.run.model, c.run.model.input_shape
-    x = c.x[:RECONSTRUCTIONS]
+    ncol = min(8, len(c.x))
+    x = c.x[:min(RECONSTRUCTIONS, len(c.x) // ncol * ncol)]  # whole rows: input row, recon row
     recon = model.reconstruct(x).cpu()
-    ncol = min(8, len(x))
     rows = []
     for i in range(0, len(x), ncol):  # an input row, then its reconstruction row
         rows += [images(x[i:i + ncol], shape), images(recon[i:i + ncol], shape)]
