@@ -68,8 +68,9 @@ def matmul_flops(model, n: int, k: int) -> float:
 def trained_model(args):
     if args.run:
         return load(args.run)
-    cfg = Config.from_flat({"data": "mnist", "data_dir": args.data_dir, "hidden": [400],
-                            "latent_dim": 20, "binarize": "dynamic", "likelihood": "bernoulli",
+    cfg = Config.from_flat({"data": "mnist", "data_dir": args.data_dir, "backbone": "mlp",
+                            "hidden": [400], "latent_dim": 20, "binarize": "dynamic",
+                            "likelihood": "bernoulli",
                             "epochs": args.train_epochs, "threads": args.threads})
     print(f"training 784-400-20 for {args.train_epochs} epoch(s) ...", flush=True)
     return train(cfg, tempfile.mkdtemp(prefix="iw-bench-"), quiet=True)

@@ -129,8 +129,9 @@ def main() -> None:
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = vaekit.Config.from_flat({"data": "mnist", "data_dir": args.data_dir, "hidden": [400],
-                                   "latent_dim": 20, "likelihood": "bernoulli", "epochs": args.epochs,
+    cfg = vaekit.Config.from_flat({"data": "mnist", "data_dir": args.data_dir, "backbone": "mlp",
+                                   "hidden": [400], "latent_dim": 20, "likelihood": "bernoulli",
+                                   "epochs": args.epochs,
                                    "batch_size": 128, "lr": 1e-3, "patience": 0, "seed": args.seed})
     ds, cfg = load_dataset(cfg)
     print(f"MNIST [0,1], 784-400-20 bernoulli VAE, batch 128, Adam 1e-3, {args.epochs} epochs, "

@@ -18,6 +18,7 @@ MNIST_NLL: dict[str, Any] = {
     "data": "mnist",
     "binarize": "dynamic",
     "likelihood": "bernoulli",
+    "backbone": "mlp",
     "hidden": [200, 200],
     "latent_dim": 50,
     "batch_size": 20,
