@@ -4,14 +4,11 @@ against a local HTTP server), and RGB image folders."""
 
 from __future__ import annotations
 
-import functools
 import gzip
 import hashlib
-import http.server
 import io
 import json
 import tarfile
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -260,20 +257,6 @@ def test_cifar10_default_download_is_the_official_archive(tmp_path, monkeypatch)
     assert asked == [("https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz",
                       "c32a1d4ab5d03f1284b67883e8d87530")]
     assert not (tmp_path / "d").exists()
-
-
-@pytest.fixture
-def http_server(tmp_path):
-    """A local HTTP server on 127.0.0.1 serving tmp_path/served."""
-    root = tmp_path / "served"
-    root.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    handler.log_message = lambda *a: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
-    yield root, f"http://127.0.0.1:{server.server_address[1]}/"
-    server.shutdown()
-    server.server_close()
 
 
 def make_archive(path: Path, members: dict[str, bytes], links: dict[str, str] | None = None) -> str:

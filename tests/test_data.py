@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import functools
 import gzip
 import hashlib
-import http.server
 import shutil
-import threading
 
 import numpy as np
 import pytest
@@ -100,21 +97,6 @@ def test_truncated_idx_file_is_reported(tmp_path):
         f.write(b"\x00\x00\x08\x03" + (10).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2 + b"\0")
     with pytest.raises(VaekitError, match="truncated"):
         read_idx(path)
-
-
-@pytest.fixture
-def http_server(tmp_path):
-    """A local HTTP server on 127.0.0.1 serving tmp_path/served."""
-    root = tmp_path / "served"
-    root.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    handler.log_message = lambda *a: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield root, f"http://127.0.0.1:{server.server_address[1]}/"
-    server.shutdown()
-    server.server_close()
 
 
 def test_download_verifies_checksum_and_leaves_no_partial_file(tmp_path, http_server):
