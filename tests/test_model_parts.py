@@ -227,3 +227,19 @@ def test_auto_likelihood_for_8bit_colour_images_is_the_discretized_logistic(tmp_
     model = VAE(ModelConfig(likelihood="discretized-logistic", mixtures=3, hidden=(8,),
                             latent_dim=2), (3, 5, 6))
     assert model.likelihood.param_shape()[0] == 3 * (1 + 2 * 3 + 3)  # K (1 + 2C + C(C-1)/2)
+
+
+def test_objective_pieces_at_their_edges():
+    """Survivors of a mutation run: the warm-up's first epoch with warmup 1, the default beta of
+    Terms.elbo, and free bits with a KL that has no per-dimension form (one clear error)."""
+    from vaekit.objectives import Terms, beta_at, kl_penalty
+
+    assert beta_at(0, 2.0, 1) == 0.0 and beta_at(1, 2.0, 1) == 2.0 and beta_at(0, 2.0, 0) == 2.0
+    rec, kl = torch.tensor([-3.0, -5.0]), torch.tensor([1.0, 2.0])
+    terms = Terms(rec, kl, None, DiagonalGaussian(torch.zeros(2, 1), torch.zeros(2, 1)))
+    assert torch.equal(terms.elbo(), rec - kl) and torch.equal(terms.elbo(0.5), rec - 0.5 * kl)
+    assert float(kl_penalty(terms, 0.0)) == 1.5
+    with pytest.raises(vaekit.VaekitError) as e:
+        kl_penalty(terms, 0.1)
+    assert str(e.value) == ("--free-bits needs the KL of each latent dimension, which this "
+                            "posterior and prior do not have in closed form; drop --free-bits")
