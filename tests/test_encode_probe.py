@@ -113,3 +113,41 @@ def test_probe_needs_labels(table_run, capsys, tmp_path):
     np.save(tmp_path / "unlabelled.npy", x)
     code, _, err = run_cli(capsys, "probe", run.dir, "--data", tmp_path / "unlabelled.npy")
     assert code == 2 and "labelled" in err and len(err.strip().splitlines()) == 1
+
+
+def test_probe_scores_held_out_rows_with_the_classifiers_fitted_by_hand():
+    """probe's accuracies are those of scikit-learn pipelines fitted on the training rows and scored
+    on the held-out rows (random labels: on the rows they were fitted on, k-NN would score far
+    above chance)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from vaekit.probe import probe
+
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=(200, 4)), rng.normal(size=(80, 4))
+    ya, yb = rng.integers(0, 2, 200), rng.integers(0, 2, 80)
+    m = probe({"f": (a, b)}, ya, yb)["f"]
+    text = lambda v: np.asarray([str(t) for t in v])  # noqa: E731 (probe compares labels as text)
+    knn = make_pipeline(StandardScaler(), KNeighborsClassifier(5)).fit(a, text(ya))
+    logreg = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(a, text(ya))
+    assert m["knn_accuracy"] == pytest.approx(knn.score(b, text(yb)))
+    assert m["logreg_accuracy"] == pytest.approx(logreg.score(b, text(yb)))
+    assert knn.score(a, text(ya)) > m["knn_accuracy"] + 0.1  # scoring the fitted rows differs
+
+
+def test_probe_test_data_is_the_data_scored(table_run, capsys, tmp_path):
+    """--test-data with every label moved to the next class: held-out accuracy collapses (it would
+    stay near 1 if --test-data were ignored and a split of --data scored instead)."""
+    run, path, x, y = table_run
+    shifted = tmp_path / "shifted.csv"
+    rows = path.read_text().splitlines()
+    swap = {"k0": "k1", "k1": "k2", "k2": "k0"}
+    shifted.write_text("\n".join([rows[0]] + [r.rsplit(",", 1)[0] + "," + swap[r.rsplit(",", 1)[1]]
+                                             for r in rows[1:]]) + "\n")
+    code, out, err = run_cli(capsys, "probe", run.dir, "--data", path, "--test-data", shifted,
+                             "--json")
+    assert code == 0, err
+    assert json.loads(out)["raw"]["logreg_accuracy"] < 0.2
