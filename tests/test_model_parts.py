@@ -243,3 +243,15 @@ def test_objective_pieces_at_their_edges():
         kl_penalty(terms, 0.1)
     assert str(e.value) == ("--free-bits needs the KL of each latent dimension, which this "
                             "posterior and prior do not have in closed form; drop --free-bits")
+
+
+def test_the_standard_normal_prior_samples_n_0_i():
+    """sample/rsample: shape (n, L), reproducible from a generator, moments of N(0, I) (within 5
+    standard errors), on the prior's dtype; the model's sample goes through the same object."""
+    p = StandardNormal(3, dtype=torch.float64)
+    z = p.sample((20_000,), generator=torch.Generator().manual_seed(0))
+    assert z.shape == (20_000, 3) and z.dtype == torch.float64
+    assert torch.equal(z, p.rsample((20_000,), generator=torch.Generator().manual_seed(0)))
+    assert (z.mean(0).abs() < 5 / math.sqrt(20_000)).all()
+    assert ((z.var(0) - 1).abs() < 5 * math.sqrt(2 / 20_000)).all()
+    assert torch.equal(p.mean, torch.zeros(3, dtype=torch.float64))
