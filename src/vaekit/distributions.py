@@ -175,9 +175,11 @@ def kl_terms(q: Distribution, p: Distribution, z: Tensor | None = None) -> KL:
     """KL(q(z|x) || p(z)) per example: closed form where one is registered for (q, p), else the
     mean over the draws z (S, B, L) or (B, L) of log q(z|x) - log p(z)."""
     per_dim = KL_PER_DIM.get((type(q), type(p)))
+    if per_dim is not None:  # factorized pair: the total is the sum of its dimensions
+        values = per_dim(q, p)
+        return KL(values.sum(-1), values, True)
     try:
-        total = kl_divergence(q, p)
-        return KL(total, None if per_dim is None else per_dim(q, p), True)
+        return KL(kl_divergence(q, p), None, True)
     except NotImplementedError:
         pass
     if z is None:
