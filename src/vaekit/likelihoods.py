@@ -23,13 +23,18 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .errors import VaekitError
 
 LOG_2PI = math.log(2 * math.pi)
 MIN_LOG_SIGMA = math.log(1e-3)  # a floor keeps a learned sigma from collapsing on constant pixels
+
+
+def softplus(x: Tensor) -> Tensor:
+    """log(1 + e^x), exact in any precision: max(x, 0) + log1p(e^-|x|) (torch's F.softplus returns
+    x itself above 20, off by up to 2e-9: a float64 Bernoulli pmf then no longer sums to 1)."""
+    return x.clamp(min=0) + torch.log1p(torch.exp(-x.abs()))
 
 
 def sum_event(values: Tensor, event_dims: int) -> Tensor:
@@ -61,7 +66,7 @@ class Bernoulli(Likelihood):
 
     def log_prob(self, x: Tensor, logits: Tensor) -> Tensor:
         # -BCE with logits, written out so it broadcasts over leading sample dims: (..., B)
-        return sum_event(x * logits - F.softplus(logits), len(self.event_shape))
+        return sum_event(x * logits - softplus(logits), len(self.event_shape))
 
     def mean(self, logits: Tensor) -> Tensor:
         return torch.sigmoid(logits)
