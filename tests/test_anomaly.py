@@ -46,7 +46,7 @@ def planted_run(tmp_path_factory):
     cfg = quick_config(data=str(folder / "normal.npy"), hidden=[32, 16], latent_dim=2, epochs=60,
                        batch_size=64)
     run = vaekit.train(cfg, out=folder / "run", quiet=True, hooks=[])
-    x, y = load_for_model(run.model, run.config, str(folder / "test.npz"), whole=True)
+    x, y = load_for_model(run.model, run.config, str(folder / "test.npz"))
     return run, folder, x, y
 
 

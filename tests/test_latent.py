@@ -34,7 +34,7 @@ def image_run(tmp_path_factory):
     data = tiny_images.__wrapped__(folder)
     run = vaekit.train(quick_config(data=str(data), epochs=15, batch_size=16, lr=3e-3, threads=1),
                        out=folder / "run", quiet=True, hooks=[])
-    x, y = load_for_model(run.model, run.config, str(data), "test", whole=True)
+    x, y = load_for_model(run.model, run.config, str(data), "test")
     return run, data, x, y
 
 

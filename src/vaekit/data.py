@@ -229,12 +229,12 @@ def run_dataset(flat_config: str) -> Dataset:
 
 
 def load_for_model(model, cfg: Config, source: str | None = None, split: str = "test",
-                   whole: bool = True, **reading: Any) -> tuple[Tensor, np.ndarray | None]:
+                   **reading: Any) -> tuple[Tensor, np.ndarray | None]:
     """Data for a trained model in its model space (N, D), and its labels (or None):
     source None, or the name of the run's own built-in dataset: the run's own split (the very rows
     it trained, validated or tested on); another built-in dataset: the split a run with this config
     would make of it (`raw_split`); a file or folder: every example in file order (`split` does not
-    apply; `whole` is accepted for older callers and changes nothing).
+    apply).
     reading: DataConfig fields that say where and how to read, overriding the run's own: where
     built-in files are (data_dir, data_url), and how to read a file (label_column, image_size;
     the run's own data is always read as it was for training)."""
