@@ -20,10 +20,10 @@ thread (off the event loop) and hands every request its rows back.
 """
 
 import asyncio
+import contextlib
 import hmac
 import json
 import math
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,20 +74,26 @@ class Batcher:
         await self.queue.put(Job(key, x, future))
         return await future
 
+    async def close(self) -> None:
+        """Stop the worker at the server's shutdown (a later request starts a new one)."""
+        if self.worker is not None:
+            self.worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.worker
+
     async def gather(self) -> list[Job]:
-        """The first waiting job, then whatever else arrives within max_wait_s, up to max_batch rows."""
+        """The first waiting job and those queued behind it, up to max_batch rows; when that is
+        fewer, once more after max_wait_s (no wait_for on the queue: a timed-out get may drop a job)."""
         jobs = [await self.queue.get()]
-        rows, deadline = len(jobs[0].x), time.monotonic() + self.max_wait_s
-        while rows < self.max_batch:
-            left = deadline - time.monotonic()
-            if left <= 0 and self.queue.empty():
+        rows = len(jobs[0].x)
+        for wait in (0.0, self.max_wait_s):
+            if rows >= self.max_batch:
                 break
-            try:
-                job = self.queue.get_nowait() if left <= 0 else await asyncio.wait_for(self.queue.get(), left)
-            except (asyncio.TimeoutError, asyncio.QueueEmpty):
-                break
-            jobs.append(job)
-            rows += len(job.x)
+            if wait:
+                await asyncio.sleep(wait)
+            while rows < self.max_batch and not self.queue.empty():
+                jobs.append(self.queue.get_nowait())
+                rows += len(jobs[-1].x)
         return jobs
 
     async def run(self) -> None:
@@ -191,7 +197,13 @@ def create_app(run_or_folder: Run | str | Path, token: str | None = None, max_ba
     model, detector = run.model.eval(), detector_of(run)
     batcher = Batcher(model, max_batch, max_wait_ms / 1000)
     default_method = detector.method if detector is not None else "elbo"  # elbo: `vaekit score`'s
-    app = FastAPI(title="vaekit", version=__version__,
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        yield
+        await batcher.close()
+
+    app = FastAPI(title="vaekit", version=__version__, lifespan=lifespan,
                   description=f"encode, score and sample with the vaekit model {run.dir.name}")
 
     def error(status: int, message: str) -> JSONResponse:
