@@ -6,10 +6,12 @@ every response checked against the offline `vaekit score` of the same rows.
 
 It trains a small gaussian run on a synthetic 10-column table (unless --run), scores --rows rows
 with `vaekit score RUN --data rows.npy --method M --out scores.csv` (the offline reference), starts
-`vaekit serve RUN --port P --threads 1` on 127.0.0.1 in a subprocess and drives it with httpx
-clients (asyncio): each request POSTs --per-request consecutive rows to /score, up to --requests
-requests or --seconds seconds per concurrency level, whichever ends first. A response must equal
-the offline scores of its rows to the CSV's 7 significant digits. Exit status 1 on any mismatch.
+`vaekit serve RUN --port P --threads 1` on 127.0.0.1 in a subprocess and drives it with asyncio
+clients, one keep-alive connection each (plain HTTP/1.1, TCP_NODELAY): each request POSTs
+--per-request consecutive rows to /score, up to --requests requests or --seconds seconds per
+concurrency level, whichever ends first, after --warmup requests not counted. A response must
+equal the offline scores of its rows to the CSV's 7 significant digits (warm-up ones too). Exit
+status 1 on any mismatch.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -65,52 +68,76 @@ def offline_scores(run: Path, rows: np.ndarray, method: str, root: Path) -> np.n
         return np.array([float(r["score"]) for r in csv.DictReader(f)])
 
 
-async def level(url: str, rows: np.ndarray, want: np.ndarray, args, clients: int) -> dict:
-    """`clients` concurrent clients until --requests requests or --seconds: latencies, mismatches."""
-    import httpx
+class Connection:
+    """One keep-alive HTTP/1.1 connection, each request written in one piece with TCP_NODELAY (a
+    client that sends headers and body apart meets Nagle's algorithm and delayed ACKs, and then
+    measures 40 ms stalls of its own, not the server)."""
 
+    def __init__(self, port: int):
+        self.port = port
+
+    async def open(self) -> None:
+        self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
+        self.writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        self.writer.write(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json"
+                          f"\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+        await self.writer.drain()
+        status = int((await self.reader.readline()).split()[1])
+        length = 0
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode().partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+        return status, await self.reader.readexactly(length)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+async def level(port: int, rows: np.ndarray, want: np.ndarray, args, clients: int) -> dict:
+    """`clients` concurrent clients until --requests requests or --seconds: latencies, mismatches."""
     k, n_slices = args.per_request, len(rows) // args.per_request
     bodies = [json.dumps({"x": rows[i * k:i * k + k].tolist(), "method": args.method}).encode()
               for i in range(n_slices)]  # serialized once: the clients' CPU goes to HTTP
     latencies: list[float] = []
-    bad = 0
-    issued = 0
+    bad = issued = 0
     stop = time.perf_counter() + args.seconds
 
-    async def client(http: httpx.AsyncClient) -> None:
+    async def client() -> None:
         nonlocal issued, bad
+        conn = Connection(port)
+        await conn.open()
         while issued < args.requests and time.perf_counter() < stop:
-            i = (issued % n_slices) * k
+            i = issued % n_slices
             issued += 1
             t = time.perf_counter()
-            r = await http.post(url, content=bodies[i // k],
-                                headers={"content-type": "application/json"})
+            status, body = await conn.post("/score", bodies[i])
             latencies.append(time.perf_counter() - t)
-            got = np.asarray(r.json().get("scores", [np.nan] * k)) if r.status_code == 200 else None
-            if got is None or not np.allclose(got, want[i:i + k], rtol=2e-6, atol=1e-6):
+            got = np.asarray(json.loads(body)["scores"]) if status == 200 else None
+            if got is None or not np.allclose(got, want[i * k:i * k + k], rtol=2e-6, atol=1e-6):
                 bad += 1
+        conn.close()
 
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(limits=limits, timeout=60) as http:
-        start = time.perf_counter()
-        await asyncio.gather(*(client(http) for _ in range(clients)))
-        wall = time.perf_counter() - start
+    start = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(clients)))
+    wall = time.perf_counter() - start
     ms = np.asarray(latencies) * 1000
     return {"clients": clients, "requests": len(ms), "rps": len(ms) / wall,
             "p50": float(np.percentile(ms, 50)), "p99": float(np.percentile(ms, 99)), "bad": bad}
 
 
 def wait_healthy(base: str, server: subprocess.Popen, timeout: float = 60) -> None:
-    import httpx
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.poll() is not None:
             raise SystemExit(f"vaekit serve exited early: {server.stderr.read()}")
         try:
-            if httpx.get(base + "/health", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
+            with urllib.request.urlopen(base + "/health", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
             time.sleep(0.2)
     raise SystemExit("vaekit serve did not answer /health within a minute")
 
@@ -124,6 +151,8 @@ def main() -> int:
     p.add_argument("--per-request", type=int, default=4, help="rows per request (default: 4)")
     p.add_argument("--requests", type=int, default=1000, help="max requests per level (default: 1000)")
     p.add_argument("--seconds", type=float, default=20, help="max seconds per level (default: 20)")
+    p.add_argument("--warmup", type=int, default=300, help="requests sent first, at 8 clients, not "
+                   "counted: a fresh server's first requests are slow (default: 300)")
     p.add_argument("--clients", default="1,8,64", help="concurrency levels (default: 1,8,64)")
     p.add_argument("--max-wait-ms", default="5", help="the server's batching wait (default: 5)")
     args = p.parse_args()
@@ -149,8 +178,10 @@ def main() -> int:
             print(f"{'clients':>7} {'requests':>8} {'req/s':>8} {'rows/s':>8} {'p50 ms':>8} "
                   f"{'p99 ms':>8} {'mismatches':>10}")
             failed = 0
+            warm = argparse.Namespace(**{**vars(args), "requests": args.warmup})
+            failed += asyncio.run(level(port, rows, want, warm, 8))["bad"]
             for clients in (int(c) for c in args.clients.split(",")):
-                r = asyncio.run(level(base + "/score", rows, want, args, clients))
+                r = asyncio.run(level(port, rows, want, args, clients))
                 failed += r["bad"]
                 print(f"{r['clients']:>7} {r['requests']:>8} {r['rps']:>8.1f} "
                       f"{r['rps'] * args.per_request:>8.0f} {r['p50']:>8.1f} {r['p99']:>8.1f} "
