@@ -115,6 +115,10 @@ def test_detector_threshold_travels_with_the_model(table_run, tmp_path):
     (lambda f: (f / "model.safetensors").write_bytes(b"\x00" * 5), "model.safetensors is corrupt"),
     (lambda f: (f / "config.json").write_text("{not json"), "config.json is corrupt"),
     (lambda f: (f / "config.json").unlink(), "is not a vaekit model folder (no config.json)"),
+    (lambda f: (f / "config.json").write_text((f / "config.json").read_text().replace(
+        '"format": 1', '"format": "one"')), "config.json is corrupt"),
+    (lambda f: (f / "config.json").write_text((f / "config.json").read_text().replace(
+        '"latent_dim": 4', '"latent_dim": 3')), "does not match"),
 ])
 def test_damaged_folders_are_one_line(table_run, tmp_path, capsys, damage, expected):
     run, _ = table_run

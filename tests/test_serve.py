@@ -181,6 +181,13 @@ def test_values_outside_the_likelihoods_support(digits):
     assert pmf.status_code == 200
 
 
+def test_a_row_that_overflows_float32_gives_null_not_a_500(client):
+    r = client.post("/score", json={"x": [[3e38] * 5, ROW], "method": "elbo"}, headers=AUTH)
+    assert r.status_code == 200
+    huge, normal = r.json()["scores"]
+    assert huge is None and np.isfinite(normal)
+
+
 def test_cli_binds_loopback_and_warns_without_a_token_elsewhere(table, capsys, monkeypatch):
     uvicorn = pytest.importorskip("uvicorn")
     seen = {}

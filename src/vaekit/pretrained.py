@@ -81,18 +81,19 @@ def save_pretrained(run: Run | str | Path, folder: str | Path, *, detector: Dete
     """Write `run` (a Run or a run folder) as a shareable folder. detector: a threshold to ship with
     it; or method and fpr: set one on the run's validation split as `vaekit score --fpr` does."""
     st = safetensors_torch()
-    run = run if isinstance(run, Run) else load_run_folder(run)
+    run = run if isinstance(run, Run) else load(run, device="cpu")
     folder = Path(folder)
     check_target(folder, run.dir)
     if fpr is not None:
         detector = validation_detector(run, method or "kl", fpr)
     config = folder_config(run, detector)
+    (folder / "config.json").unlink(missing_ok=True)  # an earlier save's: a write cut short below
     weights = {k: v.detach().cpu().contiguous() for k, v in run.model.state_dict().items()}
     atomic_write(folder / "model.safetensors", st.save(weights, metadata={"format": "pt"}))
     atomic_write(folder / "summary.json", json.dumps(run.summary, indent=2) + "\n")
     atomic_write(folder / "README.md", model_card(config, run.summary, folder.name))
     atomic_write(folder / "config.json", json.dumps(config, indent=2) + "\n")  # last: the folder
-    return folder  # reads as pretrained only once every file is in place
+    return folder  # loads only once every file is in place (never new weights under an old config)
 
 
 def check_target(folder: Path, run_dir: Path) -> None:
@@ -200,7 +201,9 @@ def read_folder_config(folder: Path) -> dict[str, Any]:
         config = None
     if not isinstance(config, dict) or config.get("library") != "vaekit" or "model" not in config:
         raise VaekitError(f"{path} is corrupt or not a vaekit config; save the model again")
-    if config.get("format", FORMAT) > FORMAT:
+    if not isinstance(config.get("format"), int):
+        raise VaekitError(f"{path} is corrupt or not a vaekit config; save the model again")
+    if config["format"] > FORMAT:
         raise VaekitError(f"{folder} was written by a newer vaekit ({config.get('vaekit_version')}); "
                           "upgrade vaekit")
     return config

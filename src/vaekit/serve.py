@@ -11,7 +11,8 @@ Rows are the data as the run was trained on it, (N, *example shape) or (N, D), a
 numbers equal `vaekit.encode` / `vaekit score` for the same rows (the scores' draws are seeded per
 example, so batching does not change them). A client's mistake (malformed JSON, a body over the
 limit, a wrong shape or feature count, NaN, values outside the likelihood's support, an unknown
-method) is a 4xx JSON {"error": ...} naming it. With a token, every route but /health wants
+method) is a 4xx JSON {"error": ...} naming it. A result that overflowed float32 (a row far outside
+the training data) is null. With a token, every route but /health wants
 `Authorization: Bearer TOKEN`.
 
 Batching: /encode and /score requests go to an asyncio queue; one worker takes what arrives within
@@ -37,7 +38,7 @@ from .data import check_finite
 from .errors import VaekitError
 from .pretrained import detector_of, load
 from .runs import Run
-from .runtime import check_seed
+from .runtime import MAX_SEED
 
 MAX_SAMPLES = 10_000  # draws per example a request may ask for
 
@@ -170,6 +171,15 @@ def rows_of(body: dict[str, Any], model, max_batch: int) -> torch.Tensor:
         raise ClientError(422, str(e)) from None
 
 
+def as_json(values: torch.Tensor | np.ndarray) -> list:
+    """Nested lists of floats, null where a value is not finite (JSON has no inf or NaN: a row
+    far outside the training data can overflow float32)."""
+    arr = np.asarray(values, dtype=np.float64)
+    if np.isfinite(arr).all():
+        return arr.tolist()
+    return np.where(np.isfinite(arr), arr, None).tolist()
+
+
 def integer(body: dict[str, Any], name: str, default: int | None, lo: int, hi: int) -> int | None:
     value = body.get(name, default)
     if value is None:
@@ -245,9 +255,9 @@ def create_app(run_or_folder: Run | str | Path, token: str | None = None, max_ba
         x = rows_of(await read_json(request, max_body_bytes), model, max_batch)
         out = (await batcher.submit(("encode",), x)).double()
         if not model.stochastic:
-            return {"mean": out.tolist(), "logvar": None}
+            return {"mean": as_json(out), "logvar": None}
         mean, logvar = out.chunk(2, 1)
-        return {"mean": mean.tolist(), "logvar": logvar.tolist()}
+        return {"mean": as_json(mean), "logvar": as_json(logvar)}
 
     @app.post("/score")
     async def score(request: Request):
@@ -256,20 +266,20 @@ def create_app(run_or_folder: Run | str | Path, token: str | None = None, max_ba
         if method not in anomaly.SCORES:
             raise ClientError(422, f"unknown method {method!r}; choose one of {', '.join(anomaly.SCORES)}")
         samples = integer(body, "samples", None, 1, MAX_SAMPLES) or anomaly.DEFAULT_SAMPLES[method]
-        seed = integer(body, "seed", 0, 0, 2**63 - 1)
-        check_seed(seed)
+        seed = integer(body, "seed", 0, 0, MAX_SEED)
         x = rows_of(body, model, max_batch)
-        scores = (await batcher.submit(("score", method, samples, seed), x)).tolist()
-        out: dict[str, Any] = {"method": method, "samples": samples, "seed": seed, "scores": scores}
-        if detector is not None and detector.method == method:
-            out |= {"threshold": detector.threshold, "flagged": [s > detector.threshold for s in scores]}
+        scores = (await batcher.submit(("score", method, samples, seed), x)).numpy()
+        out: dict[str, Any] = {"method": method, "samples": samples, "seed": seed,
+                               "scores": as_json(scores)}
+        if detector is not None and detector.method == method:  # +inf is flagged, NaN is not
+            out |= {"threshold": detector.threshold, "flagged": (scores > detector.threshold).tolist()}
         return out
 
     @app.post("/sample")
     async def sample(request: Request):
         body = await read_json(request, max_body_bytes)
         n = integer(body, "n", 1, 1, max_batch)
-        seed = integer(body, "seed", None, 0, 2**63 - 1)
+        seed = integer(body, "seed", None, 0, MAX_SEED)
         temperature = body.get("temperature", 1.0)
         if isinstance(temperature, bool) or not isinstance(temperature, int | float) \
                 or not math.isfinite(temperature) or temperature < 0:
@@ -279,6 +289,6 @@ def create_app(run_or_folder: Run | str | Path, token: str | None = None, max_ba
             raise ClientError(422, f"\"draw\" must be true or false, got {draw!r}")
         x = await asyncio.get_running_loop().run_in_executor(
             batcher.executor, lambda: api.sample(model, n, float(temperature), seed, draw))
-        return {"x": x.astype(np.float64).tolist()}
+        return {"x": as_json(x)}
 
     return app
