@@ -216,6 +216,11 @@ def test_cli_refuses_a_busy_port_in_one_line(table, capsys):
     assert code == 2 and err.count("\n") == 1 and "choose another --port" in err
 
 
+def test_cli_refuses_a_missing_folder_in_one_line(tmp_path, capsys):
+    code, out, err = run_cli(capsys, "serve", tmp_path / "nowhere")
+    assert code == 2 and err.count("\n") == 1 and "nowhere not found" in err
+
+
 def test_missing_fastapi_names_the_extra(table, monkeypatch):
     monkeypatch.setitem(sys.modules, "fastapi", None)
     with pytest.raises(VaekitError, match=r"pip install 'vaekit\[serve\]'"):
