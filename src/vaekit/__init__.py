@@ -14,3 +14,8 @@ from .train import train  # noqa: E402
 __all__ = ["Config", "DataConfig", "ModelConfig", "TrainConfig", "VAE", "Run", "VaekitError",
            "evaluate", "load", "train", "__version__",
            "encode", "decode", "reconstruct", "sample", "elbo", "log_likelihood", "score"]
+
+# Shareable model folders (issue 13): `load` also reads a save_pretrained folder, else a run folder.
+from .pretrained import load, save_pretrained  # noqa: E402, F811
+
+__all__ += ["save_pretrained"]

@@ -14,7 +14,7 @@ from .common import OneLineParser
 
 COMMANDS = ["train", "eval", "sample",
             "interpolate", "traverse", "manifold", "shift", "encode", "probe", "score",
-            "report", "sweep"]
+            "report", "sweep", "export", "serve"]
 
 
 def build_parser() -> OneLineParser:

@@ -1,0 +1,159 @@
+"""`vaekit export`: ONNX / TorchScript files that take raw data (the preprocessing inside the graph),
+any batch size, and give vaekit's numbers: the encoder's posterior, the decoder's mean, and the
+deterministic scores against torch.distributions written out here."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from conftest import quick_config, run_cli
+from torch.distributions import Bernoulli, Normal
+
+import vaekit
+from vaekit.errors import VaekitError
+from vaekit.export import export
+
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """An MLP gaussian run on a 5-column table and a conv bernoulli run on 16x16 grey images."""
+    root = tmp_path_factory.mktemp("export")
+    rng = np.random.default_rng(1)
+    table = rng.normal(size=(300, 2)) @ rng.normal(size=(2, 5)) * 3 + 10 + 0.1 * rng.normal(size=(300, 5))
+    np.save(root / "table.npy", table.astype(np.float32))
+    images = np.zeros((120, 16, 16), np.uint8)
+    for i, (r, c) in enumerate(rng.integers(0, 12, size=(120, 2))):
+        images[i, r:r + 4, c:c + 4] = 255
+    np.save(root / "images.npy", images)
+    torch.manual_seed(0)
+    table_run = vaekit.train(quick_config(data=str(root / "table.npy"), epochs=2), out=root / "t",
+                             quiet=True)
+    image_run = vaekit.train(quick_config(data=str(root / "images.npy"), epochs=1, channels=[4, 8],
+                                          batch_size=64), out=root / "i", quiet=True)
+    assert image_run.model.config.backbone == "conv" and image_run.config.model.likelihood == "bernoulli"
+    return {"table": (table_run, table.astype(np.float32)),
+            "image": (image_run, images[:, None].astype(np.float32))}
+
+
+def runner(path, fmt):
+    """The exported file as a function of numpy arrays -> list of numpy arrays."""
+    if fmt == "onnx":
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        return lambda x: session.run(None, {name: x})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.load is deprecated in 2.13
+        module = torch.jit.load(str(path))
+
+    def run(x):
+        out = module(torch.from_numpy(x))
+        return [o.numpy() for o in (out if isinstance(out, tuple) else (out,))]
+    return run
+
+
+def scores_by_hand(run, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """KL(q || N(0, I)) and -log p(x | z = mu) from torch.distributions, the preprocessing and
+    its log-Jacobian written out (gaussian: standardized; bernoulli: pixels / 255, a pmf)."""
+    m = run.model
+    xm = (torch.from_numpy(x).reshape(len(x), -1) - m.shift) / m.scale
+    with torch.no_grad():
+        mu, logvar = m.encoder(xm.reshape(len(x), *m.input_shape)).chunk(2, -1)
+        q = Normal(mu, torch.exp(0.5 * logvar))
+        kl = torch.distributions.kl_divergence(q, Normal(0.0, 1.0)).sum(-1)
+        params = m.decoder(mu).reshape(len(x), -1)
+        if m.config.likelihood == "bernoulli":
+            log_px = Bernoulli(logits=params, validate_args=False).log_prob(xm).sum(-1)
+        else:
+            sigma = m.likelihood.log_sigma.clamp(min=np.log(1e-3)).exp()
+            log_px = Normal(params, sigma).log_prob(xm).sum(-1) - torch.log(m.scale).sum()
+    return kl.numpy(), -log_px.numpy()
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+@pytest.mark.parametrize("kind", ["table", "image"])
+def test_exported_parts_give_vaekits_outputs_at_any_batch_size(runs, kind, fmt, tmp_path):
+    run, x = runs[kind]
+    files = {part: export(run.model, part, fmt, tmp_path / f"{part}.{fmt}")
+             for part in ("encoder", "decoder", "scorer")}
+    encoder, decoder, scorer = (runner(files[p], fmt) for p in ("encoder", "decoder", "scorer"))
+    for b in (1, 7):
+        rows = x[10:10 + b]  # raw values: feature values / pixel levels 0..255
+        mean, logvar = encoder(rows)
+        want_mean, want_logvar = vaekit.encode(run, rows, logvar=True)
+        np.testing.assert_allclose(mean, want_mean, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(logvar, want_logvar, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(decoder(want_mean)[0], vaekit.decode(run, want_mean), rtol=1e-5,
+                                   atol=1e-5 * float(np.abs(x).max()))
+        kl, rec = scorer(rows)
+        np.testing.assert_allclose(kl, vaekit.score(run, rows, "kl"), rtol=1e-5, atol=1e-6)
+        kl_hand, rec_hand = scores_by_hand(run, rows)
+        np.testing.assert_allclose(kl, kl_hand, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(rec, rec_hand, rtol=1e-5, atol=1e-4)
+        assert kl.shape == rec.shape == (b,)
+
+
+def test_an_autoencoders_reconstruction_is_the_registry_score(runs, tmp_path):
+    """For a point-mass posterior the `reconstruction` score of anomaly.SCORES is deterministic:
+    the exported scorer must give exactly its numbers."""
+    _, x = runs["table"]
+    np.save(tmp_path / "t.npy", x)
+    ae = vaekit.train(quick_config(data=str(tmp_path / "t.npy"), epochs=1, model="ae"),
+                      out=tmp_path / "ae", quiet=True)
+    path = export(ae.model, "scorer", "onnx", tmp_path / "ae.onnx")
+    kl, rec = runner(path, "onnx")(x[:7])
+    np.testing.assert_allclose(rec, vaekit.score(ae, x[:7], "reconstruction"), rtol=1e-5)
+    np.testing.assert_array_equal(kl, np.zeros(7, np.float32))
+    (code,) = runner(export(ae.model, "encoder", "onnx", tmp_path / "e.onnx"), "onnx")(x[:3])
+    np.testing.assert_allclose(code, vaekit.encode(ae, x[:3]), rtol=1e-5, atol=1e-6)
+
+
+def test_cli_writes_the_file_and_refuses_sampled_scores_in_one_line(runs, tmp_path, capsys):
+    run, x = runs["table"]
+    code, out, err = run_cli(capsys, "export", run.dir, "--part", "scorer", "--out",
+                             tmp_path / "s.onnx")
+    assert code == 0 and "wrote the scorer" in out and (tmp_path / "s.onnx").is_file()
+    for method in ("elbo", "reconstruction", "iw-nll"):
+        code, out, err = run_cli(capsys, "export", run.dir, "--part", "scorer", "--method", method,
+                                 "--out", tmp_path / "x.onnx")
+        assert code == 2 and err.count("\n") == 1 and "draws z at random and is not exported" in err
+    assert not (tmp_path / "x.onnx").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.onnx"]  # no temp file left behind
+
+
+def test_pretrained_folder_exports_the_same_graph(runs, tmp_path):
+    run, x = runs["table"]
+    folder = vaekit.save_pretrained(run, tmp_path / "shared")
+    a = runner(export(run.model, "scorer", "onnx", tmp_path / "a.onnx"), "onnx")(x[:5])
+    b = runner(export(vaekit.load(folder).model, "scorer", "onnx", tmp_path / "b.onnx"), "onnx")(x[:5])
+    for u, v in zip(a, b, strict=True):
+        np.testing.assert_array_equal(u, v)
+
+
+def test_a_graph_that_would_freeze_its_batch_is_refused(tmp_path):
+    """The discretized logistic's log_prob reshapes by len(x): its scorer is refused in one line
+    (its encoder and decoder export)."""
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "c.npy", rng.integers(0, 256, size=(60, 3, 5, 5)).astype(np.uint8))
+    run = vaekit.train(quick_config(data=str(tmp_path / "c.npy"), epochs=1, mixtures=2,
+                                    batch_size=50), out=tmp_path / "c", quiet=True)
+    assert run.config.model.likelihood == "discretized-logistic"
+    with pytest.raises(VaekitError, match="cannot be exported with a dynamic batch size"):
+        export(run.model, "scorer", "onnx", tmp_path / "dl.onnx")
+    assert not (tmp_path / "dl.onnx").exists()
+    z = rng.normal(size=(7, 4)).astype(np.float32)
+    got = runner(export(run.model, "decoder", "onnx", tmp_path / "d.onnx"), "onnx")(z)[0]
+    np.testing.assert_allclose(got, vaekit.decode(run, z), rtol=1e-5, atol=1e-3)
+
+
+def test_missing_onnx_names_the_extra(runs, tmp_path, monkeypatch):
+    run, _ = runs["table"]
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    with pytest.raises(VaekitError, match=r"pip install 'vaekit\[export\]'"):
+        export(run.model, "encoder", "onnx", tmp_path / "e.onnx")
