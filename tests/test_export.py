@@ -136,18 +136,53 @@ def test_pretrained_folder_exports_the_same_graph(runs, tmp_path):
         np.testing.assert_array_equal(u, v)
 
 
-def test_a_graph_that_would_freeze_its_batch_is_refused(tmp_path):
-    """The discretized logistic's log_prob reshapes by len(x): its scorer is refused in one line
-    (its encoder and decoder export)."""
+@pytest.fixture(scope="module")
+def dl_run(tmp_path_factory):
+    """A conv run on 8-bit RGB 5x5 images: the discretized-logistic likelihood (a pmf)."""
+    root = tmp_path_factory.mktemp("dl")
     rng = np.random.default_rng(0)
-    np.save(tmp_path / "c.npy", rng.integers(0, 256, size=(60, 3, 5, 5)).astype(np.uint8))
-    run = vaekit.train(quick_config(data=str(tmp_path / "c.npy"), epochs=1, mixtures=2,
-                                    batch_size=50), out=tmp_path / "c", quiet=True)
+    x = rng.integers(0, 256, size=(60, 3, 5, 5)).astype(np.uint8)
+    np.save(root / "c.npy", x)
+    run = vaekit.train(quick_config(data=str(root / "c.npy"), epochs=1, mixtures=2, batch_size=50),
+                       out=root / "c", quiet=True)
     assert run.config.model.likelihood == "discretized-logistic"
-    with pytest.raises(VaekitError, match="cannot be exported with a dynamic batch size"):
+    return run, x.astype(np.float32)
+
+
+def test_a_discretized_logistic_scorer_exports_at_any_batch_size(dl_run, tmp_path):
+    """Its log-pmf reshapes by the batch's own size, so the TorchScript scorer keeps a dynamic batch
+    and gives -log p(x | z = mean) as the likelihood computes it at the posterior mean (levels as
+    given: a pmf needs no Jacobian). The ONNX exporter freezes a size in that graph: checked in
+    onnxruntime and refused in one line, nothing written."""
+    run, x = dl_run
+    scorer = runner(export(run.model, "scorer", "torchscript", tmp_path / "dl.pt"), "torchscript")
+    m = run.model
+    for b in (1, 7):
+        kl, rec = scorer(x[:b])
+        xm = torch.from_numpy(x[:b]).reshape(b, -1) / 255.0
+        with torch.no_grad():
+            q = m.posterior(m.encoder(xm.reshape(b, *m.input_shape)))
+            want = -m.likelihood.log_prob(xm.reshape(b, *m.input_shape), m.decoder_params(q.mean))
+        np.testing.assert_allclose(rec, want.numpy(), rtol=1e-5, atol=1e-3)
+        np.testing.assert_allclose(kl, vaekit.score(run, x[:b], "kl"), rtol=1e-5, atol=1e-6)
+    with pytest.raises(VaekitError, match="cannot be exported to ONNX with a dynamic batch size"):
         export(run.model, "scorer", "onnx", tmp_path / "dl.onnx")
     assert not (tmp_path / "dl.onnx").exists()
-    z = rng.normal(size=(7, 4)).astype(np.float32)
+
+
+def test_a_graph_that_would_freeze_its_batch_is_refused(dl_run, tmp_path, monkeypatch):
+    """A part whose trace would freeze the example batch (here: a log-pmf that reshapes by a
+    Python int, as len(x) does under tracing) is refused in one line and nothing is written;
+    the decoder, which does not call it, still exports."""
+    run, x = dl_run
+    lik = run.model.likelihood
+    original = type(lik).log_prob
+    monkeypatch.setattr(type(lik), "log_prob",
+                        lambda self, xs, params: original(self, xs, params).reshape(len(xs)))
+    with pytest.raises(VaekitError, match="cannot be exported with a dynamic batch size"):
+        export(run.model, "scorer", "onnx", tmp_path / "frozen.onnx")
+    assert not (tmp_path / "frozen.onnx").exists()
+    z = np.random.default_rng(1).normal(size=(7, 4)).astype(np.float32)
     got = runner(export(run.model, "decoder", "onnx", tmp_path / "d.onnx"), "onnx")(z)[0]
     np.testing.assert_allclose(got, vaekit.decode(run, z), rtol=1e-5, atol=1e-3)
 

@@ -127,7 +127,7 @@ class DiscretizedLogistic(Likelihood):
         """log mixture weights (..., B, K, S) and each channel's conditional log-pmf given the pixel's
         earlier channels and the component, (..., B, C, K, S), at x (B, *event_shape)."""
         logits, centres, log_scales, coupling = self.unpack(params)
-        k = levels_of(x.to(params.dtype)).reshape(len(x), self.c, 1, self.s)  # (B, C, 1, S)
+        k = levels_of(x.to(params.dtype)).reshape(x.shape[0], self.c, 1, self.s)  # (B, C, 1, S)
         centres = self.coupled_centres(centres, coupling, 2 * k * HALF_BIN - 1)
         return F.log_softmax(logits, dim=-2), log_bin_prob(k, centres, log_scales)
 
@@ -218,7 +218,7 @@ class Categorical256(Likelihood):
 
     def log_prob(self, x: Tensor, params: Tensor) -> Tensor:
         log_pmf = self.log_pmf(params)
-        k = levels_of(x.to(params.dtype)).long().reshape(len(x), self.c, self.s, 1)
+        k = levels_of(x.to(params.dtype)).long().reshape(x.shape[0], self.c, self.s, 1)
         k = k.expand(*log_pmf.shape[:-1], 1)
         return log_pmf.gather(-1, k).flatten(-3).sum(-1)
 
