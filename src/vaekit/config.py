@@ -108,6 +108,10 @@ class TrainConfig:
     eval_mc_samples: int = opt(1, "draws of z per example when reporting the ELBO")
     threads: int | None = opt(None, "torch CPU threads (default: torch's choice)")
     device: str = opt("cpu", "torch device: cpu, cuda, cuda:N, mps, or auto (cuda if available)")
+    amp: str = opt("off", "off | bf16 | fp16: mixed precision (autocast) on CUDA; fp16 also scales "
+                   "the loss (GradScaler); refused on other devices", choices=("off", "bf16", "fp16"))
+    workers: int = opt(0, "DataLoader worker processes reading a streamed (file-backed) training "
+                       "split; 0: the training process reads it")
     tensorboard: bool = opt(False, "also log to TensorBoard in RUN_DIR/tensorboard")
 
 
@@ -277,6 +281,7 @@ def validate(cfg: Config) -> None:
         (t.kl_warmup >= 0, "--kl-warmup must be >= 0"),
         (t.free_bits >= 0, "--free-bits must be >= 0"),
         (t.patience is None or t.patience >= 0, "--patience must be >= 0"),
+        (t.workers >= 0, "--workers must be >= 0"),
         (m.posterior_name != "point" or (t.objective == "elbo" and t.free_bits == 0
                                           and t.kl_warmup == 0),
          "--model ae has no KL term: drop --objective iwae, --free-bits and --kl-warmup"),
