@@ -53,6 +53,10 @@ class DataConfig:
     binarize: str = opt("none", "none | dynamic: redraw x ~ Bernoulli(pixel) every batch "
                         "(bernoulli likelihood; test data binarized once, seeded)",
                         choices=("none", "dynamic"))
+    stream: str = opt("auto", "auto | on | off: read the training data batch by batch instead of "
+                      "whole (.npy memory-mapped, .parquet by row groups, image folders decoded per "
+                      "batch), its statistics in one streaming pass; auto: on for a .npy/.parquet "
+                      "file above 1 GiB", choices=("auto", "on", "off"))
     standardize: str = opt("auto", "auto | on | off: standardize features with training "
                            "statistics (auto: on for tabular data with a gaussian likelihood)",
                            choices=("auto", "on", "off"))
