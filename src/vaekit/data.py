@@ -256,7 +256,7 @@ def run_dataset(flat_config: str) -> Dataset:
 
 
 def load_for_model(model, cfg: Config, source: str | None = None, split: str = "test",
-                   **reading: Any) -> tuple[Tensor, np.ndarray | None]:
+                   lazy: bool = False, **reading: Any) -> tuple[Tensor, np.ndarray | None]:
     """Data for a trained model in its model space (N, D), and its labels (or None):
     source None, or the name of the run's own built-in dataset: the run's own split (the very rows
     it trained, validated or tested on); another built-in dataset: the split a run with this config
@@ -264,15 +264,25 @@ def load_for_model(model, cfg: Config, source: str | None = None, split: str = "
     apply).
     reading: DataConfig fields that say where and how to read, overriding the run's own: where
     built-in files are (data_dir, data_url), and how to read a file (label_column, image_size;
-    the run's own data is always read as it was for training)."""
+    the run's own data is always read as it was for training; stream: --stream for a file).
+    lazy: the caller reads x in contiguous slices only (evaluation, encoding): a streamed split,
+    or a file that --stream (auto: over 1 GiB) says to stream, comes back as `streams.FileRows`,
+    read chunk by chunk in file order; otherwise x is a tensor."""
     if split not in SPLITS:
         raise VaekitError(f"unknown split {split!r}; choose train, val or test")
     if source is None or (source == cfg.data.data and source in BUILTINS):
         cfg = with_reading(cfg, **{k: v for k, v in reading.items() if k in WHERE_FIELDS})
         x, y = run_dataset(json.dumps(cfg.to_flat(), sort_keys=True)).split(split)
-        check_model_shape(model, x.shape[1:], cfg.data.data)
+        x = x if lazy or isinstance(x, Tensor) else x[:]  # a streamed run's split, read whole
+        check_model_shape(model, (model.dim,) if not isinstance(x, Tensor) else x.shape[1:],
+                          cfg.data.data)
         return x, y
+    stream = reading.pop("stream", "auto")  # a file's own size decides, not the run's option
     cfg = with_reading(cfg, **reading)
+    if lazy and source not in BUILTINS and streaming(source, stream):
+        from .stream_data import file_for_model
+
+        return file_for_model(model, cfg, source)
     if source in BUILTINS:
         cfg.data.data, cfg.data.test_data = source, None  # the run's --test-data is not NAME's
         raw, seed = raw_split(cfg, split), BINARIZE_SPLIT_SEED.get(split)

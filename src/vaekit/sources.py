@@ -302,9 +302,14 @@ def read_user(source: str, label_column: str | None, image_size: int | None, lay
         x, y, names = read_array_file(path, split)
     elif path.suffix == ".csv":
         x, y = read_csv(path, label_column)
+    elif path.suffix == ".parquet":  # numeric columns, whole (--stream on reads it by row groups)
+        from .streams import ParquetReader
+
+        reader = ParquetReader(str(path), label_column)
+        x, y = reader.read(np.arange(len(reader))), reader.labels()
     else:
-        raise VaekitError(f"unsupported data file {path.name}; use .npy, .npz, .csv or a folder "
-                          "of PNG/JPEG images")
+        raise VaekitError(f"unsupported data file {path.name}; use .npy, .npz, .csv, .parquet or "
+                          "a folder of PNG/JPEG images")
     return raw_from_array(x, y, str(path), layout, names)
 
 

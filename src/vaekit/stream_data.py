@@ -83,3 +83,37 @@ def streamed_dataset(cfg: Config) -> tuple[Dataset, Config]:
 
 def torch_of(a: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(a)
+
+
+def file_for_model(model, cfg: Config, source: str) -> tuple[FileRows, np.ndarray | None]:
+    """A file for a trained model (`data.load_for_model`, lazy), every row in file order, in
+    the model's space, checked chunk by chunk (finite, the likelihood's support); the noise of a
+    binarized or dequantized run drawn once, seeded, as for its test split."""
+    reader = open_reader(source, cfg.data)
+    rows = np.arange(len(reader))
+    shape = reader.read(rows[:1]).shape[1:]
+    if tuple(shape) != tuple(model.input_shape) and int(np.prod(shape)) != model.dim:
+        raise VaekitError(f"{source} has examples of shape {tuple(shape)} but the model was "
+                          f"trained on shape {tuple(model.input_shape)}; give matching data")
+    shift, scale = model.shift.cpu().numpy(), model.scale.cpu().numpy()
+    bad = 0
+    for x in chunks(reader, rows):
+        m = moments_of(x)
+        bad += m.bad
+        if not m.bad:
+            model.likelihood.check(to_model_space(x, shift, scale), source)
+    if bad:
+        raise VaekitError(f"{source} contains {bad} NaN/Inf value(s) or value(s) beyond "
+                          f"float32's range (|x| > {F32_MAX:.3g}); remove or impute them first")
+    noise = ("binarize" if cfg.data.binarize == "dynamic" else
+             "dequantize" if cfg.data.dequantize == "on" else None)
+    return (FileRows(reader, rows, shift, scale, noise, cfg.train.seed + BINARIZE_SEED_OFFSET + 1),
+            reader_labels(reader))
+
+
+def moments_of(x: np.ndarray):
+    from .streams import Moments
+
+    m = Moments()
+    m.add(x)
+    return m

@@ -50,7 +50,10 @@ class Moments:
             return
         if x.dtype.kind == "f":
             with np.errstate(invalid="ignore"):
-                self.bad += int((~(np.abs(x) <= FLOAT32_MAX)).sum())  # NaN compares False
+                bad = int((~(np.abs(x) <= FLOAT32_MAX)).sum())  # NaN compares False
+            if bad:  # the data is refused: only the count matters
+                self.bad += bad
+                return
         x = x.astype(np.float32).astype(np.float64)  # the values the model sees
         b, mean_b = len(x), x.mean(0)
         m2_b = ((x - mean_b) ** 2).sum(0)
@@ -295,7 +298,8 @@ class FileRows:
         return len(self.rows)
 
     def model_space(self, x: np.ndarray) -> Tensor:
-        flat = torch.from_numpy(np.ascontiguousarray(x.reshape(len(x), -1), dtype=np.float32))
+        flat = torch.from_numpy(np.ascontiguousarray(x.reshape(len(x), len(self.shift)),
+                                                     dtype=np.float32))
         return (flat - torch.from_numpy(self.shift)) / torch.from_numpy(self.scale)
 
     def read(self, rows: np.ndarray) -> Tensor:
