@@ -63,7 +63,7 @@ def test_streamed_splits_and_standardization_equal_in_memory(table):
 def test_memmap_is_mapped_not_read(table):
     path, x = table
     reader = NpyReader(str(path))
-    assert isinstance(reader.array(), np.memmap)
+    assert isinstance(reader.mapped(), np.memmap) and len(reader) == len(x)
     np.testing.assert_array_equal(reader.read(np.array([3, 5, 2000])), x[[3, 5, 2000]])
 
 

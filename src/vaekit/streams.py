@@ -76,35 +76,40 @@ class Moments:
 # --- readers ------------------------------------------------------------------------------
 @dataclass
 class NpyReader:
-    """A .npy file, memory-mapped; rows come out example-shaped as `sources.as_examples` says."""
+    """A .npy file, memory-mapped for each read and unmapped after it (pages a long-lived map
+    touched would count in the process's resident memory until the kernel took them back);
+    rows come out example-shaped as `sources.as_examples` says."""
 
     path: str
     layout: str = "auto"
-    _arr: np.ndarray | None = field(default=None, repr=False)
+    header: tuple | None = None  # (offset, dtype, shape, order) of the array in the file
 
-    def array(self) -> np.ndarray:
-        if self._arr is None:
+    def mapped(self) -> np.ndarray:
+        if self.header is None:
             try:
-                self._arr = np.load(self.path, mmap_mode="r", allow_pickle=False)
+                a = np.load(self.path, mmap_mode="r", allow_pickle=False)
             except ARRAY_ERRORS as e:
                 raise VaekitError(f"cannot memory-map {self.path}: corrupt, truncated or not a "
                                   f".npy file ({type(e).__name__}); re-save it with numpy.save"
                                   ) from None
-            a = self._arr
             if a.dtype.kind not in "fiub" or a.ndim < 2 or a.size == 0:
                 raise VaekitError(f"{self.path} holds {a.dtype} data of shape {a.shape}; give a "
                                   "non-empty numeric array of (n, d) rows or (n, ...) images")
-        return self._arr
+            order = "F" if a.flags.f_contiguous and not a.flags.c_contiguous else "C"
+            self.header = (a.offset, a.dtype, a.shape, order)
+            return a
+        offset, dtype, shape, order = self.header
+        return np.memmap(self.path, dtype=dtype, mode="r", offset=offset, shape=shape, order=order)
 
     def __len__(self) -> int:
-        return len(self.array())
+        if self.header is None:
+            self.mapped()
+        return self.header[2][0]
 
     def read(self, rows: np.ndarray) -> np.ndarray:
-        """Rows (sorted file indices) as (b, *shape)."""
-        return as_examples(np.asarray(self.array()[rows]), self.path, self.layout)[0]
-
-    def __getstate__(self):  # a worker maps the file itself
-        return {"path": self.path, "layout": self.layout, "_arr": None}
+        """Rows (sorted file indices) as (b, *shape); the map is dropped on return."""
+        x = np.array(self.mapped()[rows])
+        return as_examples(x, self.path, self.layout)[0]
 
 
 @dataclass
