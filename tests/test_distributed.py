@@ -21,6 +21,7 @@ from vaekit.batches import epoch_order, local_batches
 from vaekit.cli import main
 from vaekit.distributed import Group, derive_seed, shard
 
+TIMEOUT_S = 300  # the collectives' timeout in these ranks: a hang would end only after it
 TINY = ["--data", "digits", "--model", "ae", "--hidden", "32", "--latent-dim", "4", "--epochs",
         "3", "--batch-size", "100", "--patience", "0", "--threads", "1", "--quiet"]
 
@@ -34,7 +35,7 @@ def free_port() -> int:
 def rank_main(rank: int, world: int, port: int, argv: list[str], fail_rank: int | None) -> None:
     """One rank, as torchrun starts it: the group in the environment, then `vaekit ...`."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank), VAEKIT_DIST_TIMEOUT="60")
+                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank), VAEKIT_DIST_TIMEOUT=str(TIMEOUT_S))
     torch.set_num_threads(1)
     if rank == fail_rank:  # this rank crashes in its second epoch (after one checkpoint)
         import importlib
@@ -134,11 +135,12 @@ def test_resume_with_another_number_of_processes(tmp_path, capsys):
 
 def test_a_crashing_rank_ends_every_rank_without_a_hang(tmp_path):
     """Rank 1 dies in epoch 2: the launcher ends rank 0 (blocked in the gradient all-reduce)
-    long before the collective timeout; the folder keeps epoch 1's complete checkpoint."""
+    long before the collective timeout (TIMEOUT_S; the whole test takes seconds on a quiet
+    machine, under a minute on a busy one); the folder keeps epoch 1's complete checkpoint."""
     tick = time.monotonic()
     with pytest.raises(mp.ProcessRaisedException, match="rank crashed on purpose"):
         spawn(["train", *TINY, "--out", tmp_path / "r"], fail_rank=1)
-    assert time.monotonic() - tick < 50
+    assert time.monotonic() - tick < TIMEOUT_S * 0.8
     assert len(metrics(tmp_path / "r")) == 1 and not (tmp_path / "r" / "summary.json").exists()
     assert vaekit.load(tmp_path / "r", "last").model is not None
 

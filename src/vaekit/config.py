@@ -27,8 +27,8 @@ def opt(default: Any, help: str, **meta: Any) -> Any:
 
 @dataclass
 class DataConfig:
-    data: str = opt("digits", "digits, mnist, fashion-mnist, cifar10, or a path: .npy/.npz/.csv "
-                    "file or a folder of PNG/JPEG images")
+    data: str = opt("digits", "digits, mnist, fashion-mnist, cifar10, or a path: "
+                    ".npy/.npz/.csv/.parquet file or a folder of PNG/JPEG images")
     data_dir: str = opt("data", "folder holding (or receiving) the built-in datasets' files, each "
                         "in DATA_DIR/NAME (mnist / fashion-mnist IDX files, cifar10's binary batches)")
     data_url: str | None = opt(None, "base URL to download mnist / fashion-mnist / cifar10 from "

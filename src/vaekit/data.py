@@ -28,7 +28,8 @@ BINARIZE_SEED_OFFSET = 7919  # test/val binarization draws from seed + this, apa
 
 @dataclass
 class Dataset:
-    """Model-space splits, flat (N, D) float32, plus what it takes to describe and invert them."""
+    """Model-space splits, flat (N, D) float32, plus what it takes to describe and invert them.
+    A streamed split (--stream) is a `streams.FileRows`: sliced like a tensor, read on demand."""
 
     x_train: Tensor
     x_val: Tensor

@@ -293,7 +293,7 @@ def read_user(source: str, label_column: str | None, image_size: int | None, lay
     path = Path(source)
     if not path.exists():
         raise VaekitError(f"data {source!r} not found; give {', '.join(BUILTINS)}, or "
-                          "the path of a .npy/.npz/.csv file or an image folder")
+                          "the path of a .npy/.npz/.csv/.parquet file or an image folder")
     names = None
     if path.is_dir():
         x, y = read_image_folder(path, image_size)

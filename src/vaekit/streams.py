@@ -340,7 +340,7 @@ class FileRows:
         DataLoader processes (each the global batches j = w mod workers) or by this one."""
         part = EpochPart(self, seed, epoch, batch_size, group)
         if self.workers == 0:
-            return iter(part)
+            return ((x.pin_memory() if pin else x, total) for x, total in part)
         return iter(DataLoader(part, batch_size=None, num_workers=self.workers, pin_memory=pin))
 
 
