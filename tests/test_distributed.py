@@ -164,3 +164,22 @@ def split_rank_main(rank: int, world: int, port: int, out: str) -> None:
 
 def spawn_split(tmp_path: Path) -> None:
     mp.spawn(split_rank_main, args=(2, free_port(), str(tmp_path / "r")), nprocs=2, join=True)
+
+
+@pytest.mark.slow
+def test_nproc_launches_torchrun_and_writes_the_run_folder_of_one_process(tmp_path):
+    """`vaekit train --nproc 2` (torchrun's launcher, as a user runs it): exit 0, the files of a
+    single-process run; a user error is one line on stderr, exit 2, no folder."""
+    import subprocess
+
+    env = dict(os.environ, PYTHONPATH=str(Path(vaekit.__file__).parents[1]))
+    done = subprocess.run([sys.executable, "-m", "vaekit", "train", "--nproc", "2", *TINY, "--out",
+                           str(tmp_path / "r")], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert {"config.yaml", "manifest.json", "metrics.jsonl", "best.pt", "last.pt",
+            "summary.json"} <= {p.name for p in (tmp_path / "r").iterdir()}
+    bad = subprocess.run([sys.executable, "-m", "vaekit", "train", "--nproc", "2", "--data",
+                          str(tmp_path / "missing.npy"), "--out", str(tmp_path / "b")], env=env,
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+    assert "not found" in bad.stderr and not (tmp_path / "b").exists()
