@@ -71,10 +71,11 @@ def test_workers_yield_the_batches_of_one_process(table):
     path, _ = table
     ds, _ = load_dataset(quick_config(data=str(path), stream="on"))
     rows: FileRows = ds.x_train
-    alone = list(rows.epoch(0, 1, 128))
+    order = torch.randperm(len(rows))
+    alone = list(rows.epoch(order, 128))
     rows.workers = 2
-    with_workers = list(rows.epoch(0, 1, 128))
-    in_memory = list(InMemory(rows[:]).epoch(0, 1, 128))
+    with_workers = list(rows.epoch(order, 128))
+    in_memory = list(InMemory(rows[:]).epoch(order, 128))
     assert len(alone) == len(with_workers) == len(in_memory) == -(-len(rows) // 128)
     for (a, na), (b, nb), (c, nc) in zip(alone, with_workers, in_memory, strict=True):
         assert na == nb == nc

@@ -60,28 +60,33 @@ def spawn(argv: list[str], world: int = 2, fail_rank: int | None = None) -> None
 
 @pytest.mark.parametrize("n, batch, world", [(1437, 100, 2), (1437, 100, 3), (10, 4, 3), (7, 7, 2)])
 def test_each_example_once_per_epoch_across_ranks_and_workers(n, batch, world):
-    """The oracle: the epoch's permutation cut into global batches of `batch`; every rank's part
-    of batch j, in rank order, is batch j (so the union is each example once), with and without
+    """The oracle: the permutation cut into global batches of `batch`; every rank's part of
+    batch j, in rank order, is batch j (so the union is each example once), with and without
     workers splitting the batches (j mod K)."""
-    for epoch in (0, 1):
-        order = epoch_order(n, 3, epoch).tolist()
-        assert sorted(order) == list(range(n))
-        expected = [order[i:i + batch] for i in range(0, n, batch)]
-        for workers in (1, 2):
-            seen: dict[int, list[int]] = {}
-            for rank in range(world):
-                for w in range(workers):
-                    for j, idx, total in local_batches(n, 3, epoch, batch, Group(rank, world),
-                                                       w, workers):
-                        assert total == len(expected[j]) and j % workers == w
-                        seen.setdefault(j, []).append((rank, idx.tolist()))
-            assert sorted(seen) == list(range(len(expected)))
-            for j, parts in seen.items():
-                parts.sort()
-                assert [i for _, part in parts for i in part] == expected[j]
-                sizes = [len(p) for _, p in parts]
-                assert max(sizes) - min(sizes) <= 1
-    assert epoch_order(n, 3, 0).tolist() != epoch_order(n, 3, 1).tolist()  # reshuffled
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(n))
+    expected = [order.tolist()[i:i + batch] for i in range(0, n, batch)]
+    for workers in (1, 2):
+        seen: dict[int, list] = {}
+        for rank in range(world):
+            for w in range(workers):
+                for j, idx, total in local_batches(order, batch, Group(rank, world), w, workers):
+                    assert total == len(expected[j]) and j % workers == w
+                    seen.setdefault(j, []).append((rank, idx.tolist()))
+        assert sorted(seen) == list(range(len(expected)))
+        for j, parts in seen.items():
+            parts.sort()
+            assert [i for _, part in parts for i in part] == expected[j]
+            sizes = [len(p) for _, p in parts]
+            assert max(sizes) - min(sizes) <= 1
+
+
+def test_a_single_process_draws_its_order_where_it_always_did():
+    """One process: torch.randperm from the global RNG, as the loop before DDP drew it (its
+    runs and their exact resume are unchanged)."""
+    torch.manual_seed(5)
+    expected = torch.randperm(50)
+    torch.manual_seed(5)
+    assert torch.equal(epoch_order(50, 0, 3), expected)
 
 
 def test_shard_and_seeds():

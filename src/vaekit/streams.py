@@ -334,11 +334,11 @@ class FileRows:
         mean = self.data_mean if self.data_mean is not None else moments(self.reader, self.rows).mean
         return self.model_space(mean[None].astype(np.float32))
 
-    def epoch(self, seed: int, epoch: int, batch_size: int, group: Group = SINGLE,
+    def epoch(self, order: Tensor, batch_size: int, group: Group = SINGLE,
               pin: bool = False) -> Iterator[tuple[Tensor, int]]:
         """(local batch, global batch size): `batches.local_batches`, read by `workers`
         DataLoader processes (each the global batches j = w mod workers) or by this one."""
-        part = EpochPart(self, seed, epoch, batch_size, group)
+        part = EpochPart(self, order, batch_size, group)
         if self.workers == 0:
             return ((x.pin_memory() if pin else x, total) for x, total in part)
         return iter(DataLoader(part, batch_size=None, num_workers=self.workers, pin_memory=pin))
@@ -347,13 +347,12 @@ class FileRows:
 class EpochPart(IterableDataset):
     """One rank's batches of one epoch; each DataLoader worker reads its share of them."""
 
-    def __init__(self, rows: FileRows, seed: int, epoch: int, batch_size: int, group: Group):
-        self.rows, self.seed, self.epoch, self.batch_size, self.group = (rows, seed, epoch,
-                                                                        batch_size, group)
+    def __init__(self, rows: FileRows, order: Tensor, batch_size: int, group: Group):
+        self.rows, self.order, self.batch_size, self.group = rows, order, batch_size, group
 
     def __iter__(self):
         info = get_worker_info()
         worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
-        for _, idx, total in local_batches(len(self.rows), self.seed, self.epoch, self.batch_size,
-                                           self.group, worker, workers):
+        for _, idx, total in local_batches(self.order, self.batch_size, self.group, worker,
+                                           workers):
             yield self.rows.read(self.rows.rows[idx.numpy()]), total

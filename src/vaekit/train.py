@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from .batches import batch_source
+from .batches import batch_source, epoch_order
 from .config import Config
 from .data import Dataset, load_dataset
 from .distributed import (
@@ -26,7 +26,6 @@ from .distributed import (
     PeerFailed,
     agree,
     all_sum,
-    derive_seed,
     make_compute,
     on_master,
     setup,
@@ -124,7 +123,8 @@ def train_epoch(model: VAE, opt, source, cfg: Config, beta: float, bar, epoch: i
     model.train()
     sums = torch.zeros(4, dtype=torch.float64, device=model.device)  # loss*n, rec, kl, first
     spare = first = None
-    for xb, total in source.epoch(t.seed, epoch, t.batch_size, compute.group, compute.pin):
+    order = epoch_order(len(source), t.seed, epoch, compute.group)
+    for xb, total in source.epoch(order, t.batch_size, compute.group, compute.pin):
         share = len(xb) / total
         if len(xb) == 0:  # a last global batch smaller than the world: take part with weight 0
             xb = spare
@@ -264,12 +264,6 @@ def restore(last: dict[str, Any], cfg: Config, model: VAE, opt, state: TrainStat
                    "train on")
 
 
-def seed_epoch(seed: int, epoch: int, group: Group) -> None:
-    """Each epoch's draws (z, binarization, dequantization, validation) from (seed, epoch, rank):
-    exact on resume, and independent across ranks."""
-    torch.manual_seed(derive_seed(seed, epoch, group.rank))
-
-
 def divergence(part: dict[str, float], state: TrainState) -> str | None:
     """Why this epoch's training diverged, or None. The rule: the epoch's mean training loss is
     NaN/Inf, or above the loss of the run's first minibatch (the untrained model) by more than
@@ -304,7 +298,6 @@ def loop(cfg: Config, data: Dataset, model: VAE, opt, state: TrainState, hooks: 
         while state.epoch < t.epochs and state.stop is None:
             tick = time.perf_counter()
             beta = beta_at(state.epoch, t.beta, t.kl_warmup)
-            seed_epoch(t.seed, state.epoch, compute.group)
             part, first_loss = train_epoch(model, opt, source, cfg, beta, bar, state.epoch, compute)
             saved = on_master(partial(after_epoch, cfg, data, model, opt, state, hooks, beta, part,
                                       first_loss, tick, compute), compute.group)
