@@ -132,7 +132,9 @@ def test_bad_streamed_files_are_one_line(tmp_path, capsys):
     nan = np.zeros((50, 3), np.float32)
     nan[7, 1] = np.nan
     np.save(tmp_path / "nan.npy", nan)
+    np.save(tmp_path / "vec.npy", np.arange(40, dtype=np.float32))  # one value per row: no shape
     for name, words in (("s.parquet", ["'name'", "not numeric"]), ("str.npy", ["<U1", "numeric"]),
+                        ("vec.npy", ["shape (40,)", "(n, d)"]),
                         ("cut.npy", ["cut.npy", "truncated"]), ("nan.npy", ["NaN"])):
         code = main(["train", "--data", str(tmp_path / name), "--stream", "on", "--out",
                      str(tmp_path / f"r-{name}"), "--epochs", "1"])
