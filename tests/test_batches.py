@@ -184,3 +184,18 @@ def test_image_folder_decoded_per_batch_equals_the_whole_folder(tmp_path):
     for name in ("train", "val", "test"):
         torch.testing.assert_close(getattr(st, f"x_{name}")[:], getattr(mem, f"x_{name}"))
         assert (getattr(st, f"y_{name}") == getattr(mem, f"y_{name}")).all()
+
+
+def test_commands_after_a_streamed_run_read_its_own_splits(tmp_path, table, capsys):
+    """eval reads the run's own streamed test split chunk by chunk; a command that needs a
+    tensor (score) gets the split read whole; both see the rows of the manifest's n_test."""
+    path, _ = table
+    assert main(["train", "--data", str(path), "--stream", "on", "--out", str(tmp_path / "r"),
+                 "--epochs", "1", "--hidden", "16", "--latent-dim", "2", "--threads", "1",
+                 "--quiet"]) == 0
+    capsys.readouterr()
+    n_test = json.loads((tmp_path / "r" / "manifest.json").read_text())["data"]["n_test"]
+    assert main(["eval", str(tmp_path / "r"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n"] == n_test
+    assert main(["score", str(tmp_path / "r"), "--out", str(tmp_path / "s.csv")]) == 0
+    assert len((tmp_path / "s.csv").read_text().splitlines()) == n_test + 1
