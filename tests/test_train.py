@@ -11,6 +11,7 @@ import yaml
 from conftest import quick_config, run_cli
 
 import vaekit
+from vaekit.cli import main
 from vaekit.data import load_dataset
 
 
@@ -170,3 +171,23 @@ def test_eval_of_the_runs_own_file_reads_every_row(tmp_path, tiny_table, capsys)
     assert json.loads(out)["n"] == 300
     code, out, err = run_cli(capsys, "eval", tmp_path / "r", "--json")
     assert json.loads(out)["n"] == 30  # the run's test split
+
+
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_mixed_precision_off_cuda_is_one_line(tmp_path, capsys, amp):
+    """--amp is autocast on CUDA; on the CPU it is refused in one line before any file exists."""
+    code = main(["train", "--amp", amp, "--out", str(tmp_path / "r"), "--epochs", "1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and f"--amp {amp}" in err[0] and "--device cuda" in err[0]
+    assert not (tmp_path / "r" / "config.yaml").exists()
+
+
+def test_amp_dtypes_and_nproc_line():
+    from vaekit.cli.train import without_nproc
+    from vaekit.runtime import resolve_amp
+
+    assert resolve_amp("off", torch.device("cpu")) is None
+    assert resolve_amp("bf16", torch.device("cuda")) is torch.bfloat16
+    assert resolve_amp("fp16", torch.device("cuda")) is torch.float16
+    assert without_nproc(["train", "--nproc", "2", "--epochs", "3", "--nproc=4"]) == [
+        "train", "--epochs", "3"]

@@ -27,8 +27,8 @@ def opt(default: Any, help: str, **meta: Any) -> Any:
 
 @dataclass
 class DataConfig:
-    data: str = opt("digits", "digits, mnist, fashion-mnist, cifar10, or a path: .npy/.npz/.csv "
-                    "file or a folder of PNG/JPEG images")
+    data: str = opt("digits", "digits, mnist, fashion-mnist, cifar10, or a path: "
+                    ".npy/.npz/.csv/.parquet file or a folder of PNG/JPEG images")
     data_dir: str = opt("data", "folder holding (or receiving) the built-in datasets' files, each "
                         "in DATA_DIR/NAME (mnist / fashion-mnist IDX files, cifar10's binary batches)")
     data_url: str | None = opt(None, "base URL to download mnist / fashion-mnist / cifar10 from "
@@ -53,6 +53,10 @@ class DataConfig:
     binarize: str = opt("none", "none | dynamic: redraw x ~ Bernoulli(pixel) every batch "
                         "(bernoulli likelihood; test data binarized once, seeded)",
                         choices=("none", "dynamic"))
+    stream: str = opt("auto", "auto | on | off: read the training data batch by batch instead of "
+                      "whole (.npy memory-mapped, .parquet by row groups, image folders decoded per "
+                      "batch), its statistics in one streaming pass; auto: on for a .npy/.parquet "
+                      "file above 1 GiB", choices=("auto", "on", "off"))
     standardize: str = opt("auto", "auto | on | off: standardize features with training "
                            "statistics (auto: on for tabular data with a gaussian likelihood)",
                            choices=("auto", "on", "off"))
@@ -108,6 +112,10 @@ class TrainConfig:
     eval_mc_samples: int = opt(1, "draws of z per example when reporting the ELBO")
     threads: int | None = opt(None, "torch CPU threads (default: torch's choice)")
     device: str = opt("cpu", "torch device: cpu, cuda, cuda:N, mps, or auto (cuda if available)")
+    amp: str = opt("off", "off | bf16 | fp16: mixed precision (autocast) on CUDA; fp16 also scales "
+                   "the loss (GradScaler); refused on other devices", choices=("off", "bf16", "fp16"))
+    workers: int = opt(0, "DataLoader worker processes reading a streamed (file-backed) training "
+                       "split; 0: the training process reads it")
     tensorboard: bool = opt(False, "also log to TensorBoard in RUN_DIR/tensorboard")
 
 
@@ -277,6 +285,7 @@ def validate(cfg: Config) -> None:
         (t.kl_warmup >= 0, "--kl-warmup must be >= 0"),
         (t.free_bits >= 0, "--free-bits must be >= 0"),
         (t.patience is None or t.patience >= 0, "--patience must be >= 0"),
+        (t.workers >= 0, "--workers must be >= 0"),
         (m.posterior_name != "point" or (t.objective == "elbo" and t.free_bits == 0
                                           and t.kl_warmup == 0),
          "--model ae has no KL term: drop --objective iwae, --free-bits and --kl-warmup"),

@@ -21,13 +21,15 @@ from .errors import VaekitError
 from .likelihoods import LIKELIHOODS, LikelihoodOptions, build_likelihood
 from .nets import resolve_backbone
 from .sources import BUILTINS, OWN_TEST_SPLIT, Raw, has_own_test_split, raw_from_array, read_source
+from .streams import streaming
 
 BINARIZE_SEED_OFFSET = 7919  # test/val binarization draws from seed + this, apart from training
 
 
 @dataclass
 class Dataset:
-    """Model-space splits, flat (N, D) float32, plus what it takes to describe and invert them."""
+    """Model-space splits, flat (N, D) float32, plus what it takes to describe and invert them.
+    A streamed split (--stream) is a `streams.FileRows`: sliced like a tensor, read on demand."""
 
     x_train: Tensor
     x_val: Tensor
@@ -72,9 +74,13 @@ def standardization(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     of the float32 values the model sees; scale 1 for a constant feature, decided per feature
     relative to its own magnitude (|std| <= eps32 * |mean| + tiny32), not to the other features."""
     x = x.reshape(len(x), -1).astype(np.float32).astype(np.float64)
-    shift, std = x.mean(0), x.std(0)
-    constant = std <= CONSTANT_RTOL * np.abs(shift) + CONSTANT_ATOL
-    return shift, np.where(constant, 1.0, std)
+    return scale_of(x.mean(0), x.std(0))
+
+
+def scale_of(mean: np.ndarray, std: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(shift, scale) from float64 means and standard deviations (in memory or streamed)."""
+    constant = std <= CONSTANT_RTOL * np.abs(mean) + CONSTANT_ATOL
+    return mean, np.where(constant, 1.0, std)
 
 
 def seeded_split(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -159,7 +165,12 @@ def with_test(train: Raw, test: Raw | None, cfg: Config) -> tuple[Raw, Raw]:
 
 
 def load_dataset(cfg: Config) -> tuple[Dataset, Config]:
-    """Read, split and preprocess the run's data; returns it with `likelihood` resolved."""
+    """Read, split and preprocess the run's data; returns it with `likelihood` resolved
+    (read batch by batch, `streamed_dataset`, when --stream says so)."""
+    if streaming(cfg.data.data, cfg.data.stream):
+        from .stream_data import streamed_dataset
+
+        return streamed_dataset(cfg)
     return make_dataset(*read_splits(cfg), cfg)
 
 
@@ -181,6 +192,32 @@ def make_dataset(train: Raw, test: Raw, cfg: Config) -> tuple[Dataset, Config]:
                       (test, "the test split")):
         check_finite(raw.x, name)
 
+    likelihood, lik, standardize, dequantize, shift, scale = preprocessing(
+        train, cfg, lambda: standardization(train.x))
+    xs = {n: to_model_space(r.x, shift, scale) for n, r in (("train", train), ("val", val),
+                                                           ("test", test))}
+    for n, x in xs.items():
+        lik.check(x, f"the {n} data")
+    if d.binarize == "dynamic":
+        xs["val"], xs["test"] = binarize_fixed(xs["val"], seed), binarize_fixed(xs["test"], seed + 1)
+    if dequantize:
+        xs["val"], xs["test"] = (dequantize_fixed(xs["val"], seed),
+                                 dequantize_fixed(xs["test"], seed + 1))
+
+    info = resolve_config(cfg, likelihood, standardize, dequantize, train, scale) | {
+        "n_train": len(train.x), "n_val": len(val.x), "n_test": len(test.x)}
+    ds = Dataset(xs["train"], xs["val"], xs["test"], train.y, val.y, test.y,
+                 tuple(train.x.shape[1:]), train.image, torch.from_numpy(shift),
+                 torch.from_numpy(scale), likelihood, info)
+    return ds, cfg
+
+
+def preprocessing(train: Raw, cfg: Config, fit_standardization) -> tuple[str, Any, bool, bool,
+                                                                         np.ndarray, np.ndarray]:
+    """(likelihood name, likelihood, standardized?, dequantized?, shift, scale (float32 (D,)))
+    for training data `train` (its values, or for streamed data two rows holding each feature's
+    min and max: what the 'auto' rules read); fit_standardization() -> (shift, scale) float64."""
+    d = cfg.data
     dim = int(np.prod(train.x.shape[1:]))
     likelihood = resolve_likelihood(cfg.model.likelihood, train)
     standardize = d.standardize == "on" or (
@@ -188,38 +225,29 @@ def make_dataset(train: Raw, test: Raw, cfg: Config) -> tuple[Dataset, Config]:
     lik = build_likelihood(likelihood, tuple(train.x.shape[1:]), LikelihoodOptions.from_config(cfg.model))
     dequantize = resolve_dequantize(d.dequantize, lik, standardize, train)
     if standardize:
-        shift, scale = standardization(train.x)
+        shift, scale = fit_standardization()
     else:  # dequantized levels k + u lie in [0, 256): model space [0, 1)
         unit = train.pixel_max if LIKELIHOODS[likelihood].scaled else 1.0  # counts: as given
         shift, scale = np.zeros(dim), np.full(dim, 256.0 if dequantize else unit)
-    shift, scale = shift.astype(np.float32), scale.astype(np.float32)
-    xs = {n: to_model_space(r.x, shift, scale) for n, r in (("train", train), ("val", val),
-                                                           ("test", test))}
-    for n, x in xs.items():
-        lik.check(x, f"the {n} data")
     if d.binarize == "dynamic" and likelihood != "bernoulli":
         raise VaekitError(f"--binarize dynamic needs a bernoulli likelihood, but this data got "
                           f"{likelihood}; pass --likelihood bernoulli (data in [0, 1])")
-    if d.binarize == "dynamic":
-        xs["val"], xs["test"] = binarize_fixed(xs["val"], seed), binarize_fixed(xs["test"], seed + 1)
-    if dequantize:
-        xs["val"], xs["test"] = (dequantize_fixed(xs["val"], seed),
-                                 dequantize_fixed(xs["test"], seed + 1))
+    return likelihood, lik, standardize, dequantize, shift.astype(np.float32), scale.astype(np.float32)
 
+
+def resolve_config(cfg: Config, likelihood: str, standardize: bool, dequantize: bool, train: Raw,
+                   scale: np.ndarray) -> dict[str, Any]:
+    """Record what the data decided in cfg; returns the data description (manifest.json)."""
+    d = cfg.data
     cfg.model.likelihood = likelihood
     cfg.model.backbone = resolve_backbone(cfg.model.backbone, tuple(train.x.shape[1:]))
     cfg.data.standardize = "on" if standardize else "off"
     cfg.data.dequantize = "on" if dequantize else "off"
-    info = {"source": d.data, "shape": list(train.x.shape[1:]), "image": train.image,
-            "n_train": len(train.x), "n_val": len(val.x), "n_test": len(test.x),
+    return {"source": d.data, "shape": list(train.x.shape[1:]), "image": train.image,
             "labels": train.y is not None, "preprocessing": "standardized" if standardize
             else "dequantized: (levels + U[0, 1)) / 256" if dequantize
             else f"divided by {float(scale[0]):g}", "binarize": d.binarize, "dequantize": dequantize,
             "label_names": train.label_names}
-    ds = Dataset(xs["train"], xs["val"], xs["test"], train.y, val.y, test.y,
-                 tuple(train.x.shape[1:]), train.image, torch.from_numpy(shift),
-                 torch.from_numpy(scale), likelihood, info)
-    return ds, cfg
 
 
 @functools.lru_cache(maxsize=1)
@@ -229,7 +257,7 @@ def run_dataset(flat_config: str) -> Dataset:
 
 
 def load_for_model(model, cfg: Config, source: str | None = None, split: str = "test",
-                   **reading: Any) -> tuple[Tensor, np.ndarray | None]:
+                   lazy: bool = False, **reading: Any) -> tuple[Tensor, np.ndarray | None]:
     """Data for a trained model in its model space (N, D), and its labels (or None):
     source None, or the name of the run's own built-in dataset: the run's own split (the very rows
     it trained, validated or tested on); another built-in dataset: the split a run with this config
@@ -237,15 +265,25 @@ def load_for_model(model, cfg: Config, source: str | None = None, split: str = "
     apply).
     reading: DataConfig fields that say where and how to read, overriding the run's own: where
     built-in files are (data_dir, data_url), and how to read a file (label_column, image_size;
-    the run's own data is always read as it was for training)."""
+    the run's own data is always read as it was for training; stream: --stream for a file).
+    lazy: the caller reads x in contiguous slices only (evaluation, encoding): a streamed split,
+    or a file that --stream (auto: over 1 GiB) says to stream, comes back as `streams.FileRows`,
+    read chunk by chunk in file order; otherwise x is a tensor."""
     if split not in SPLITS:
         raise VaekitError(f"unknown split {split!r}; choose train, val or test")
     if source is None or (source == cfg.data.data and source in BUILTINS):
         cfg = with_reading(cfg, **{k: v for k, v in reading.items() if k in WHERE_FIELDS})
         x, y = run_dataset(json.dumps(cfg.to_flat(), sort_keys=True)).split(split)
-        check_model_shape(model, x.shape[1:], cfg.data.data)
+        x = x if lazy or isinstance(x, Tensor) else x[:]  # a streamed run's split, read whole
+        check_model_shape(model, (model.dim,) if not isinstance(x, Tensor) else x.shape[1:],
+                          cfg.data.data)
         return x, y
+    stream = reading.pop("stream", "auto")  # a file's own size decides, not the run's option
     cfg = with_reading(cfg, **reading)
+    if lazy and source not in BUILTINS and streaming(source, stream):
+        from .stream_data import file_for_model
+
+        return file_for_model(model, cfg, source)
     if source in BUILTINS:
         cfg.data.data, cfg.data.test_data = source, None  # the run's --test-data is not NAME's
         raw, seed = raw_split(cfg, split), BINARIZE_SPLIT_SEED.get(split)

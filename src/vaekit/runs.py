@@ -154,6 +154,43 @@ def claim(run_dir: Path, resume: bool) -> Iterator[bool]:
         os.close(fd)  # releases the lock
 
 
+def precheck(run_dir: Path, resume: bool) -> None:
+    """The one-line refusals of `vaekit train` before any data is read (again under the lock)."""
+    if resume and not (run_dir / "config.yaml").is_file():
+        raise VaekitError(f"{run_dir} is not a run folder (no config.yaml) to resume; give a run "
+                          "folder that `vaekit train` wrote")
+    if not resume and holds_run(run_dir):
+        raise VaekitError(f"{run_dir} already holds a run; continue it with --resume {run_dir} "
+                          "or choose another --out")
+
+
+def start_folder(run_dir: Path, cfg: Config, info: dict[str, Any], spec: dict[str, Any],
+                 has_checkpoint: bool, resume: bool, command: list[str] | None, processes: int,
+                 warn: Callable[[str], None]) -> dict[str, Any] | None:
+    """The claimed folder of a starting run (rank 0 of a distributed one): last.pt's contents to
+    continue from (checked against the model's spec), or None after writing a new run's
+    manifest; then the resolved config."""
+    last = None
+    if has_checkpoint:
+        last = load_torch(run_dir / "last.pt", keys=("spec", "model", "optimizer", "rng", "state",
+                                                     "history"))
+        if last["spec"] != spec:
+            raise VaekitError(f"the model options differ from those {run_dir} was trained with; "
+                              "resume with the run's own options (only --epochs/--patience)")
+        before = last.get("world_size", 1)
+        if before != processes:
+            warn(f"note: {run_dir} was trained with {before} process(es), it continues with "
+                 f"{processes}: the same global batches, other draws of z")
+        write_metrics(run_dir, last["history"])
+    else:
+        if resume:
+            warn(f"note: {run_dir} has no checkpoint yet; training starts from epoch 1")
+        info = info | ({"processes": processes} if processes > 1 else {})
+        write_json(run_dir / "manifest.json", manifest(cfg, info, command))
+    write_config(run_dir, cfg)
+    return last
+
+
 def write_config(run_dir: Path, cfg: Config) -> None:
     atomic_write(run_dir / "config.yaml", yaml.safe_dump(cfg.to_flat(), sort_keys=False))
 

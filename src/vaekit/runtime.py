@@ -57,3 +57,18 @@ def set_threads(threads: int | None) -> None:
 def check_seed(seed: int) -> None:
     if not 0 <= seed <= MAX_SEED:
         raise VaekitError(f"--seed must be in 0..{MAX_SEED}, got {seed}")
+
+
+AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_amp(name: str, device: torch.device) -> torch.dtype | None:
+    """--amp: the autocast dtype (None: full float32). Mixed precision runs on CUDA only; on any
+    other device it is refused (CPU autocast would silently train at another precision than the
+    figures the run reports were checked at)."""
+    if name not in AMP_DTYPES:
+        raise VaekitError(f"unknown --amp {name!r}; use off, bf16 or fp16")
+    if AMP_DTYPES[name] is not None and device.type != "cuda":
+        raise VaekitError(f"--amp {name} is mixed precision on CUDA, but this run is on "
+                          f"{device.type}; drop --amp (or pass --amp off) or use --device cuda")
+    return AMP_DTYPES[name]

@@ -293,7 +293,7 @@ def read_user(source: str, label_column: str | None, image_size: int | None, lay
     path = Path(source)
     if not path.exists():
         raise VaekitError(f"data {source!r} not found; give {', '.join(BUILTINS)}, or "
-                          "the path of a .npy/.npz/.csv file or an image folder")
+                          "the path of a .npy/.npz/.csv/.parquet file or an image folder")
     names = None
     if path.is_dir():
         x, y = read_image_folder(path, image_size)
@@ -302,9 +302,14 @@ def read_user(source: str, label_column: str | None, image_size: int | None, lay
         x, y, names = read_array_file(path, split)
     elif path.suffix == ".csv":
         x, y = read_csv(path, label_column)
+    elif path.suffix == ".parquet":  # numeric columns, whole (--stream on reads it by row groups)
+        from .streams import ParquetReader
+
+        reader = ParquetReader(str(path), label_column)
+        x, y = reader.read(np.arange(len(reader))), reader.labels()
     else:
-        raise VaekitError(f"unsupported data file {path.name}; use .npy, .npz, .csv or a folder "
-                          "of PNG/JPEG images")
+        raise VaekitError(f"unsupported data file {path.name}; use .npy, .npz, .csv, .parquet or "
+                          "a folder of PNG/JPEG images")
     return raw_from_array(x, y, str(path), layout, names)
 
 

@@ -7,16 +7,30 @@ import math
 import sys
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm import tqdm
 
+from .batches import batch_source, epoch_order
 from .config import Config
 from .data import Dataset, load_dataset
+from .distributed import (
+    Compute,
+    Group,
+    PeerFailed,
+    agree,
+    all_sum,
+    make_compute,
+    on_master,
+    setup,
+    teardown,
+)
 from .errors import VaekitError
 from .evaluate import evaluate
 from .hooks import Hook, default_hooks
@@ -24,19 +38,8 @@ from .images import save_grid
 from .model import VAE
 from .nets import resolve_backbone
 from .objectives import beta_at
-from .runs import (
-    Run,
-    claim,
-    holds_run,
-    load,
-    load_torch,
-    manifest,
-    save_torch,
-    write_config,
-    write_json,
-    write_metrics,
-)
-from .runtime import resolve_device, set_threads
+from .runs import Run, claim, load, load_torch, precheck, save_torch, start_folder, write_json, write_metrics
+from .runtime import resolve_amp, resolve_device, set_threads
 
 
 @dataclass
@@ -106,33 +109,46 @@ def make_optimizer(model: VAE, lr: float) -> torch.optim.Optimizer:
         return torch.optim.Adam(model.parameters(), lr=lr)
 
 
-def train_epoch(model: VAE, opt, x: torch.Tensor, cfg: Config, beta: float,
-                bar) -> tuple[dict[str, float], float]:
-    """One pass over shuffled minibatches (slices of one tensor: no per-example Python work).
-    Returns the epoch's means (NaN/Inf when a batch diverged) and the first minibatch's loss."""
+def train_epoch(model: VAE, opt, source, cfg: Config, beta: float, bar, epoch: int = 0,
+                compute: Compute | None = None) -> tuple[dict[str, float], float]:
+    """One pass over the epoch's shuffled global batches (`batches.py`), this rank's share of
+    each. Returns the epoch's means over every rank (NaN/Inf when a batch diverged) and the loss
+    of the first global batch. A rank's loss is weighted by its share of the global batch times
+    the world size, so the wrapper's gradient average is the gradient of the global batch's mean
+    loss: N processes take the steps one process would."""
     t = cfg.train
+    compute = compute or Compute(model)
+    world = compute.group.world_size
     binarize, dequantize = cfg.data.binarize == "dynamic", cfg.data.dequantize == "on"
     model.train()
-    perm = torch.randperm(len(x))
-    sums = torch.zeros(3, dtype=torch.float64, device=model.device)
-    first = None
-    for i in range(0, len(x), t.batch_size):
-        xb = x[perm[i:i + t.batch_size]].to(model.device, non_blocking=True)
+    sums = torch.zeros(4, dtype=torch.float64, device=model.device)  # loss*n, rec, kl, first
+    spare = first = None
+    order = epoch_order(len(source), t.seed, epoch, compute.group)
+    for xb, total in source.epoch(order, t.batch_size, compute.group, compute.pin):
+        share = len(xb) / total
+        if len(xb) == 0:  # a last global batch smaller than the world: take part with weight 0
+            xb = spare
+        spare = xb[:1]
+        first = spare if first is None else first
+        xb = xb.to(model.device, non_blocking=True)
         if binarize:
             xb = torch.bernoulli(xb)
         if dequantize:  # levels k / 256 -> (k + u) / 256, u ~ U[0, 1) redrawn every batch
             xb = xb + torch.rand_like(xb) / 256
-        loss, terms = model(xb, beta, t)  # forward: what a DDP wrapper would call
-        first = loss.detach() if first is None else first
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        with compute.autocast():
+            loss, terms = compute.forward(xb, beta, t)
+        compute.step(loss * share * world if world > 1 else loss, opt)
         with torch.no_grad():
-            sums += torch.stack([loss * len(xb), terms.reconstruction.sum(), terms.kl.sum()])
+            if share > 0:
+                sums[:3] += torch.stack([loss * len(xb), terms.reconstruction.sum(),
+                                         terms.kl.sum()]).double()
+            if spare is first:  # the first global batch: sum over ranks of loss * share
+                sums[3] = loss.double() * share
         bar.update(1)
-    loss, rec, kl = (sums / len(x)).tolist()  # NaN/Inf in any batch reaches the sums
+    sums = all_sum(sums, compute.group)
+    loss, rec, kl = (sums[:3] / len(source)).tolist()  # NaN/Inf in any batch reaches the sums
     return ({"train_loss": loss, "train_elbo": rec - kl if model.stochastic else None,
-             "train_reconstruction": rec, "train_kl": kl}, float(first))
+             "train_reconstruction": rec, "train_kl": kl}, float(sums[3]))
 
 
 def epoch_metrics(model: VAE, data: Dataset, cfg: Config, epoch: int, beta: float,
@@ -160,7 +176,7 @@ def write_images(model: VAE, data: Dataset, run_dir: Path, seed: int) -> None:
 
 def train(cfg: Config | None = None, out: str | Path | None = None, resume: bool = False,
           quiet: bool = False, hooks: list[Hook] | None = None,
-          dataset: Dataset | None = None, command: list[str] | None = None) -> Run:
+          dataset: Dataset | None = None, command: list[str] | None = None) -> Run | None:
     """Train a model from cfg into the run folder `out` (or continue it with resume=True).
 
     The folder is claimed for the run's life (`runs.claim`: one writer). A folder without a
@@ -169,56 +185,73 @@ def train(cfg: Config | None = None, out: str | Path | None = None, resume: bool
     and rewrites the same summary. Sizes left None follow the data (`config.default_sizes`).
     Divergence (`divergence`) stops training with the best weights kept and a warning on stderr;
     in the first epoch, with nothing to keep, it is a VaekitError.
+    Under torchrun (WORLD_SIZE > 1) this is one rank of a data-parallel run (`distributed.py`):
+    every rank trains on its share of each global batch; rank 0 alone claims the folder, writes
+    its files, runs the hooks and decides (best, early stop, divergence) for all; it returns the
+    Run, the other ranks None.
     dataset: already prepared data (`data.dataset_from_arrays`) instead of cfg.data's source;
     command: the command line to record in manifest.json (default: sys.argv)."""
     cfg = cfg or Config()
     run_dir = Path(out) if out else default_run_dir(cfg)
-    precheck(run_dir, resume)  # the one-line refusals before data is read (again under the lock)
-    device = resolve_device(cfg.train.device)
+    group, device = setup(resolve_device(cfg.train.device))
+    try:
+        return train_rank(cfg, run_dir, resume, quiet, hooks, dataset, command, group, device)
+    except VaekitError as e:  # every rank meets it (`distributed.agree`): rank 0 tells it
+        if group.master or isinstance(e, PeerFailed):
+            raise
+        raise PeerFailed(str(e)) from None
+    finally:
+        teardown(group)
+
+
+def train_rank(cfg: Config, run_dir: Path, resume: bool, quiet: bool, hooks: list[Hook] | None,
+               dataset: Dataset | None, command: list[str] | None, group: Group,
+               device: torch.device) -> Run | None:
+    amp = resolve_amp(cfg.train.amp, device)
+    on_master(lambda: precheck(run_dir, resume), group)  # one-line refusals before data is read
     set_threads(cfg.train.threads)
-    torch.manual_seed(cfg.train.seed)
-    data, cfg = (dataset, resolved(cfg, dataset)) if dataset is not None else load_dataset(cfg)
+    torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank
+    data, cfg = agree(lambda: (dataset, resolved(cfg, dataset)) if dataset is not None
+                      else load_dataset(cfg), group)
     cfg = cfg.with_sizes(len(data.x_train), math.prod(data.shape), data.image)
+    if cfg.train.batch_size < group.world_size:
+        raise VaekitError(f"--batch-size {cfg.train.batch_size} is the global batch, split over "
+                          f"{group.world_size} processes: give at least {group.world_size}")
+    if not group.master:
+        hooks = []
     hooks = default_hooks(cfg, run_dir) if hooks is None else hooks  # before any file is written
     model = VAE(cfg.model, data.shape)
     model.set_preprocessing(data.shift, data.scale)
-    model.init_output_bias(data.x_train)
+    model.init_output_bias(data.x_train if isinstance(data.x_train, torch.Tensor)
+                           else data.x_train.mean_row())
     model.to(device)
     opt = make_optimizer(model, cfg.train.lr)
     state = TrainState(run_dir=run_dir, model=model, data=data)
-    state.log = (lambda s: None) if quiet else (lambda s: tqdm.write(s, file=sys.stdout))
-    with claim(run_dir, resume) as has_checkpoint:
-        if has_checkpoint:
-            restore(run_dir, cfg, model, opt, state)
-        else:
-            if resume:
-                state.warn(f"note: {run_dir} has no checkpoint yet; training starts from epoch 1")
-            write_json(run_dir / "manifest.json", manifest(cfg, data.info, command))
-        write_config(run_dir, cfg)
-        loop(cfg, data, model, opt, state, hooks, quiet)
-        return finish(run_dir, cfg, data, state)
+    state.log = (lambda s: None) if quiet or not group.master else (
+        lambda s: tqdm.write(s, file=sys.stdout))
+    if not group.master:
+        state.warn = lambda s: None
+    with ExitStack() as folder:
+        has_checkpoint = on_master(lambda: folder.enter_context(claim(run_dir, resume)), group)
+        last = on_master(lambda: start_folder(run_dir, cfg, data.info, model.spec(), has_checkpoint,
+                                              resume, command, group.world_size, state.warn), group)
+        if last is not None:
+            restore(last, cfg, model, opt, state, group)
+        compute = make_compute(model, group, amp)
+        if last is not None and compute.scaler is not None and "scaler" in last:
+            compute.scaler.load_state_dict(last["scaler"])
+        loop(cfg, data, model, opt, state, hooks, quiet or not group.master, compute)
+        return on_master(lambda: finish(run_dir, cfg, data, state), group, share=False)
 
 
-def precheck(run_dir: Path, resume: bool) -> None:
-    if resume and not (run_dir / "config.yaml").is_file():
-        raise VaekitError(f"{run_dir} is not a run folder (no config.yaml) to resume; give a run "
-                          "folder that `vaekit train` wrote")
-    if not resume and holds_run(run_dir):
-        raise VaekitError(f"{run_dir} already holds a run; continue it with --resume {run_dir} "
-                          "or choose another --out")
-
-
-def restore(run_dir: Path, cfg: Config, model: VAE, opt, state: TrainState) -> None:
-    """Continue from last.pt exactly: weights, optimizer, RNG, loop state and history."""
-    last = load_torch(run_dir / "last.pt", keys=("spec", "model", "optimizer", "rng", "state",
-                                                 "history"))
-    if last["spec"] != model.spec():
-        raise VaekitError(f"the model options differ from those {run_dir} was trained with; "
-                          "resume with the run's own options (only --epochs/--patience)")
+def restore(last: dict[str, Any], cfg: Config, model: VAE, opt, state: TrainState,
+            group: Group) -> None:
+    """Continue from last.pt exactly (on every rank): weights, optimizer, RNG, loop state and
+    history."""
     model.load_state_dict(last["model"])
     opt.load_state_dict(last["optimizer"])
     torch.set_rng_state(last["rng"])
-    if "cuda_rng" in last:
+    if "cuda_rng" in last and model.device.type == "cuda" and not group.distributed:
         torch.cuda.set_rng_state_all(last["cuda_rng"])
     for k, v in last["state"].items():
         setattr(state, k, v)
@@ -227,8 +260,8 @@ def restore(run_dir: Path, cfg: Config, model: VAE, opt, state: TrainState) -> N
     if state.stop_kind == "patience" and not (t.patience and state.bad_epochs >= t.patience):
         state.stop = state.stop_kind = None  # a larger --patience lets the run go on
     elif state.stop_kind == "diverged":
-        state.warn(f"note: {run_dir} {state.stop}; its summary is rewritten, it does not train on")
-    write_metrics(run_dir, state.history)
+        state.warn(f"note: {state.run_dir} {state.stop}; its summary is rewritten, it does not "
+                   "train on")
 
 
 def divergence(part: dict[str, float], state: TrainState) -> str | None:
@@ -249,11 +282,15 @@ def divergence(part: dict[str, float], state: TrainState) -> str | None:
 
 
 def loop(cfg: Config, data: Dataset, model: VAE, opt, state: TrainState, hooks: list[Hook],
-         quiet: bool) -> None:
+         quiet: bool, compute: Compute | None = None) -> None:
     """Epochs until --epochs, early stopping, a hook's stop, or divergence; checkpoints each epoch
-    (best.pt when the validation score improves, then last.pt with the stop, then metrics)."""
+    (best.pt when the validation score improves, then last.pt with the stop, then metrics).
+    Every rank trains; rank 0 validates, decides and writes (`after_epoch`), the others take its
+    decision, so they stop together."""
     t, run_dir = cfg.train, state.run_dir
-    n_batches = math.ceil(len(data.x_train) / t.batch_size)
+    compute = compute or Compute(model)
+    source = batch_source(data.x_train)
+    n_batches = math.ceil(len(source) / t.batch_size)
     show = not quiet and sys.stdout.isatty()
     bar = tqdm(total=max(0, t.epochs - state.epoch) * n_batches, disable=not show, unit="batch",
                desc=f"training {run_dir.name}", leave=False, mininterval=0.5)
@@ -261,47 +298,64 @@ def loop(cfg: Config, data: Dataset, model: VAE, opt, state: TrainState, hooks: 
         while state.epoch < t.epochs and state.stop is None:
             tick = time.perf_counter()
             beta = beta_at(state.epoch, t.beta, t.kl_warmup)
-            part, first_loss = train_epoch(model, opt, data.x_train, cfg, beta, bar)
-            if state.reference_loss is None:
-                state.reference_loss = first_loss
-            reason = divergence(part, state)
-            if reason is None:
-                row = epoch_metrics(model, data, cfg, state.epoch + 1, beta, part,
-                                    time.perf_counter() - tick)
-                score = selection_score(row, t.beta)
-                if not math.isfinite(score):
-                    reason = f"the validation score became {score}"
-            if reason is not None:
-                diverged(state, reason, t.lr)
+            part, first_loss = train_epoch(model, opt, source, cfg, beta, bar, state.epoch, compute)
+            saved = on_master(partial(after_epoch, cfg, data, model, opt, state, hooks, beta, part,
+                                      first_loss, tick, compute), compute.group)
+            for k, v in saved.items():
+                setattr(state, k, v)
+            if saved["stop_kind"] == "diverged":
                 break
-            state.epoch += 1
-            for hook in hooks:
-                hook(row, state)
-            if score > state.best:
-                state.best, state.best_epoch, state.bad_epochs = score, state.epoch, 0
-                save_torch(run_dir / "best.pt", {"spec": model.spec(),
-                                                 "model": model.state_dict(),
-                                                 "epoch": state.epoch})
-            else:
-                state.bad_epochs += 1
-            if state.stop is not None and state.stop_kind is None:
-                state.stop_kind = "hook"
-            if t.patience and state.bad_epochs >= t.patience and state.stop is None:
-                state.stop = f"early stop: no better validation score for {t.patience} epochs"
-                state.stop_kind = "patience"
-            state.history.append(row)
-            last = {"spec": model.spec(), "model": model.state_dict(),
-                    "optimizer": opt.state_dict(), "rng": torch.get_rng_state(),
-                    "state": state.saved(), "history": state.history}
-            if model.device.type == "cuda":  # draws of z come from the device's generator there
-                last["cuda_rng"] = torch.cuda.get_rng_state_all()
-            save_torch(run_dir / "last.pt", last)
-            write_metrics(run_dir, state.history)
-            state.log(format_row(row))
     finally:
         bar.close()
     if state.stop and state.stop_kind != "diverged":
         state.log(state.stop)
+
+
+def after_epoch(cfg: Config, data: Dataset, model: VAE, opt, state: TrainState, hooks: list[Hook],
+                beta: float, part: dict[str, float], first_loss: float, tick: float,
+                compute: Compute) -> dict[str, Any]:
+    """Rank 0, after a training epoch: validation, divergence, hooks, best.pt, early stopping,
+    last.pt and metrics; returns the loop state every rank continues with."""
+    t, run_dir = cfg.train, state.run_dir
+    if state.reference_loss is None:
+        state.reference_loss = first_loss
+    reason = divergence(part, state)
+    if reason is None:
+        row = epoch_metrics(model, data, cfg, state.epoch + 1, beta, part,
+                            time.perf_counter() - tick)
+        score = selection_score(row, t.beta)
+        if not math.isfinite(score):
+            reason = f"the validation score became {score}"
+    if reason is not None:
+        diverged(state, reason, t.lr)
+        return state.saved()
+    state.epoch += 1
+    for hook in hooks:
+        hook(row, state)
+    if score > state.best:
+        state.best, state.best_epoch, state.bad_epochs = score, state.epoch, 0
+        save_torch(run_dir / "best.pt", {"spec": model.spec(), "model": model.state_dict(),
+                                         "epoch": state.epoch})
+    else:
+        state.bad_epochs += 1
+    if state.stop is not None and state.stop_kind is None:
+        state.stop_kind = "hook"
+    if t.patience and state.bad_epochs >= t.patience and state.stop is None:
+        state.stop = f"early stop: no better validation score for {t.patience} epochs"
+        state.stop_kind = "patience"
+    state.history.append(row)
+    last = {"spec": model.spec(), "model": model.state_dict(), "optimizer": opt.state_dict(),
+            "rng": torch.get_rng_state(), "state": state.saved(), "history": state.history}
+    if compute.group.distributed:
+        last["world_size"] = compute.group.world_size
+    if compute.scaler is not None:
+        last["scaler"] = compute.scaler.state_dict()
+    if model.device.type == "cuda":  # draws of z come from the device's generator there
+        last["cuda_rng"] = torch.cuda.get_rng_state_all()
+    save_torch(run_dir / "last.pt", last)
+    write_metrics(run_dir, state.history)
+    state.log(format_row(row))
+    return state.saved()
 
 
 def diverged(state: TrainState, reason: str, lr: float) -> None:

@@ -17,8 +17,9 @@ SPLIT_HELP = ("which split: of the run's own data (the rows it trained, validate
               "val: the run's seeded --val-fraction of the rest); not for a file (default: test)")
 
 
-def add_data_arguments(p, what: str = "examples") -> None:
-    """RUN_DIR, --data, --split, the data options of `train` and --threads/--device."""
+def add_data_arguments(p, what: str = "examples", stream: bool = False) -> None:
+    """RUN_DIR, --data, --split, the data options of `train` and --threads/--device; with
+    stream, --stream (for commands that read their data in order, chunk by chunk)."""
     p.add_argument("run_dir", metavar="RUN_DIR", help="folder written by `vaekit train`")
     p.add_argument("--data", help=f"{what}: a built-in name ({', '.join(BUILTINS)}; its --split) "
                    "or a file/folder (every example, in file order); default: the run's own data, "
@@ -26,6 +27,11 @@ def add_data_arguments(p, what: str = "examples") -> None:
     p.add_argument("--split", choices=("test", "train", "val"), default=argparse.SUPPRESS,
                    help=SPLIT_HELP)
     add_read_options(p)
+    if stream:
+        p.add_argument("--stream", choices=("auto", "on", "off"), default="auto",
+                       help="read a --data file chunk by chunk, in order, never whole (.npy "
+                       "memory-mapped, .parquet by row groups, image folders per chunk); auto: a "
+                       ".npy/.parquet file above 1 GiB (default: auto)")
     add_compute_options(p)
 
 
@@ -44,7 +50,9 @@ def load_data(run, args, source: str | None = None) -> tuple[Tensor, np.ndarray 
     if source is not None:
         return load_for_model(run.model, run.config, source, **read_options(args))
     check_file_options(args)
-    return load_for_model(run.model, run.config, args.data, split_of(args), **read_options(args))
+    reading = read_options(args) | ({"stream": args.stream} if hasattr(args, "stream") else {})
+    return load_for_model(run.model, run.config, args.data, split_of(args),
+                          lazy=hasattr(args, "stream"), **reading)
 
 
 def check_file_options(args) -> None:

@@ -14,7 +14,7 @@ HELP = ("Write the posterior means (and with --with-logvar the log-variances) of
 
 
 def add_arguments(p) -> None:
-    add_data_arguments(p, "examples to encode (seen or unseen)")
+    add_data_arguments(p, "examples to encode (seen or unseen)", stream=True)
     p.add_argument("--out", required=True, metavar="FILE", help="output .npy, .csv or .parquet "
                    "(parquet needs pyarrow)")
     p.add_argument("--with-logvar", action="store_true", help="also write log-variances "

@@ -29,7 +29,7 @@ HELP = ("Evaluate a trained run on data: ELBO, E_q log p(x|z) (reconstruction), 
 
 
 def add_arguments(p) -> None:
-    add_data_arguments(p, "data to evaluate")
+    add_data_arguments(p, "data to evaluate", stream=True)
     p.add_argument("--mc-samples", type=int, default=1, metavar="N",
                    help="draws of z per example for E_q log p(x|z) (default: 1)")
     p.add_argument("--iw-samples", type=int, metavar="K", help="also estimate log p(x) by "

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 from ..config import Config, load_config_file
+from ..distributed import PeerFailed, launch
 from ..errors import VaekitError
 from ..presets import PRESETS, preset
 from ..runs import read_config
@@ -13,7 +16,8 @@ from .common import add_config_options, given_options
 
 HELP = ("Train a VAE (or the autoencoder baseline). With no options: the bundled 8x8 digits, "
         "under a minute on a CPU. Prints the run folder and the test ELBO.")
-RESUMABLE = {"epochs", "patience", "threads"}
+PEER_GRACE_S = 2.0
+RESUMABLE = {"epochs", "patience", "threads", "workers"}
 
 
 def add_arguments(p) -> None:
@@ -28,10 +32,36 @@ def add_arguments(p) -> None:
                    "run trains no further, a folder without a checkpoint starts over")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines "
                    "(the run folder and test ELBO are still printed, warnings still go to stderr)")
+    p.add_argument("--nproc", type=int, metavar="N", help="train with N processes on this "
+                   "machine (DistributedDataParallel; gloo on cpu, nccl on cuda, one GPU each): "
+                   "launches `torchrun --nproc_per_node N -m vaekit train ...`; several machines: "
+                   "run torchrun yourself (docs/scale.md). --batch-size stays the global batch")
     add_config_options(p)
 
 
 def run(args) -> int:
+    if args.nproc is not None and args.nproc < 1:
+        raise VaekitError(f"--nproc must be >= 1, got {args.nproc}")
+    if args.nproc and args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        return launch(without_nproc(args.argv[1:]), args.nproc)
+    try:
+        return train_here(args)
+    except PeerFailed:  # a rank other than 0: rank 0 prints the one line; leave it the time to,
+        time.sleep(PEER_GRACE_S)  # as the launcher stops every rank once one has ended
+        return 2
+
+
+def without_nproc(argv: list[str]) -> list[str]:
+    """The command line each rank runs: this one less --nproc N."""
+    out, skip = [], False
+    for a in argv:
+        if not skip and a != "--nproc" and not a.startswith("--nproc="):
+            out.append(a)
+        skip = a == "--nproc"
+    return out
+
+
+def train_here(args) -> int:
     options = given_options(args)
     if args.resume:
         extra = sorted(set(options) - RESUMABLE) + (["config"] if args.config else []) + (
@@ -43,11 +73,11 @@ def run(args) -> int:
         flat = read_config(Path(args.resume)).to_flat() | options
         run = train(Config.from_flat(flat), out=args.resume, resume=True, quiet=args.quiet,
                     command=args.argv)
-        return print_result(run)
+        return print_result(run) if run is not None else 0
     flat = (preset(args.preset) if args.preset else {}) | (
         load_config_file(args.config) if args.config else {})
     run = train(Config.from_flat(flat | options), out=args.out, quiet=args.quiet, command=args.argv)
-    return print_result(run)
+    return print_result(run) if run is not None else 0
 
 
 def print_result(run) -> int:

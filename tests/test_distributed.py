@@ -1,0 +1,190 @@
+"""Data-parallel training (torch.distributed, gloo on CPU): the sharding of each epoch, and two
+processes against one on the same global batches. Ranks are spawned with torch.multiprocessing
+and run the real CLI (`vaekit.cli.main`), as torchrun would start them."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+import vaekit
+from vaekit.batches import epoch_order, local_batches
+from vaekit.cli import main
+from vaekit.distributed import Group, derive_seed, shard
+
+TIMEOUT_S = 300  # the collectives' timeout in these ranks: a hang would end only after it
+TINY = ["--data", "digits", "--model", "ae", "--hidden", "32", "--latent-dim", "4", "--epochs",
+        "3", "--batch-size", "100", "--patience", "0", "--threads", "1", "--quiet"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rank_main(rank: int, world: int, port: int, argv: list[str], fail_rank: int | None) -> None:
+    """One rank, as torchrun starts it: the group in the environment, then `vaekit ...`."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank), VAEKIT_DIST_TIMEOUT=str(TIMEOUT_S))
+    torch.set_num_threads(1)
+    if rank == fail_rank:  # this rank crashes in its second epoch (after one checkpoint)
+        import importlib
+
+        module = importlib.import_module("vaekit.train")
+        real, calls = module.train_epoch, {"n": 0}
+
+        def crash(*args):
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise RuntimeError("rank crashed on purpose")
+            return real(*args)
+
+        module.train_epoch = crash
+    sys.exit(main(argv))
+
+
+def spawn(argv: list[str], world: int = 2, fail_rank: int | None = None) -> None:
+    mp.spawn(rank_main, args=(world, free_port(), [str(a) for a in argv], fail_rank),
+             nprocs=world, join=True)
+
+
+@pytest.mark.parametrize("n, batch, world", [(1437, 100, 2), (1437, 100, 3), (10, 4, 3), (7, 7, 2)])
+def test_each_example_once_per_epoch_across_ranks_and_workers(n, batch, world):
+    """The oracle: the permutation cut into global batches of `batch`; every rank's part of
+    batch j, in rank order, is batch j (so the union is each example once), with and without
+    workers splitting the batches (j mod K)."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(n))
+    expected = [order.tolist()[i:i + batch] for i in range(0, n, batch)]
+    for workers in (1, 2):
+        seen: dict[int, list] = {}
+        for rank in range(world):
+            for w in range(workers):
+                for j, idx, total in local_batches(order, batch, Group(rank, world), w, workers):
+                    assert total == len(expected[j]) and j % workers == w
+                    seen.setdefault(j, []).append((rank, idx.tolist()))
+        assert sorted(seen) == list(range(len(expected)))
+        for j, parts in seen.items():
+            parts.sort()
+            assert [i for _, part in parts for i in part] == expected[j]
+            sizes = [len(p) for _, p in parts]
+            assert max(sizes) - min(sizes) <= 1
+
+
+def test_a_single_process_draws_its_order_where_it_always_did():
+    """One process: torch.randperm from the global RNG, as the loop before DDP drew it (its
+    runs and their exact resume are unchanged)."""
+    torch.manual_seed(5)
+    expected = torch.randperm(50)
+    torch.manual_seed(5)
+    assert torch.equal(epoch_order(50, 0, 3), expected)
+
+
+def test_shard_and_seeds():
+    assert [shard(10, Group(r, 3)) for r in range(3)] == [slice(0, 4), slice(4, 7), slice(7, 10)]
+    assert len({derive_seed(0, e, r) for e in range(5) for r in range(4)}) == 20
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_two_processes_give_the_metrics_of_one(tmp_path):
+    """The autoencoder's loss has no draws of z, so two ranks on their parts of each global batch
+    of 3 (2 and 1 examples) take the steps one process takes on the whole batch: the same
+    metrics up to float32 rounding of the sums in another order (relative 1e-4 after 2 epochs,
+    958 Adam steps; averaging the ranks' mean losses as equals, 1/2 each instead of 2/3 and 1/3,
+    moves them by more)."""
+    one = vaekit.train(vaekit.Config.from_flat({"data": "digits", "model": "ae", "hidden": [32],
+                                                "latent_dim": 4, "epochs": 2, "batch_size": 3,
+                                                "patience": 0, "threads": 1}),
+                       out=tmp_path / "one", quiet=True)
+    spawn(["train", *TINY, "--epochs", "2", "--batch-size", "3", "--out", tmp_path / "two"])
+    a, b = metrics(one.dir), metrics(tmp_path / "two")
+    assert len(a) == len(b) == 2
+    for ra, rb in zip(a, b, strict=True):
+        for key in ("train_loss", "train_reconstruction", "val_reconstruction"):
+            assert math.isclose(ra[key], rb[key], rel_tol=1e-4), (key, ra[key], rb[key])
+    sa = json.loads((one.dir / "summary.json").read_text())
+    sb = json.loads((tmp_path / "two" / "summary.json").read_text())
+    assert math.isclose(sa["test"]["reconstruction"], sb["test"]["reconstruction"], rel_tol=1e-4)
+    # the same run folder, in form: the same files, config and checkpoints' keys
+    assert sorted(p.name for p in one.dir.iterdir()) == sorted(
+        p.name for p in (tmp_path / "two").iterdir())
+    assert (one.dir / "config.yaml").read_text() == (tmp_path / "two" / "config.yaml").read_text()
+    assert json.loads((tmp_path / "two" / "manifest.json").read_text())["data"]["processes"] == 2
+
+
+@pytest.mark.slow
+def test_resume_with_another_number_of_processes(tmp_path, capsys):
+    """Two ranks train 2 epochs; one process continues to 3: the same global batches, so the
+    autoencoder's metrics match an uninterrupted single-process run (to float rounding)."""
+    spawn(["train", *TINY, "--epochs", "2", "--out", tmp_path / "r"])
+    code = main(["train", "--resume", str(tmp_path / "r"), "--epochs", "3", "--quiet"])
+    assert code == 0
+    assert "was trained with 2 process(es), it continues with 1" in capsys.readouterr().err
+    whole = tmp_path / "whole"
+    assert main(["train", *TINY, "--out", str(whole)]) == 0
+    for ra, rb in zip(metrics(whole), metrics(tmp_path / "r"), strict=True):
+        assert math.isclose(ra["val_reconstruction"], rb["val_reconstruction"], rel_tol=1e-4)
+
+
+def test_a_crashing_rank_ends_every_rank_without_a_hang(tmp_path):
+    """Rank 1 dies in epoch 2: the launcher ends rank 0 (blocked in the gradient all-reduce)
+    long before the collective timeout (TIMEOUT_S; the whole test takes seconds on a quiet
+    machine, under a minute on a busy one); the folder keeps epoch 1's complete checkpoint."""
+    tick = time.monotonic()
+    with pytest.raises(mp.ProcessRaisedException, match="rank crashed on purpose"):
+        spawn(["train", *TINY, "--out", tmp_path / "r"], fail_rank=1)
+    assert time.monotonic() - tick < TIMEOUT_S * 0.8
+    assert len(metrics(tmp_path / "r")) == 1 and not (tmp_path / "r" / "summary.json").exists()
+    assert vaekit.load(tmp_path / "r", "last").model is not None
+
+
+def test_an_error_on_one_rank_is_one_line_from_rank_0(tmp_path, capfd):
+    """Bad input seen by one rank only (its --data is missing): every rank stops, exit 2, and
+    the one line comes from rank 0, naming the rank."""
+    with pytest.raises(mp.ProcessExitedException) as e:
+        spawn_split(tmp_path)
+    assert e.value.exit_code == 2
+    err = capfd.readouterr().err
+    lines = [line for line in err.splitlines() if "error" in line]
+    assert len(lines) == 1 and "rank 1" in lines[0] and "not found" in lines[0], err
+    assert not (tmp_path / "r" / "last.pt").exists()
+
+
+def split_rank_main(rank: int, world: int, port: int, out: str) -> None:
+    data = "digits" if rank == 0 else out + "-missing.npy"
+    rank_main(rank, world, port, ["train", *TINY, "--data", data, "--out", out], None)
+
+
+def spawn_split(tmp_path: Path) -> None:
+    mp.spawn(split_rank_main, args=(2, free_port(), str(tmp_path / "r")), nprocs=2, join=True)
+
+
+@pytest.mark.slow
+def test_nproc_launches_torchrun_and_writes_the_run_folder_of_one_process(tmp_path):
+    """`vaekit train --nproc 2` (torchrun's launcher, as a user runs it): exit 0, the files of a
+    single-process run; a user error is one line on stderr, exit 2, no folder."""
+    import subprocess
+
+    env = dict(os.environ, PYTHONPATH=str(Path(vaekit.__file__).parents[1]))
+    done = subprocess.run([sys.executable, "-m", "vaekit", "train", "--nproc", "2", *TINY, "--out",
+                           str(tmp_path / "r")], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert {"config.yaml", "manifest.json", "metrics.jsonl", "best.pt", "last.pt",
+            "summary.json"} <= {p.name for p in (tmp_path / "r").iterdir()}
+    bad = subprocess.run([sys.executable, "-m", "vaekit", "train", "--nproc", "2", "--data",
+                          str(tmp_path / "missing.npy"), "--out", str(tmp_path / "b")], env=env,
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+    assert "not found" in bad.stderr and not (tmp_path / "b").exists()
