@@ -17,7 +17,7 @@ from sklearn.base import BaseEstimator, OutlierMixin
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .anomaly import SCORES, score
+from .anomaly import PER_EXAMPLE, score
 from .config import Config, default_sizes
 from .data import dataset_from_arrays
 from .train import train
@@ -39,7 +39,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
     """
 
     _parameter_constraints: dict = {
-        "method": [StrOptions(set(SCORES))],
+        "method": [StrOptions(set(PER_EXAMPLE))],
         "contamination": [Interval(Real, 0, 0.5, closed="neither")],
         "latent_dim": [Interval(Integral, 1, None, closed="left"), None],
         "hidden": ["array-like", None],
