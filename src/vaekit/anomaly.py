@@ -210,7 +210,7 @@ SCORES: dict[str, Score] = {
     "likelihood-ratio": likelihood_ratio_score,
     "typicality": typicality_score,
 }
-OOD_DEFAULT = "complexity"  # --method ood: the best out-of-distribution score (docs/anomaly.md)
+OOD_DEFAULT = "typicality"  # --method ood: the best out-of-distribution score (docs/anomaly.md)
 SCORES["ood"] = SCORES[OOD_DEFAULT]
 DEFAULT_SAMPLES = {"kl": 1, "reconstruction": 16, "recon-prob": 16, "elbo": 16, "iw-nll": 100,
                    "complexity": 100, "likelihood-ratio": 100, "typicality": 100}

@@ -33,7 +33,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
     score_samples(X) = -score (higher = more normal), decision_function(X) = score_samples(X) -
     offset_ (negative = outlier), predict(X) in {1 inlier, -1 outlier}.
 
-    method: a per-example score of `vaekit.anomaly.PER_EXAMPLE` (default kl: KL(q(z|x) || p(z)) in
+    method: a per-example score of `vaekit.anomaly.PER_EXAMPLE` (default elbo: -ELBO, in
     nats; see docs/anomaly.md for how it was chosen).
     contamination: expected fraction of outliers in the training data; sets offset_.
     latent_dim, hidden, epochs, batch_size, patience: None = `config.default_sizes` of the training
@@ -59,7 +59,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         "random_state": ["random_state"],
     }
 
-    def __init__(self, method: str = "kl", contamination: float = 0.1,
+    def __init__(self, method: str = "elbo", contamination: float = 0.1,
                  latent_dim: int | None = None, hidden: tuple[int, ...] | None = None,
                  epochs: int | None = None, batch_size: int | None = None, lr: float = 1e-3,
                  patience: int | None = None, samples: int | None = None,
