@@ -12,7 +12,8 @@ of the `vaekit score` registry named in SCORES is computed on the in-distributio
 (label 0) and the out-of-distribution ones (label 1), and its AUROC printed. Typicality is scored
 per example (--group 1) and over groups of --group consecutive images of one set.
 
-    nice -n 5 python benchmarks/ood_images.py                 # ~minutes on 2 CPU cores
+    nice -n 5 python benchmarks/ood_images.py     # 35 min on 2 cores shared with other jobs
+    python benchmarks/ood_images.py --train 2000 --test 200 --epochs 1 --samples 8   # 1.5 min
     python benchmarks/ood_images.py --train 20000 --epochs 10 --samples 100
 """
 

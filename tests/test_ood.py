@@ -172,6 +172,7 @@ def test_likelihood_ratio_is_the_difference_of_two_nlls(gauss_run, capsys, tmp_p
     (["--method", "likelihood-ratio"], ["--background RUN2"]),
     (["--method", "elbo", "--background", "RUN"], ["--background applies to"]),
     (["--method", "typicality", "--group", "0"], ["--group must be >= 1"]),
+    (["--method", "iw-nll", "--group", "5"], ["--group applies to"]),
 ])
 def test_cli_ood_bad_inputs(gauss_run, capsys, argv, words):
     run, folder = gauss_run

@@ -76,6 +76,9 @@ def reference(r, args) -> Reference:
     if args.background is not None and need != "background":
         raise VaekitError(f"--background applies to --method likelihood-ratio, not {args.method}: "
                           "drop it")
+    if args.group != 1 and need != "validation":
+        raise VaekitError(f"--group applies to --method typicality (and ood), not {args.method}: "
+                          "drop it")
     background = None
     if args.background is not None:
         from ..runs import load
