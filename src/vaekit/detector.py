@@ -117,8 +117,8 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         check_is_fitted(self, "model_")
         X = validate_data(self, X, dtype=np.float64, reset=False)
         x = np.array(X, dtype=np.float32)
-        s = [score(m, m.prepare(x), self.method, self.samples, seed=self._seed()).double().numpy()
-             for m in self.models_]
+        s = [score(m, m.prepare(x), self.method, self.samples, seed=self._seed() + k).double().numpy()
+             for k, m in enumerate(self.models_)]  # member k: as a detector seeded seed + k
         return -np.mean(s, axis=0)
 
     def decision_function(self, X) -> np.ndarray:
