@@ -39,7 +39,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from sklearn.model_selection import train_test_split
 
 from vaekit import VAEAnomalyDetector
-from vaekit.anomaly import SCORES, score
+from vaekit.anomaly import PER_EXAMPLE, score
 
 ODDS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "odds"
 HALVES = {
@@ -121,7 +121,7 @@ def run_table(path: Path, seeds: list[int], inner: bool, dets: dict[str, Detecto
             record(name, yb, det.anomaly(fitted, xb))
             if all_scores and name == "vaekit":
                 xm = fitted.model_.prepare(xb)
-                for method in SCORES:
+                for method in PER_EXAMPLE:
                     record(f"vaekit:{method}", yb, score(fitted.model_, xm, method, seed=seed).numpy())
         print(f"  {path.stem} seed {seed}: AUROC "
               + "  ".join(f"{k} {v[-1]:.4f}" for k, v in out["auroc"].items()), flush=True)
@@ -139,6 +139,10 @@ def print_half(half: str, rows: dict[str, dict], columns: list[str], fitted: lis
             print(f"| {name} | {r['n']} | {r['d']} | " + " | ".join(cells) + " |")
         means = [np.mean([np.mean(r[metric][c]) for r in rows.values()]) for c in columns]
         print("| **mean** | | | " + " | ".join(f"**{m:.4f}**" for m in means) + " |")
+    print("\nfit seconds (mean over seeds)\n\n| table | " + " | ".join(fitted) + " |")
+    print("|---|" + "---|" * len(fitted))
+    for name, r in rows.items():
+        print(f"| {name} | " + " | ".join(f"{np.mean(r['fit_s'][c]):.1f}" for c in fitted) + " |")
     print("\nmean fit seconds per seed: " + ", ".join(
         f"{c} {np.mean([np.mean(r['fit_s'][c]) for r in rows.values()]):.2f}" for c in fitted))
     if "vaekit" in columns:

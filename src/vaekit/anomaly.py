@@ -1,14 +1,17 @@
 """Anomaly scores of a trained model: per example, higher = more anomalous, in nats.
 
-Every score is `fn(model, x, samples, seed, batch_size, common) -> (N,)` over model-space x, looked
-up by name in SCORES. The Monte Carlo scores draw z_s = mu + sigma * eps_s, s = 1..S, with each
-example's eps from its own generator, seeded by the seed and the example's bytes: a score depends
-only on the model, the example and the seed (not on the batch size, the order or the other
-examples), and draws are independent across examples, so a score's mean over a data set estimates
-its expectation without a shared offset (the `elbo` score's mean is -ELBO within its standard
-error, whatever the seed). Identical examples get identical draws. common=True shares one set of S
-draws among all examples instead (common random numbers): less noise in the differences between
-examples, for ranking, but every score then carries the same seed-dependent offset.
+Every score is `fn(model, x, samples, seed, batch_size, common, ref) -> (N,)` over model-space x,
+looked up by name in SCORES; `ref` (a `Reference`) carries what the out-of-distribution scores need
+besides the model (a background run, in-distribution validation data; NEEDS says which).
+
+The Monte Carlo scores draw z_s = mu + sigma * eps_s, s = 1..S, with each example's eps from its own
+generator, seeded by the seed and the example's bytes: a score depends only on the model, the
+example and the seed (not on the batch size, the order or the other examples), and draws are
+independent across examples, so a score's mean over a data set estimates its expectation without a
+shared offset (the `elbo` score's mean is -ELBO within its standard error, whatever the seed).
+Identical examples get identical draws. common=True shares one set of S draws among all examples
+instead (common random numbers): less noise in the differences between examples, for ranking, but
+every score then carries the same seed-dependent offset.
 """
 
 from __future__ import annotations
@@ -17,11 +20,13 @@ import hashlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from . import ood
 from .distributions import kl_terms
 from .errors import VaekitError
 from .evaluate import batches
@@ -52,6 +57,15 @@ def example_noise(model, xb: Tensor, samples: int, seed: int) -> Tensor:
         g = torch.Generator().manual_seed(example_seed(row, seed))
         eps[:, b] = torch.randn(samples, model.latent_dim, generator=g)
     return eps.to(model.device)
+
+
+@dataclass
+class Reference:
+    """What the out-of-distribution scores need besides the model and the examples."""
+
+    background: Any = None  # likelihood-ratio: a VAE of the same data shape (see ood.perturb)
+    validation: Tensor | None = None  # typicality: in-distribution held-out examples, model space
+    group: int = 1  # typicality: examples per group (consecutive, in input order)
 
 
 @dataclass
@@ -93,33 +107,35 @@ def per_batch(model, x: Tensor, samples: int, seed: int, batch_size: int,
 
 
 def kl_score(model, x: Tensor, samples: int = 1, seed: int = 0, batch_size: int = 1000,
-             common: bool = False) -> Tensor:
+             common: bool = False, ref: Reference | None = None) -> Tensor:
     """KL(q(z|x) || p(z)): how far the encoding is from the prior (closed form, no draws)."""
     return per_batch(model, x, 1, seed, batch_size, lambda d: d.kl, common=True)
 
 
 def reconstruction_score(model, x: Tensor, samples: int = 16, seed: int = 0,
-                         batch_size: int = 1000, common: bool = False) -> Tensor:
+                         batch_size: int = 1000, common: bool = False,
+                         ref: Reference | None = None) -> Tensor:
     """-E_q log p(x|z), averaged over S draws."""
     return per_batch(model, x, samples, seed, batch_size, lambda d: -d.log_px_z.mean(0), common)
 
 
 def recon_prob_score(model, x: Tensor, samples: int = 16, seed: int = 0,
-                     batch_size: int = 1000, common: bool = False) -> Tensor:
+                     batch_size: int = 1000, common: bool = False,
+                     ref: Reference | None = None) -> Tensor:
     """An & Cho (2015) reconstruction probability, as -log (1/S) sum_s p(x|z_s) (logsumexp)."""
     return per_batch(model, x, samples, seed, batch_size,
                      lambda d: math.log(len(d.log_px_z)) - torch.logsumexp(d.log_px_z, 0), common)
 
 
 def elbo_score(model, x: Tensor, samples: int = 16, seed: int = 0, batch_size: int = 1000,
-               common: bool = False) -> Tensor:
+               common: bool = False, ref: Reference | None = None) -> Tensor:
     """-ELBO = -E_q log p(x|z) + KL(q(z|x) || p(z))."""
     return per_batch(model, x, samples, seed, batch_size, lambda d: d.kl - d.log_px_z.mean(0),
                      common)
 
 
 def iw_nll_score(model, x: Tensor, samples: int = 100, seed: int = 0, batch_size: int = 100,
-                 common: bool = False) -> Tensor:
+                 common: bool = False, ref: Reference | None = None) -> Tensor:
     """-log p(x), importance-sampled with S draws from q(z|x): -(logsumexp_s log w_s - log S)
     (Burda et al. 2015)."""
     if not model.stochastic:
@@ -129,22 +145,91 @@ def iw_nll_score(model, x: Tensor, samples: int = 100, seed: int = 0, batch_size
                      lambda d: math.log(len(d.log_w)) - torch.logsumexp(d.log_w, 0), common)
 
 
+# --- out-of-distribution scores (ood.py has the statistics and their references) ---------------
+def needed(ref: Reference | None, field: str, method: str, how: str):
+    """ref.field, or one line saying how to give it."""
+    value = None if ref is None else getattr(ref, field)
+    if value is None:
+        raise VaekitError(f"--method {method} needs {how}")
+    return value
+
+
+def complexity_score(model, x: Tensor, samples: int = 100, seed: int = 0, batch_size: int = 100,
+                     common: bool = False, ref: Reference | None = None) -> Tensor:
+    """Serrà et al. (2020): -log p(x) (importance-sampled, iw-nll) minus the PNG code length of x
+    (ood.png_nats), both nats of the 8-bit image: how much worse the model codes x than a generic
+    compressor. 8-bit image runs only."""
+    if not model.image:
+        raise VaekitError("--method complexity needs an 8-bit image run (it subtracts a PNG code "
+                          "length); this run models tabular data: choose another --method")
+    data = model.restore(x.reshape(len(x), -1).to(model.shift))  # (N, C, H, W), data space
+    dequantized = model.likelihood.continuous and bool((model.scale == 256).all())  # data.py's (k+u)/256
+    levels = ood.as_levels(data, dequantized)
+    nll = iw_nll_score(model, x, samples, seed, batch_size, common)
+    return nll.double() - ood.png_nats(levels)
+
+
+def likelihood_ratio_score(model, x: Tensor, samples: int = 100, seed: int = 0,
+                           batch_size: int = 100, common: bool = False,
+                           ref: Reference | None = None) -> Tensor:
+    """Ren et al. (2019): -log p(x) under the model minus -log p(x) under ref.background (a VAE
+    trained on perturbed inputs, ood.perturb), both importance-sampled, nats of the data as given:
+    what the model knows about x beyond the background's population-level statistics."""
+    bg = needed(ref, "background", "likelihood-ratio", "a background run: --background RUN2, a "
+                "run trained on the same kind of data with ood.perturb applied (see docs/anomaly.md)")
+    if tuple(bg.input_shape) != tuple(model.input_shape):
+        raise VaekitError(f"the background run models examples of shape {tuple(bg.input_shape)} "
+                          f"but this run {tuple(model.input_shape)}; train it on the same data shape")
+    same = torch.equal(bg.shift.to(model.shift), model.shift) and torch.equal(
+        bg.scale.to(model.scale), model.scale)  # same preprocessing (8-bit images): same x, same draws
+    x_bg = x if same else bg.prepare(model.restore(x.reshape(len(x), -1).to(model.shift)))
+    nll = iw_nll_score(model, x, samples, seed, batch_size, common)
+    return nll.double() - iw_nll_score(bg, x_bg.to(bg.shift), samples, seed, batch_size,
+                                       common).double()
+
+
+def typicality_score(model, x: Tensor, samples: int = 100, seed: int = 0, batch_size: int = 100,
+                     common: bool = False, ref: Reference | None = None) -> Tensor:
+    """Nalisnick et al. (2019): |mean -log p(x) of a group of ref.group consecutive examples - H|,
+    H the mean -log p(x) of ref.validation (the entropy estimate), nats; each example gets its
+    group's value, so a score depends on its group's other examples (not with group 1)."""
+    val = needed(ref, "validation", "typicality", "in-distribution validation data (the CLI "
+                 "uses the run's validation split)")
+    entropy = float(iw_nll_score(model, val, samples, seed, batch_size, common).double().mean())
+    nll = iw_nll_score(model, x, samples, seed, batch_size, common).double()
+    return ood.typicality(nll, entropy, 1 if ref is None else ref.group)
+
+
 SCORES: dict[str, Score] = {
     "kl": kl_score,
     "reconstruction": reconstruction_score,
     "recon-prob": recon_prob_score,
     "elbo": elbo_score,
     "iw-nll": iw_nll_score,
+    "complexity": complexity_score,
+    "likelihood-ratio": likelihood_ratio_score,
+    "typicality": typicality_score,
 }
-DEFAULT_SAMPLES = {"kl": 1, "reconstruction": 16, "recon-prob": 16, "elbo": 16, "iw-nll": 100}
+OOD_DEFAULT = "typicality"  # --method ood: the best out-of-distribution score (docs/anomaly.md)
+SCORES["ood"] = SCORES[OOD_DEFAULT]
+DEFAULT_SAMPLES = {"kl": 1, "reconstruction": 16, "recon-prob": 16, "elbo": 16, "iw-nll": 100,
+                   "complexity": 100, "likelihood-ratio": 100, "typicality": 100}
+DEFAULT_SAMPLES["ood"] = DEFAULT_SAMPLES[OOD_DEFAULT]
+# What a score needs besides the model: a Reference field, or the kind of data (complexity)
+NEEDS = {"complexity": "8-bit images", "likelihood-ratio": "background",
+         "typicality": "validation"}
+NEEDS["ood"] = NEEDS[OOD_DEFAULT]
+PER_EXAMPLE = [m for m in SCORES if m not in NEEDS]  # scores of any run from the model alone
 
 
 def score(model, x: Tensor, method: str = "elbo", samples: int | None = None, seed: int = 0,
-          batch_size: int | None = None, common: bool = False) -> Tensor:
+          batch_size: int | None = None, common: bool = False,
+          ref: Reference | None = None) -> Tensor:
     """Anomaly scores (N,) of model-space x by a SCORES name; higher = more anomalous.
 
     common: the same draws of z for every example (common random numbers; for ranking), instead
-    of independent draws per example (see the module's docstring)."""
+    of independent draws per example (see the module's docstring). ref: what the scores in NEEDS
+    need (a background run, validation data, the typicality group size)."""
     if method not in SCORES:
         raise VaekitError(f"unknown score {method!r}; choose one of {', '.join(SCORES)}")
     samples = DEFAULT_SAMPLES[method] if samples is None else samples
@@ -154,7 +239,7 @@ def score(model, x: Tensor, method: str = "elbo", samples: int | None = None, se
         batch_size = MAX_ROWS
     x = x.to(dtype=model.shift.dtype)  # float32, or float64 for a model made .double()
     return SCORES[method](model, x, samples=samples, seed=seed, batch_size=batch_size,
-                          common=common)
+                          common=common, ref=ref)
 
 
 # --- thresholds and metrics -------------------------------------------------------------------

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..anomaly import SCORES, anomaly_target, detection_metrics, score, threshold
+from .. import anomaly
+from ..anomaly import NEEDS, OOD_DEFAULT, SCORES, Reference, score, threshold
 from ..data import load_for_model
+from ..errors import VaekitError
 from ..outputs import check_out
 from ..runs import atomic_write
 from .common import add_seed_option, check_seed_option, load_run, read_options
@@ -25,9 +27,18 @@ def add_arguments(p) -> None:
     add_data_arguments(p, "examples to score")
     p.add_argument("--method", choices=list(SCORES), default="elbo",
                    help="kl | reconstruction (-E_q log p(x|z)) | recon-prob (An & Cho 2015) | "
-                   "elbo (-ELBO) | iw-nll (-importance-sampled log p(x)) (default: elbo)")
+                   "elbo (-ELBO) | iw-nll (-importance-sampled log p(x)); out-of-distribution "
+                   "(docs/anomaly.md): complexity (iw-nll minus the PNG code length, 8-bit images; "
+                   "Serra et al. 2020) | likelihood-ratio (iw-nll minus the --background run's; "
+                   "Ren et al. 2019) | typicality (|mean iw-nll of a --group - the validation "
+                   f"split's|; Nalisnick et al. 2019) | ood (the recommended one: {OOD_DEFAULT}) "
+                   "(default: elbo)")
     p.add_argument("--samples", type=int, metavar="S", help="draws of z per example (default: 16; "
-                   "iw-nll: 100)")
+                   "iw-nll and the out-of-distribution scores: 100)")
+    p.add_argument("--background", metavar="RUN2", help="likelihood-ratio: a run trained on the "
+                   "same kind of data, perturbed (vaekit.ood.perturb; docs/anomaly.md)")
+    p.add_argument("--group", type=int, default=1, metavar="M", help="typicality: consecutive "
+                   "examples scored together (each gets its group's score; default: 1)")
     add_seed_option(p, "the draws")
     p.add_argument("--common-draws", action="store_true", help="the same S draws of z for every "
                    "example (common random numbers): steadier ranking between near-identical "
@@ -59,27 +70,50 @@ def scores_csv(s: np.ndarray, method: str, labels, flagged) -> str:
     return buf.getvalue()
 
 
+def reference(r, args) -> Reference:
+    """What --method needs besides the run (NEEDS): the --background run, the validation split."""
+    need = NEEDS.get(args.method)
+    if args.background is not None and need != "background":
+        raise VaekitError(f"--background applies to --method likelihood-ratio, not {args.method}: "
+                          "drop it")
+    if args.group != 1 and need != "validation":
+        raise VaekitError(f"--group applies to --method typicality (and ood), not {args.method}: "
+                          "drop it")
+    background = None
+    if args.background is not None:
+        from ..runs import load
+
+        background = load(Path(args.background), device=str(r.model.device)).model
+    validation = None
+    if need == "validation":
+        validation, _ = load_for_model(r.model, r.config, None, "val", **read_options(args))
+    return Reference(background, validation, args.group)
+
+
 def run(args) -> int:
     check_seed_option(args)
+    if args.group < 1:
+        raise VaekitError(f"--group must be >= 1, got {args.group}")
     if args.out:
         check_out(args.out)
     r = load_run(args)
+    ref = reference(r, args)
     x, y = load_data(r, args)
-    target = None if y is None else anomaly_target(y, args.anomaly_label)
-    s = score(r.model, x, args.method, args.samples, args.seed, common=args.common_draws)
+    target = None if y is None else anomaly.anomaly_target(y, args.anomaly_label)
+    s = score(r.model, x, args.method, args.samples, args.seed, common=args.common_draws, ref=ref)
     s = s.double().numpy()
     flagged, lines = None, []
     rate = args.fpr if args.fpr is not None else args.contamination
     if rate is not None:
         x_val, _ = load_for_model(r.model, r.config, None, "val", **read_options(args))
         cut = threshold(score(r.model, x_val, args.method, args.samples, args.seed,
-                              common=args.common_draws), rate)
+                              common=args.common_draws, ref=ref), rate)
         flagged = s > cut
         how = "fpr" if args.fpr is not None else "contamination"
         lines.append(f"threshold {cut:.4g} (validation {how} {rate:g}): {int(flagged.sum())} of "
                      f"{len(s)} flagged")
     if target is not None and 0 < target.sum() < len(target):
-        m = detection_metrics(s, target)
+        m = anomaly.detection_metrics(s, target)
         lines.append(f"AUROC {m['auroc']:.4f}  average precision {m['average_precision']:.4f} "
                      f"({int(target.sum())} anomalies in {len(s)})")
     text = scores_csv(s, args.method, y, flagged)
