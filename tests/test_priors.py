@@ -1,0 +1,172 @@
+"""The learned priors (mog, vamp) against independent oracles: torch.distributions' mixtures and
+Gaussian KLs, logsumexp written out; and the commands that consume a prior."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import quick_config, run_cli
+from torch.distributions import (
+    Categorical,
+    Independent,
+    MixtureSameFamily,
+    Normal,
+    kl_divergence,
+)
+
+import vaekit
+from vaekit.config import ModelConfig
+from vaekit.distributions import kl_terms
+from vaekit.model import VAE
+from vaekit.priors import GaussianMixture
+
+F64 = torch.float64
+
+
+def oracle_mixture(loc, logvar, logits) -> MixtureSameFamily:
+    return MixtureSameFamily(Categorical(logits=logits),
+                             Independent(Normal(loc, torch.exp(0.5 * logvar)), 1))
+
+
+def test_mixture_log_density_equals_torch_mixture_same_family():
+    torch.manual_seed(0)
+    loc, logvar = torch.randn(5, 3, dtype=F64), torch.randn(5, 3, dtype=F64)
+    logits = torch.randn(5, dtype=F64)
+    z = 2 * torch.randn(7, 4, 3, dtype=F64)
+    ours = GaussianMixture(loc, logvar, logits).log_prob(z)
+    assert ours.shape == (7, 4)
+    assert torch.allclose(ours, oracle_mixture(loc, logvar, logits).log_prob(z), rtol=0, atol=1e-12)
+
+
+def test_mixture_samples_follow_the_weights_and_the_components():
+    loc = torch.tensor([[-10.0, 0.0], [10.0, 5.0]], dtype=F64)
+    logvar = torch.log(torch.tensor([[1.0, 4.0], [0.25, 1.0]], dtype=F64))
+    p = GaussianMixture(loc, logvar, torch.log(torch.tensor([0.3, 0.7], dtype=F64)))
+    z = p.sample((40_000,), generator=torch.Generator().manual_seed(0))
+    right = z[:, 0] > 0
+    share = float(right.double().mean())
+    assert abs(share - 0.7) < 4 * math.sqrt(0.7 * 0.3 / len(z))
+    for k, mask in ((0, ~right), (1, right)):  # each component's mean and sd, within ~4 s.e.
+        part = z[mask]
+        sd = torch.exp(0.5 * logvar[k])
+        assert ((part.mean(0) - loc[k]).abs() < 4 * sd / math.sqrt(len(part))).all()
+        assert ((part.std(0) / sd - 1).abs() < 0.05).all()
+
+
+def test_mixture_marginal_quantiles_invert_the_marginal_cdf():
+    loc = torch.tensor([[-2.0, 0.0], [3.0, 1.0], [0.5, -1.0]], dtype=F64)
+    logvar = torch.tensor([[0.0, 0.5], [-1.0, 0.0], [0.3, -0.2]], dtype=F64)
+    w = torch.tensor([0.2, 0.5, 0.3], dtype=F64)
+    p = torch.tensor([0.001, 0.1, 0.5, 0.9, 0.999], dtype=F64)
+    for d in (0, 1):
+        q = GaussianMixture(loc, logvar, w.log()).marginal_icdf(p, d)
+        cdf = sum(w[k] * Normal(loc[k, d], torch.exp(0.5 * logvar[k, d])).cdf(q) for k in range(3))
+        assert torch.allclose(cdf, p, atol=1e-10)
+
+
+def tiny_model(prior: str, latent: int = 2, d: int = 5, **kw) -> VAE:
+    model = VAE(ModelConfig(likelihood="bernoulli", hidden=(6,), latent_dim=latent, prior=prior, **kw),
+                (d,))
+    return model.double()
+
+
+def test_mog_with_one_component_at_the_standard_normal_gives_the_standard_elbo_in_expectation():
+    torch.manual_seed(0)
+    model = tiny_model("mog", prior_components=1)
+    with torch.no_grad():
+        model.prior.loc.zero_()
+        model.prior.logvar.zero_()
+    z0 = torch.randn(9, 2, dtype=F64)
+    standard = Independent(Normal(torch.zeros(2, dtype=F64), 1.0), 1).log_prob(z0)
+    assert torch.allclose(model.prior.dist().log_prob(z0), standard, rtol=0, atol=1e-12)
+    x = torch.bernoulli(torch.full((3, 5), 0.4, dtype=F64))
+    S = 20_000
+    torch.manual_seed(1)
+    terms = model.elbo_terms(x, S)
+    assert not terms.kl_analytic
+    torch.manual_seed(1)  # the same draws z, written out here: the oracle ELBO
+    q = model.encode(x)
+    z = q.rsample((S,))
+    rec = torch.distributions.Bernoulli(logits=model.decoder(z)).log_prob(x).sum(-1)  # (S, B)
+    qn = Independent(Normal(q.loc, torch.exp(0.5 * q.logvar)), 1)
+    pn = Independent(Normal(torch.zeros(2, dtype=F64), torch.ones(2, dtype=F64)), 1)
+    oracle = rec.mean(0) - kl_divergence(qn, pn)
+    mc = rec - (qn.log_prob(z) - pn.log_prob(z))  # per-draw ELBO values
+    stderr = mc.std(0) / math.sqrt(S)
+    assert ((terms.elbo() - oracle).abs() < 4 * stderr).all(), (terms.elbo(), oracle, stderr)
+    assert ((terms.kl - kl_divergence(qn, pn)).abs() < 4 * stderr).all()
+    assert stderr.max() < 0.02  # tight enough that a wrong term (a missing constant) breaks it
+
+
+def test_monte_carlo_kl_to_a_one_component_mixture_matches_the_gaussian_kl():
+    torch.manual_seed(2)
+    mu, logvar = torch.randn(4, 3, dtype=F64), torch.randn(4, 3, dtype=F64)
+    m, lv = torch.randn(1, 3, dtype=F64), torch.randn(1, 3, dtype=F64)
+    q = vaekit.distributions.DiagonalGaussian(mu, logvar)
+    p = GaussianMixture(m, lv, torch.zeros(1, dtype=F64))
+    z = q.rsample((20_000,))
+    kl = kl_terms(q, p, z)
+    exact = kl_divergence(Independent(Normal(mu, torch.exp(0.5 * logvar)), 1),
+                          Independent(Normal(m[0], torch.exp(0.5 * lv[0])), 1))
+    stderr = (q.log_prob(z) - p.log_prob(z)).std(0) / math.sqrt(len(z))
+    assert not kl.analytic and kl.per_dim is None
+    assert ((kl.total - exact).abs() < 4 * stderr).all()
+
+
+def test_vamp_log_density_is_the_logsumexp_over_the_pseudo_inputs_posteriors():
+    torch.manual_seed(3)
+    model = tiny_model("vamp", latent=3, d=6, prior_components=7)
+    model.init_output_bias(torch.rand(20, 6, dtype=F64))
+    z = torch.randn(11, 3, dtype=F64)
+    ours = model.prior.dist().log_prob(z)
+    mu, logvar = model.encoder(model.prior.pseudo_inputs).chunk(2, -1)  # (K, L) each
+    comp = Normal(mu, torch.exp(0.5 * logvar)).log_prob(z[:, None, :]).sum(-1)  # (11, K)
+    oracle = torch.logsumexp(comp, 1) - math.log(7)
+    assert torch.allclose(ours, oracle, rtol=0, atol=1e-12)
+    loss = -ours.sum()  # the pseudo-inputs are learned: the density has gradients to them
+    loss.backward()
+    assert model.prior.pseudo_inputs.grad.abs().sum() > 0
+
+
+def test_vamp_pseudo_inputs_start_at_training_examples():
+    model = tiny_model("vamp", latent=2, d=4, prior_components=3)
+    x = torch.arange(40, dtype=F64).reshape(10, 4)
+    model.init_output_bias(x / 40)
+    rows = {tuple(r) for r in (x / 40).tolist()}
+    assert all(tuple(u) in rows for u in model.prior.pseudo_inputs.tolist())
+
+
+def test_vamp_needs_the_gaussian_posterior():
+    with pytest.raises(vaekit.VaekitError, match="--posterior gaussian"):
+        quick_config(prior="vamp", posterior="iaf")
+
+
+@pytest.mark.parametrize("prior", ["mog", "vamp"])
+def test_train_and_use_a_learned_prior_on_images(prior, tiny_images, tmp_path, capsys):
+    run = tmp_path / "run"
+    code, _, err = run_cli(capsys, "train", "--data", tiny_images, "--prior", prior,
+                           "--prior-components", "5", "--epochs", "1", "--hidden", "16",
+                           "--latent-dim", "2", "--batch-size", "50", "--out", run, "--threads", "1")
+    assert code == 0, err
+    code, out, err = run_cli(capsys, "eval", run, "--iw-samples", "10", "--json")
+    assert code == 0, err
+    assert "kl_per_dim" in out
+    for argv in (["sample", run, "-n", "8", "--out", tmp_path / "s.npy"],
+                 ["manifold", run, "--steps", "3", "--out", tmp_path / "m.npy"],
+                 ["traverse", run, "--dims", "0,1", "--steps", "3", "--out", tmp_path / "t.npy"],
+                 ["interpolate", run, "--from", "0", "--to", "1", "--steps", "3",
+                  "--out", tmp_path / "i.npy"]):
+        code, _, err = run_cli(capsys, *argv)
+        assert code == 0, (argv, err)
+    grid = np.load(tmp_path / "m.npy")
+    assert np.isfinite(grid).all() and len(grid) == 9
+
+
+def test_train_vamp_on_a_table(tiny_table, tmp_path, capsys):
+    code, _, err = run_cli(capsys, "train", "--data", tiny_table, "--prior", "vamp",
+                           "--prior-components", "4", "--epochs", "2", "--out", tmp_path / "run",
+                           "--threads", "1")
+    assert code == 0, err
+    code, out, err = run_cli(capsys, "eval", tmp_path / "run", "--iw-samples", "10", "--json")
+    assert code == 0, err
