@@ -218,6 +218,12 @@ def _pairwise_gaussian(q: DiagonalGaussian, z: Tensor) -> Tensor:
 PAIRWISE: dict[type, Callable[[Distribution, Tensor], Tensor]] = {DiagonalGaussian: _pairwise_gaussian}
 
 
+def has_pairwise(q: Distribution) -> bool:
+    """Whether log q(z_b | x_n) of every pair is cheap (a closed form in PAIRWISE): not for the
+    iaf posterior, whose density at another example's draw inverts the flow (O(L) passes)."""
+    return type(q) in PAIRWISE
+
+
 def pairwise_log_prob(q: Distribution, z: Tensor) -> Tensor:
     """log q(z_b | x_n) for every draw z_b (b, L) and every example n of q's batch (N,): (b, N)."""
     fast = PAIRWISE.get(type(q))
