@@ -16,6 +16,7 @@ from torch.distributions import (
 )
 
 import vaekit
+from vaekit import latent
 from vaekit.config import ModelConfig
 from vaekit.distributions import kl_terms
 from vaekit.model import VAE
@@ -170,3 +171,42 @@ def test_train_vamp_on_a_table(tiny_table, tmp_path, capsys):
     assert code == 0, err
     code, out, err = run_cli(capsys, "eval", tmp_path / "run", "--iw-samples", "10", "--json")
     assert code == 0, err
+
+
+def test_commands_say_what_a_mixture_prior_changes(tiny_images, tmp_path, capsys):
+    run = tmp_path / "run"
+    code, _, err = run_cli(capsys, "train", "--data", tiny_images, "--prior", "mog",
+                           "--prior-components", "3", "--epochs", "1", "--hidden", "16",
+                           "--latent-dim", "2", "--batch-size", "50", "--out", run, "--threads", "1")
+    assert code == 0, err
+    code, _, err = run_cli(capsys, "interpolate", run, "--from", "0", "--to", "1", "--spherical",
+                           "--out", tmp_path / "i.npy")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "--spherical" in err
+    code, out, err = run_cli(capsys, "traverse", run, "--steps", "3", "--out", tmp_path / "t.npy")
+    assert code == 0, err
+    assert "code variance" in out and "prior's mean" in out
+    code, _, err = run_cli(capsys, "report", run, "--out", tmp_path / "r.html")
+    assert code == 0, err
+    page = (tmp_path / "r.html").read_text()
+    assert "KL per latent dimension is undefined" in page and "3 mixture components" in page
+
+
+def test_traversal_and_manifold_codes_follow_the_mixture_marginals():
+    model = tiny_model("mog", latent=2, d=4, prior_components=2)
+    with torch.no_grad():
+        model.prior.loc.copy_(torch.tensor([[-4.0, 1.0], [2.0, 3.0]]))
+        model.prior.logvar.copy_(torch.log(torch.tensor([[1.0, 0.25], [4.0, 1.0]])))
+        model.prior.logits.copy_(torch.log(torch.tensor([0.25, 0.75])))
+    w, m = torch.tensor([0.25, 0.75]), torch.tensor([[-4.0, 1.0], [2.0, 3.0]])
+    v = torch.tensor([[1.0, 0.25], [4.0, 1.0]])
+    mean = (w[:, None] * m).sum(0)
+    sd = ((w[:, None] * (v + m.square())).sum(0) - mean.square()).sqrt()
+    values = latent.prior_values(model, [1, 0], torch.tensor([-3.0, 0.0, 3.0]))
+    expect = torch.stack([mean[1] + sd[1] * torch.tensor([-3.0, 0, 3]),
+                          mean[0] + sd[0] * torch.tensor([-3.0, 0, 3])])
+    assert torch.allclose(values, expect, atol=1e-5)
+    codes = latent.manifold_codes(2, 4, (0, 1), model.prior.dist())
+    p = (torch.arange(4) + 0.5) / 4
+    for d, column in ((0, codes[:4, 0]), (1, codes[::4, 1].flip(0))):
+        cdf = sum(w[k] * Normal(m[k, d], v[k, d].sqrt()).cdf(column) for k in range(2))
+        assert torch.allclose(cdf, p, atol=1e-5)

@@ -92,6 +92,10 @@ class StandardNormal(Distribution):
     def mean(self) -> Tensor:
         return torch.zeros(self.latent_dim, device=self.device, dtype=self.dtype)
 
+    @property
+    def variance(self) -> Tensor:
+        return torch.ones(self.latent_dim, device=self.device, dtype=self.dtype)
+
     def from_noise(self, eps: Tensor, generator: torch.Generator | None = None) -> Tensor:
         return eps
 
@@ -285,6 +289,7 @@ POSTERIORS: dict[str, PosteriorEntry] = {  # named functions, not lambdas: model
 
 class StandardNormalPrior(Prior):
     caption = "z ~ N(0, I)"
+    isotropic = True
 
     def dist(self) -> StandardNormal:
         return StandardNormal(self.latent_dim, self.anchor.device, self.anchor.dtype)

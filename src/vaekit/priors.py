@@ -49,6 +49,17 @@ class GaussianMixture(Distribution):
     def mean(self) -> Tensor:
         return (self.log_weights.exp()[:, None] * self.loc).sum(0)
 
+    @property
+    def variance(self) -> Tensor:
+        """Of each dimension's marginal (L,): sum_k w_k (sigma_k^2 + mu_k^2) - mean^2."""
+        w = self.log_weights.exp()[:, None]
+        return (w * (self.logvar.exp() + self.loc.square())).sum(0) - self.mean.square()
+
+    @property
+    def component_means(self) -> Tensor:
+        """(K, L): the components' centres (drawn on the report's latent map)."""
+        return self.loc
+
     def component_log_prob(self, z: Tensor) -> Tensor:
         """log w_k + log N(z; loc_k, sigma_k^2) for z (n, L): (n, K)."""
         d = (z[:, None, :] - self.loc).square() * torch.exp(-self.logvar)  # (n, K, L)
@@ -80,8 +91,8 @@ class GaussianMixture(Distribution):
     def marginal_icdf(self, p: Tensor, dim: int) -> Tensor:
         """Quantiles of the marginal of dimension `dim` (a mixture of 1-D Gaussians) at
         probabilities p (S,): bisection on its CDF in float64, to 1e-12 of the bracket."""
-        loc, sd = self.loc[:, dim].double().cpu(), torch.exp(0.5 * self.logvar[:, dim]).double().cpu()
-        w = self.log_weights.double().cpu().exp()
+        loc, logvar = self.loc.detach()[:, dim].double().cpu(), self.logvar.detach()[:, dim].double()
+        sd, w = torch.exp(0.5 * logvar).cpu(), self.log_weights.detach().double().cpu().exp()
         lo = torch.full_like(p, float((loc - 12 * sd).min()), dtype=torch.float64)
         hi = torch.full_like(p, float((loc + 12 * sd).max()), dtype=torch.float64)
         for _ in range(64):
@@ -97,6 +108,7 @@ class Prior(nn.Module):
     distribution object on the module's device."""
 
     caption = "z ~ p(z)"
+    isotropic = False  # a centred isotropic Gaussian (the spherical interpolation path assumes it)
 
     def __init__(self, latent_dim: int):
         super().__init__()
