@@ -2,6 +2,7 @@
 Gaussian KLs, logsumexp written out; and the commands that consume a prior."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from torch.distributions import (
 
 import vaekit
 from vaekit import latent
-from vaekit.config import ModelConfig
+from vaekit.config import Config, ModelConfig
 from vaekit.distributions import kl_terms
 from vaekit.model import VAE
 from vaekit.priors import GaussianMixture
@@ -210,3 +211,14 @@ def test_traversal_and_manifold_codes_follow_the_mixture_marginals():
     for d, column in ((0, codes[:4, 0]), (1, codes[::4, 1].flip(0))):
         cdf = sum(w[k] * Normal(m[k, d], v[k, d].sqrt()).cdf(column) for k in range(2))
         assert torch.allclose(cdf, p, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["mnist-nll-vamp", "mnist-nll-iaf"])
+def test_nll_presets_match_their_shipped_config_files(name):
+    import yaml
+
+    from vaekit.presets import PRESETS
+    shipped = yaml.safe_load((Path(__file__).parents[1] / "configs" / f"{name}.yaml").read_text())
+    assert shipped == PRESETS[name]
+    cfg = Config.from_flat(shipped)
+    assert cfg.model.prior == "vamp" or cfg.model.posterior == "iaf"
