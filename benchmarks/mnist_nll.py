@@ -46,7 +46,9 @@ PUBLISHED = [
 def run_preset(name: str, args) -> dict:
     """Train (or continue) RUNS/NAME up to --epochs, then measure it on the test set."""
     flat = preset(name) | {"data_dir": args.data_dir, "epochs": args.epochs, "threads": args.threads}
-    run = train(Config.from_flat(flat), out=Path(args.runs) / name, resume=True, quiet=args.quiet)
+    out = Path(args.runs) / name
+    run = train(Config.from_flat(flat), out=out, resume=(out / "config.yaml").is_file(),
+                quiet=args.quiet)
     model = run.model.eval()
     x, _ = load_for_model(model, run.config, None, "test")
     x = x[:args.n]

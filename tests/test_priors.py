@@ -222,3 +222,9 @@ def test_nll_presets_match_their_shipped_config_files(name):
     assert shipped == PRESETS[name]
     cfg = Config.from_flat(shipped)
     assert cfg.model.prior == "vamp" or cfg.model.posterior == "iaf"
+
+
+@pytest.mark.parametrize("part", [{"prior": "mog"}, {"prior": "vamp"}, {"posterior": "iaf"}])
+def test_free_bits_are_refused_where_the_kl_does_not_split_over_dimensions(part):
+    with pytest.raises(vaekit.VaekitError, match="--free-bits"):
+        quick_config(free_bits=0.5, **part)

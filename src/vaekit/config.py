@@ -273,6 +273,9 @@ def validate(cfg: Config) -> None:
         (positive(m.prior_components), "--prior-components must be positive"),
         (m.flow_steps >= 0, "--flow-steps must be >= 0"),
         (m.flow_hidden >= 1, "--flow-hidden must be >= 1"),
+        (t.free_bits == 0 or (m.prior == "normal" and m.posterior_name != "iaf"),
+         "--free-bits needs the KL of each latent dimension, which a mog/vamp prior or an iaf "
+         "posterior does not have (their KL is a Monte Carlo estimate of the whole): drop --free-bits"),
         (m.prior != "vamp" or m.posterior_name == "gaussian",
          "--prior vamp is a mixture of diagonal-Gaussian posteriors: use --posterior gaussian"),
         (m.model == "vae" or m.posterior in ("auto", "point"),
