@@ -25,7 +25,7 @@ from torch.distributions import Distribution, Normal, constraints, kl_divergence
 
 from .errors import VaekitError
 from .flows import IAF, IAFPosterior
-from .priors import MixturePrior, Prior, VampPrior
+from .priors import GaussianMixture, MixturePrior, Prior, VampPrior
 
 if TYPE_CHECKING:
     from .config import ModelConfig
@@ -171,6 +171,7 @@ def gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:
 KL_PER_DIM: dict[tuple[type, type], Callable[[Distribution, Distribution], Tensor]] = {
     (DiagonalGaussian, StandardNormal): lambda q, p: gaussian_kl(q.loc, q.logvar),
     (PointMass, StandardNormal): lambda q, p: torch.zeros_like(q.loc),
+    (PointMass, GaussianMixture): lambda q, p: torch.zeros_like(q.loc),  # the autoencoder: no KL
 }
 
 
