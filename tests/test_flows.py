@@ -115,3 +115,5 @@ def test_train_and_evaluate_an_iaf_posterior(data, request, tmp_path, capsys):
     assert code == 0, err
     code, _, err = run_cli(capsys, "sample", run, "-n", "4", "--out", tmp_path / "s.npy")
     assert code == 0, err
+    code, _, err = run_cli(capsys, "encode", run, "--with-logvar", "--out", tmp_path / "e.npy")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "variance" in err

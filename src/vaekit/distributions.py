@@ -10,6 +10,9 @@ In the style of torch.distributions (they subclass `Distribution`): `rsample(sha
 
 The autoencoder's code is a `PointMass`: z = the code, no density, and by convention no KL term
 (its objective is the reconstruction alone; its rate is not measured and reported as 0).
+
+The registries POSTERIORS and PRIORS are at the end; entries with more code live in their own
+modules: the learned mixture priors (mog, vamp) in priors.py, the iaf posterior in flows.py.
 """
 
 from __future__ import annotations

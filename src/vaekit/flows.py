@@ -114,8 +114,10 @@ class IAFPosterior(Distribution):
 
     @property
     def mean(self) -> Tensor:
-        """The flow at eps = 0 (B, L): the centre of q, not E_q[z] (which has no closed form)."""
-        return self.flow(self.loc, self.context)[0]
+        """The flow at eps = 0 (B, L): the centre of q, not E_q[z] (which has no closed form).
+        Differentiable when the encoder's outputs are (else a plain tensor, like theirs)."""
+        with torch.set_grad_enabled(self.loc.requires_grad and torch.is_grad_enabled()):
+            return self.flow(self.loc, self.context)[0]
 
     def _flow(self, z0: Tensor) -> tuple[Tensor, Tensor]:
         shape = z0.shape

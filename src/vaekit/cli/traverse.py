@@ -47,11 +47,11 @@ def run(args) -> int:
         span = f"from {args.range[0]:g} to {args.range[1]:g}"
     else:
         values = latent.prior_values(r.model, dims, torch.linspace(-SPREAD, SPREAD, args.steps))
-        span = f"the prior's mean +- {SPREAD:g} sd"
+        span = (f"from {-SPREAD:g} to {SPREAD:g}" if r.model.prior.isotropic
+                else f"the prior's mean +- {SPREAD:g} sd")
     out = latent.traverse(r.model, base, dims, values)
     write_decoded(args.out, r.model, out, ncol=args.steps)
-    order = "" if args.dims is not None else (
-        ", by KL" if latent.kl_ranked(r.model) else
+    order = "" if args.dims is not None or latent.kl_ranked(r.model) else (
         ", by code variance: the KL does not split over dimensions for this prior/posterior")
     print(f"wrote traversals of dimensions {','.join(map(str, dims))}{order} ({args.steps} values "
           f"{span}) to {args.out}")
