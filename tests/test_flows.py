@@ -3,6 +3,7 @@ diagonal Gaussian (identity flow), and log p(x) by quadrature for importance sam
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from conftest import run_cli
@@ -115,5 +116,11 @@ def test_train_and_evaluate_an_iaf_posterior(data, request, tmp_path, capsys):
     assert code == 0, err
     code, _, err = run_cli(capsys, "sample", run, "-n", "4", "--out", tmp_path / "s.npy")
     assert code == 0, err
+    for method in ("elbo", "iw-nll", "kl"):  # anomaly scores: the prior's own density
+        code, _, err = run_cli(capsys, "score", run, "--method", method, "--samples", "4",
+                               "--out", tmp_path / f"{method}.csv")
+        assert code == 0, (method, err)
+        scores = np.genfromtxt(tmp_path / f"{method}.csv", delimiter=",", names=True)["score"]
+        assert np.isfinite(scores).all()
     code, _, err = run_cli(capsys, "encode", run, "--with-logvar", "--out", tmp_path / "e.npy")
     assert code == 2 and len(err.strip().splitlines()) == 1 and "variance" in err

@@ -170,6 +170,12 @@ def test_train_vamp_on_a_table(tiny_table, tmp_path, capsys):
                            "--prior-components", "4", "--epochs", "2", "--out", tmp_path / "run",
                            "--threads", "1")
     assert code == 0, err
+    for method in ("elbo", "iw-nll", "kl"):  # anomaly scores: the prior's own density
+        code, _, err = run_cli(capsys, "score", tmp_path / "run", "--method", method, "--samples", "4",
+                               "--out", tmp_path / f"{method}.csv")
+        assert code == 0, (method, err)
+        scores = np.genfromtxt(tmp_path / f"{method}.csv", delimiter=",", names=True)["score"]
+        assert np.isfinite(scores).all()
     code, out, err = run_cli(capsys, "eval", tmp_path / "run", "--iw-samples", "10", "--json")
     assert code == 0, err
 
