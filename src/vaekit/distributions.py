@@ -203,8 +203,30 @@ def kl_terms(q: Distribution, p: Distribution, z: Tensor | None = None) -> KL:
         raise VaekitError(f"KL({type(q).__name__} || {type(p).__name__}) has no closed form: it is "
                           "a Monte Carlo estimate from draws of z, which this use does not take "
                           "(e.g. the kl anomaly score); use a score that draws z, such as elbo")
+    reduced = KL_FROM_DRAWS.get((type(q), type(p)))
+    total = reduced(q, p, z) if reduced is not None else None
+    if total is not None:
+        return KL(total, None, False)
     mc = q.log_prob(z) - p.log_prob(z)
     return KL(mc.mean(0) if z.dim() == 3 else mc, None, False)
+
+
+def _kl_iaf_standard(q: IAFPosterior, p: StandardNormal, z: Tensor) -> Tensor | None:
+    """KL(q_T || N(0, I)) = KL(q_0 || N(0, I)) (closed form) + E[log p(z_0) - log p(z_T) - log-det]:
+    the same expectation as log q(z_T) - log p(z_T), with the base's closed form as a control
+    variate (the Monte Carlo part vanishes for an identity flow); None if z is not q's draw."""
+    base = q.base_of(z)
+    if base is None:
+        return None
+    z0, logdet = base
+    mc = p.log_prob(z0) - p.log_prob(z) - logdet  # (S, B) or (B,)
+    return gaussian_kl(q.loc, q.logvar).sum(-1) + (mc.mean(0) if z.dim() == 3 else mc)
+
+
+# Monte Carlo KL estimates with less variance than log q(z) - log p(z), per pair (None: not here).
+KL_FROM_DRAWS: dict[tuple[type, type], Callable[[Distribution, Distribution, Tensor], Tensor | None]] = {
+    (IAFPosterior, StandardNormal): _kl_iaf_standard,
+}
 
 
 def kl_per_dim(q: Distribution, p: Distribution) -> Tensor | None:

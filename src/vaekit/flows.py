@@ -9,6 +9,9 @@ stable update of the paper (its eq. 14 and section 4),
 and the order of z reversed between steps. So, exactly,
     log q(z_T|x) = log N(eps; 0, I) - sum_i log sigma_i - sum_t sum_i log g_t,i.
 
+The KL to N(0, I) (`distributions.KL_FROM_DRAWS`) uses the base's closed-form KL as a control
+variate: KL(q_0 || N(0, I)) + mean(log p(z_0) - log p(z_T) - log-det) over the same draws.
+
 Densities of its own draws: `from_noise` / `rsample` keep (z, log q(z|x)) of their last call, and
 `log_prob` of that same tensor returns the kept value (as torch's TransformedDistribution caches
 its last x <-> y pair): the ELBO, IWAE and the importance-sampled log p(x) pay nothing more. Any
@@ -105,7 +108,7 @@ class IAFPosterior(Distribution):
     def __init__(self, loc: Tensor, logvar: Tensor, context: Tensor, flow: IAF):
         self.loc, self.logvar, self.context = loc, logvar, context
         self.flow = flow_like(flow, loc)
-        self._kept: tuple[Tensor, Tensor] | None = None  # (z, log q(z|x)) of the last draws
+        self._kept: tuple[Tensor, ...] | None = None  # (z, log q(z|x), z_0, log-det) of the last draws
         super().__init__(loc.shape[:-1], loc.shape[-1:], validate_args=False)
 
     @property
@@ -126,10 +129,15 @@ class IAFPosterior(Distribution):
         return z.reshape(shape), logdet.reshape(shape[:-1])
 
     def from_noise(self, eps: Tensor) -> Tensor:
-        z, logdet = self._flow(self.loc + torch.exp(0.5 * self.logvar) * eps)
+        z0 = self.loc + torch.exp(0.5 * self.logvar) * eps
+        z, logdet = self._flow(z0)
         base = -0.5 * (eps.square() + LOG_2PI + self.logvar).sum(-1)
-        self._kept = (z, base - logdet)
+        self._kept = (z, base - logdet, z0, logdet)
         return z
+
+    def base_of(self, z: Tensor) -> tuple[Tensor, Tensor] | None:
+        """(z_0, log-det) behind z if z is this posterior's last draw, else None."""
+        return self._kept[2:] if self._kept is not None and z is self._kept[0] else None
 
     def rsample(self, sample_shape: torch.Size | tuple = ()) -> Tensor:
         eps = torch.randn((*sample_shape, *self.loc.shape), dtype=self.loc.dtype,
