@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from .distributions import POSTERIORS, PRIORS
+from .distributions import POSTERIORS, PRIORS, described
 from .errors import VaekitError
 from .likelihoods import LIKELIHOODS
 from .nets import BACKBONES
@@ -73,9 +73,14 @@ class ModelConfig:
                           "colour images, bernoulli for other images in [0,1], else gaussian")
     sigma: float = opt(1.0, "standard deviation of the gaussian-fixed likelihood, in model units")
     mixtures: int = opt(10, "discretized-logistic: logistic components per pixel")
-    posterior: str = opt("auto", "q(z|x): gaussian (diagonal) | point (a point mass: the "
-                         "autoencoder); auto: gaussian for --model vae, point for ae")
-    prior: str = opt("normal", "p(z): normal (standard normal N(0, I))")
+    posterior: str = opt("auto", described(POSTERIORS, "q(z|x): ") + "; auto: gaussian for "
+                         "--model vae, point for ae")
+    prior: str = opt("normal", described(PRIORS, "p(z): "))
+    prior_components: int | None = opt(None, "mixture components of the mog / vamp prior (default: "
+                                       + ", ".join(f"{e.components} for {n}" for n, e in PRIORS.items()
+                                                   if e.components) + ")")
+    flow_steps: int = opt(2, "iaf posterior: autoregressive (MADE) steps; 0 is the diagonal Gaussian")
+    flow_hidden: int = opt(320, "iaf posterior: hidden units of each MADE's two layers")
     backbone: str = opt("auto", "encoder/decoder networks: mlp | linear | conv; auto: conv for "
                         "images of at least 16x16 pixels, else mlp (a tiny image such as 8x8 "
                         "digits, or a table)")
@@ -273,6 +278,14 @@ def validate(cfg: Config) -> None:
          "--channels must be a comma list of positive channel counts, e.g. 32,64,128"),
         (m.blocks >= 0, "--blocks must be >= 0"),
         (m.mixtures >= 1, "--mixtures must be >= 1"),
+        (positive(m.prior_components), "--prior-components must be positive"),
+        (m.flow_steps >= 0, "--flow-steps must be >= 0"),
+        (m.flow_hidden >= 1, "--flow-hidden must be >= 1"),
+        (t.free_bits == 0 or (m.prior == "normal" and m.posterior_name != "iaf"),
+         "--free-bits needs the KL of each latent dimension, which a mog/vamp prior or an iaf "
+         "posterior does not have (their KL is a Monte Carlo estimate of the whole): drop --free-bits"),
+        (m.prior != "vamp" or m.posterior_name == "gaussian",
+         "--prior vamp is a mixture of diagonal-Gaussian posteriors: use --posterior gaussian"),
         (m.model == "vae" or m.posterior in ("auto", "point"),
          "--model ae is the point-mass posterior: drop --posterior"),
         (positive(t.epochs), "--epochs must be positive"),

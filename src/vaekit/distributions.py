@@ -10,20 +10,28 @@ In the style of torch.distributions (they subclass `Distribution`): `rsample(sha
 
 The autoencoder's code is a `PointMass`: z = the code, no density, and by convention no KL term
 (its objective is the reconstruction alone; its rate is not measured and reported as 0).
+
+The registries POSTERIORS and PRIORS are at the end; entries with more code live in their own
+modules: the learned mixture priors (mog, vamp) in priors.py, the iaf posterior in flows.py.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
-from torch.distributions import Distribution, constraints, kl_divergence, register_kl
+from torch.distributions import Distribution, Normal, constraints, kl_divergence, register_kl
 
 from .errors import VaekitError
+from .flows import IAF, IAFPosterior
+from .priors import GaussianMixture, MixturePrior, Prior, VampPrior
+
+if TYPE_CHECKING:
+    from .config import ModelConfig
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -87,8 +95,16 @@ class StandardNormal(Distribution):
     def mean(self) -> Tensor:
         return torch.zeros(self.latent_dim, device=self.device, dtype=self.dtype)
 
-    def from_noise(self, eps: Tensor) -> Tensor:
+    @property
+    def variance(self) -> Tensor:
+        return torch.ones(self.latent_dim, device=self.device, dtype=self.dtype)
+
+    def from_noise(self, eps: Tensor, generator: torch.Generator | None = None) -> Tensor:
         return eps
+
+    def marginal_icdf(self, p: Tensor, dim: int) -> Tensor:
+        """Quantiles of one dimension's marginal, N(0, 1), at probabilities p (S,)."""
+        return Normal(0.0, 1.0).icdf(p.double())
 
     def rsample(self, sample_shape: torch.Size | tuple = (),
                 generator: torch.Generator | None = None) -> Tensor:
@@ -158,6 +174,7 @@ def gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:
 KL_PER_DIM: dict[tuple[type, type], Callable[[Distribution, Distribution], Tensor]] = {
     (DiagonalGaussian, StandardNormal): lambda q, p: gaussian_kl(q.loc, q.logvar),
     (PointMass, StandardNormal): lambda q, p: torch.zeros_like(q.loc),
+    (PointMass, GaussianMixture): lambda q, p: torch.zeros_like(q.loc),  # the autoencoder: no KL
 }
 
 
@@ -183,9 +200,40 @@ def kl_terms(q: Distribution, p: Distribution, z: Tensor | None = None) -> KL:
     except NotImplementedError:
         pass
     if z is None:
-        raise ValueError("no closed-form KL for this posterior and prior: pass the draws z")
+        raise VaekitError(f"KL({type(q).__name__} || {type(p).__name__}) has no closed form: it is "
+                          "a Monte Carlo estimate from draws of z, which this use does not take "
+                          "(e.g. the kl anomaly score); use a score that draws z, such as elbo")
+    reduced = KL_FROM_DRAWS.get((type(q), type(p)))
+    total = reduced(q, p, z) if reduced is not None else None
+    if total is not None:
+        return KL(total, None, False)
     mc = q.log_prob(z) - p.log_prob(z)
     return KL(mc.mean(0) if z.dim() == 3 else mc, None, False)
+
+
+def _kl_iaf_standard(q: IAFPosterior, p: StandardNormal, z: Tensor) -> Tensor | None:
+    """KL(q_T || N(0, I)) = KL(q_0 || N(0, I)) (closed form) + E[log p(z_0) - log p(z_T) - log-det]:
+    the same expectation as log q(z_T) - log p(z_T), with the base's closed form as a control
+    variate (the Monte Carlo part vanishes for an identity flow); None if z is not q's draw."""
+    base = q.base_of(z)
+    if base is None:
+        return None
+    z0, logdet = base
+    mc = p.log_prob(z0) - p.log_prob(z) - logdet  # (S, B) or (B,)
+    return gaussian_kl(q.loc, q.logvar).sum(-1) + (mc.mean(0) if z.dim() == 3 else mc)
+
+
+# Monte Carlo KL estimates with less variance than log q(z) - log p(z), per pair (None: not here).
+KL_FROM_DRAWS: dict[tuple[type, type], Callable[[Distribution, Distribution, Tensor], Tensor | None]] = {
+    (IAFPosterior, StandardNormal): _kl_iaf_standard,
+}
+
+
+def kl_per_dim(q: Distribution, p: Distribution) -> Tensor | None:
+    """KL of each latent dimension (B, L) for a factorized pair, else None (e.g. a mixture prior
+    or a flow posterior: the KL does not split over dimensions)."""
+    per_dim = KL_PER_DIM.get((type(q), type(p)))
+    return None if per_dim is None else per_dim(q, p)
 
 
 def _pairwise_gaussian(q: DiagonalGaussian, z: Tensor) -> Tensor:
@@ -200,6 +248,12 @@ def _pairwise_gaussian(q: DiagonalGaussian, z: Tensor) -> Tensor:
 PAIRWISE: dict[type, Callable[[Distribution, Tensor], Tensor]] = {DiagonalGaussian: _pairwise_gaussian}
 
 
+def has_pairwise(q: Distribution) -> bool:
+    """Whether log q(z_b | x_n) of every pair is cheap (a closed form in PAIRWISE): not for the
+    iaf posterior, whose density at another example's draw inverts the flow (O(L) passes)."""
+    return type(q) in PAIRWISE
+
+
 def pairwise_log_prob(q: Distribution, z: Tensor) -> Tensor:
     """log q(z_b | x_n) for every draw z_b (b, L) and every example n of q's batch (N,): (b, N)."""
     fast = PAIRWISE.get(type(q))
@@ -209,25 +263,40 @@ def pairwise_log_prob(q: Distribution, z: Tensor) -> Tensor:
 # --- registries -------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class PosteriorEntry:
-    """How to turn the encoder's output (B, params(L)) into q(z|x)."""
+    """How to turn the encoder's output (B, params(L)) into q(z|x); `head(config)` builds the
+    posterior's own learned module (the IAF's flow), handed to `build` as its third argument."""
 
     params: Callable[[int], int]  # encoder outputs needed for L latent dimensions
-    build: Callable[[Tensor, int], Distribution]
+    build: Callable[[Tensor, int, nn.Module | None], Distribution]
     about: str
     has_density: bool = True  # log q(z|x) exists (importance sampling, MI, the kl score)
+    head: Callable[[ModelConfig], nn.Module] | None = None
 
 
-def _gaussian(h: Tensor, latent_dim: int) -> DiagonalGaussian:
+def _gaussian(h: Tensor, latent_dim: int, head: nn.Module | None = None) -> DiagonalGaussian:
     mu, logvar = h.chunk(2, dim=-1)  # mean and log-variance share one output layer
     return DiagonalGaussian(mu, logvar)
 
 
-def _point(h: Tensor, latent_dim: int) -> PointMass:
+def _point(h: Tensor, latent_dim: int, head: nn.Module | None = None) -> PointMass:
     return PointMass(h)
+
+
+def _iaf(h: Tensor, latent_dim: int, head: nn.Module | None = None) -> IAFPosterior:
+    mu, logvar, context = h.split(latent_dim, dim=-1)  # context: the paper's h, L values
+    return IAFPosterior(mu, logvar, context, head)
+
+
+def _iaf_head(config: ModelConfig) -> IAF:
+    return IAF(config.latent_dim, config.flow_steps, config.flow_hidden)
 
 
 def _two_per_dim(latent_dim: int) -> int:
     return 2 * latent_dim
+
+
+def _three_per_dim(latent_dim: int) -> int:
+    return 3 * latent_dim
 
 
 def _one_per_dim(latent_dim: int) -> int:
@@ -238,41 +307,61 @@ POSTERIORS: dict[str, PosteriorEntry] = {  # named functions, not lambdas: model
     "gaussian": PosteriorEntry(_two_per_dim, _gaussian, "diagonal Gaussian N(mu(x), sigma(x)^2)"),
     "point": PosteriorEntry(_one_per_dim, _point, "point mass at the code (the plain autoencoder)",
                             has_density=False),
+    "iaf": PosteriorEntry(_three_per_dim, _iaf, "inverse autoregressive flow: --flow-steps MADE "
+                          "steps of --flow-hidden units on a diagonal Gaussian (Kingma et al. "
+                          "2016)", head=_iaf_head),
 }
 
 
-class Prior(nn.Module):
-    """A prior p(z) as a module (a learned prior keeps its parameters here): `dist()` gives the
-    distribution object on the module's device."""
-
-    def __init__(self, latent_dim: int):
-        super().__init__()
-        self.latent_dim = latent_dim
-        self.register_buffer("anchor", torch.zeros(()), persistent=False)  # device and dtype
-
-    def dist_like(self, like: Tensor) -> Distribution:
-        """The prior on another tensor's device and dtype (e.g. float64 on the CPU for
-        evaluation), leaving this module where it is."""
-        return copy.deepcopy(self).to(like.device, like.dtype).dist()
-
-
 class StandardNormalPrior(Prior):
+    caption = "z ~ N(0, I)"
+    isotropic = True
+
     def dist(self) -> StandardNormal:
         return StandardNormal(self.latent_dim, self.anchor.device, self.anchor.dtype)
 
 
-PRIORS: dict[str, tuple[Callable[[int], Prior], str]] = {
-    "normal": (StandardNormalPrior, "standard normal N(0, I)"),
+@dataclass(frozen=True)
+class PriorEntry:
+    build: Callable[[ModelConfig, tuple[int, ...]], Prior]
+    about: str
+    components: int = 0  # default --prior-components (0: the prior has none)
+
+
+def _normal(config: ModelConfig, input_shape: tuple[int, ...]) -> Prior:
+    return StandardNormalPrior(config.latent_dim)
+
+
+def _mog(config: ModelConfig, input_shape: tuple[int, ...]) -> Prior:
+    return MixturePrior(config.latent_dim, config.prior_components or PRIORS["mog"].components)
+
+
+def _vamp(config: ModelConfig, input_shape: tuple[int, ...]) -> Prior:
+    return VampPrior(config.latent_dim, config.prior_components or PRIORS["vamp"].components,
+                     input_shape)
+
+
+PRIORS: dict[str, PriorEntry] = {
+    "normal": PriorEntry(_normal, "standard normal N(0, I)"),
+    "mog": PriorEntry(_mog, "a learned mixture of --prior-components diagonal Gaussians", 10),
+    "vamp": PriorEntry(_vamp, "VampPrior: the mixture of the posteriors of --prior-components "
+                       "learned pseudo-inputs (Tomczak & Welling 2018; needs --posterior gaussian)",
+                       500),
 }
 
 
-def build_prior(name: str, latent_dim: int) -> Prior:
-    if name not in PRIORS:
-        raise VaekitError(f"unknown prior {name!r}; choose one of {', '.join(PRIORS)}")
-    return PRIORS[name][0](latent_dim)
+def build_prior(config: ModelConfig, input_shape: tuple[int, ...]) -> Prior:
+    if config.prior not in PRIORS:
+        raise VaekitError(f"unknown prior {config.prior!r}; choose one of {', '.join(PRIORS)}")
+    return PRIORS[config.prior].build(config, input_shape)
 
 
 def posterior_entry(name: str) -> PosteriorEntry:
     if name not in POSTERIORS:
         raise VaekitError(f"unknown posterior {name!r}; choose one of {', '.join(POSTERIORS)}")
     return POSTERIORS[name]
+
+
+def described(registry: dict, lead: str = "") -> str:
+    """'name (about) | name (about) ...' of a registry: the --help text of its option."""
+    return lead + " | ".join(f"{name} ({entry.about})" for name, entry in registry.items())

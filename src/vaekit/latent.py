@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution
 
-from .distributions import kl_terms
+from .distributions import StandardNormal, kl_per_dim
 from .errors import VaekitError
 from .evaluate import batches
 
@@ -44,16 +44,37 @@ def decode(model, z: Tensor) -> Tensor:
 
 def dims_by_kl(model, x: Tensor) -> list[int]:
     """Latent dimensions ordered by their mean KL(q(z_u|x) || p(z_u)) over x, most informative
-    first (where the KL of a dimension is not defined, e.g. the autoencoder's point mass, by the
-    variance of the codes)."""
+    first (where the KL of a dimension is not defined, by the variance of the codes: see
+    `kl_ranked`)."""
     return rank_dims(model, encode(model, x))
+
+
+def kl_ranked(model) -> bool:
+    """Whether dimensions are ranked by their KL: it splits over dimensions only for a factorized
+    posterior and prior (not for the autoencoder, a mixture prior or a flow posterior)."""
+    q = model.posterior(torch.zeros(1, model.posterior_kind.params(model.latent_dim)))
+    return model.stochastic and kl_per_dim(q, model.prior.dist_like(q.mean)) is not None
 
 
 def rank_dims(model, q: Distribution) -> list[int]:
     """`dims_by_kl` from a posterior already at hand (batch (N,))."""
-    per_dim = kl_terms(q, model.prior.dist_like(q.mean)).per_dim if model.stochastic else None
+    per_dim = kl_per_dim(q, model.prior.dist_like(q.mean)) if model.stochastic else None
     info = q.mean.var(0) if per_dim is None else per_dim.mean(0)
     return [int(i) for i in torch.argsort(info, descending=True, stable=True)]
+
+
+def prior_centre(model) -> Tensor:
+    """The prior's mean (L,), float32 on the CPU: the default base of traversals."""
+    return model.prior.dist().mean.detach().float().cpu()
+
+
+def prior_values(model, dims: list[int], t: Tensor) -> Tensor:
+    """Values mean_d + t * sd_d of each dimension's prior marginal: (len(dims), S); for N(0, I)
+    simply t on every row."""
+    check_dims(dims, model.latent_dim)
+    p = model.prior.dist()
+    mean, sd = p.mean.detach().float().cpu(), p.variance.detach().float().cpu().sqrt()
+    return mean[dims, None] + sd[dims, None] * t.float()[None, :]
 
 
 # --- paths between two codes -------------------------------------------------------------------
@@ -88,16 +109,22 @@ def interpolate(model, z_from: Tensor, z_to: Tensor, steps: int = 10,
 
 
 # --- one dimension at a time -------------------------------------------------------------------
-def traversal_codes(base_z: Tensor, dims: list[int], values: Tensor) -> Tensor:
-    """Copies of base_z (L,) with dimension d set to each value: (len(dims) * S, L), d-major."""
-    L = base_z.shape[-1]
+def check_dims(dims: list[int], L: int) -> None:
     bad = [d for d in dims if not 0 <= d < L]
     if bad:
         raise VaekitError(f"latent dimension(s) {bad} out of range: this model has {L} "
                           f"(0..{L - 1})")
-    z = base_z.float().cpu().repeat(len(dims), len(values), 1)  # (len(dims), S, L)
+
+
+def traversal_codes(base_z: Tensor, dims: list[int], values: Tensor) -> Tensor:
+    """Copies of base_z (L,) with dimension d set to each value (S,), or to its own row of values
+    (len(dims), S): (len(dims) * S, L), d-major."""
+    L = base_z.shape[-1]
+    check_dims(dims, L)
+    values = values.float().expand(len(dims), values.shape[-1])  # (len(dims), S)
+    z = base_z.float().cpu().repeat(len(dims), values.shape[-1], 1)  # (len(dims), S, L)
     for row, d in enumerate(dims):
-        z[row, :, d] = values.float()
+        z[row, :, d] = values[row]
     return z.reshape(-1, L)
 
 
@@ -108,17 +135,23 @@ def traverse(model, base_z: Tensor, dims: list[int], values: Tensor) -> Tensor:
 
 
 # --- the prior's grid --------------------------------------------------------------------------
-def manifold_codes(latent_dim: int, steps: int, dims: tuple[int, int] = (0, 1)) -> Tensor:
-    """A steps x steps grid over the prior's quantiles (Kingma & Welling 2014, fig. 4): z_d =
-    Phi^-1(p) for p = (i + 0.5) / steps, along dims; other dimensions at 0. Row-major: (S*S, L)."""
+def manifold_codes(latent_dim: int, steps: int, dims: tuple[int, int] = (0, 1),
+                   prior: Distribution | None = None) -> Tensor:
+    """A steps x steps grid over the prior's quantiles (Kingma & Welling 2014, fig. 4): z_d = the
+    quantile at p = (i + 0.5) / steps of the marginal of dimension d (Phi^-1(p) for N(0, I), the
+    default), along dims; other dimensions at the prior's mean. Row-major: (S*S, L)."""
     if steps < 1:
         raise VaekitError("--steps must be >= 1")
     if len(set(dims)) != 2 or not all(0 <= d < latent_dim for d in dims):
         raise VaekitError(f"the manifold needs two different latent dimensions in 0..{latent_dim - 1}")
+    prior = prior if prior is not None else StandardNormal(latent_dim)
+    if not hasattr(prior, "marginal_icdf"):
+        raise VaekitError(f"the manifold needs the quantiles of the prior ({type(prior).__name__}), "
+                          "which it does not have")
     p = (torch.arange(steps, dtype=torch.float64) + 0.5) / steps
-    q = torch.distributions.Normal(0.0, 1.0).icdf(p).float()
-    rows, cols = torch.meshgrid(q.flip(0), q, indexing="ij")  # top row = largest value
-    z = torch.zeros(steps * steps, latent_dim)
+    q0, q1 = (prior.marginal_icdf(p, d).float() for d in dims)
+    rows, cols = torch.meshgrid(q1.flip(0), q0, indexing="ij")  # top row = largest value
+    z = prior.mean.detach().float().cpu().repeat(steps * steps, 1)
     z[:, dims[0]] = cols.reshape(-1)
     z[:, dims[1]] = rows.reshape(-1)
     return z
@@ -126,7 +159,8 @@ def manifold_codes(latent_dim: int, steps: int, dims: tuple[int, int] = (0, 1)) 
 
 def manifold(model, steps: int = 15, dims: tuple[int, int] = (0, 1)) -> Tensor:
     """Decoded prior-quantile grid: (steps * steps, *input_shape), model space."""
-    return decode(model, manifold_codes(model.latent_dim, steps, dims))
+    with torch.no_grad():
+        return decode(model, manifold_codes(model.latent_dim, steps, dims, model.prior.dist()))
 
 
 # --- attribute vectors ------------------------------------------------------------------------

@@ -48,9 +48,12 @@ class VAE(nn.Module):
                                     opts)
         self.decoder = nets.decoder(config.latent_dim, likelihood.param_shape(), opts)
         self.likelihood = likelihood  # registered after the nets: the parameter order of 0.1
-        self.prior = build_prior(config.prior, config.latent_dim)
+        self.prior = build_prior(config, self.input_shape)
         self.register_buffer("shift", torch.zeros(self.dim))
         self.register_buffer("scale", torch.ones(self.dim))
+        head = self.posterior_kind.head  # the posterior's own module (the IAF's flow), or None
+        self.posterior_head = head(config) if head is not None else None
+        self.prior.bind(self)
 
     @property
     def dim(self) -> int:
@@ -90,7 +93,10 @@ class VAE(nn.Module):
     def init_output_bias(self, x: Tensor) -> None:
         """Start the decoder at the data's mean: its output bias <- the parameters whose mean is
         mean(x) (as Burda et al. 2015 initialize theirs), so early steps go to structure. A
-        convolutional decoder's bias is per channel: it gets the spatial mean of those parameters."""
+        convolutional decoder's bias is per channel: it gets the spatial mean of those parameters.
+        A learned prior is also started from the training data x (model space): the VampPrior's
+        pseudo-inputs become random training examples."""
+        self.prior.init_from_data(x.reshape(len(x), -1))
         target = self.likelihood.params_for_mean(x.reshape(len(x), *self.input_shape).mean(0))
         last = [m for m in self.decoder.modules() if getattr(m, "bias", None) is not None][-1]
         if last.bias.numel() == target.numel():
@@ -128,7 +134,7 @@ class VAE(nn.Module):
     def posterior(self, params: Tensor) -> Distribution:
         """q(z|x) from the encoder's outputs (B, P): concatenate the outputs of several batches
         (or cast them to float64) and rebuild the posterior of them all."""
-        return self.posterior_kind.build(params, self.latent_dim)
+        return self.posterior_kind.build(params, self.latent_dim, self.posterior_head)
 
     def decoder_params(self, z: Tensor) -> Tensor:
         """Parameters of p(x|z): z (..., B, L) -> (..., B, *likelihood.param_shape())."""
@@ -153,10 +159,11 @@ class VAE(nn.Module):
     @torch.no_grad()
     def sample(self, n: int, temperature: float = 1.0, draw: bool = False,
                generator: torch.Generator | None = None) -> Tensor:
-        """n new examples: z ~ p(z) (its noise scaled by `temperature`) through the decoder."""
+        """n new examples: z ~ p(z) (its noise scaled by `temperature`; a mixture's component is
+        drawn first, by `generator`) through the decoder."""
         prior = self.prior.dist()
         eps = torch.randn(n, self.latent_dim, generator=generator).to(self.device) * temperature
-        return self.decode(prior.from_noise(eps), draw=draw, generator=generator)
+        return self.decode(prior.from_noise(eps, generator), draw=draw, generator=generator)
 
     def log_px_z(self, x: Tensor, z: Tensor) -> Tensor:
         """log p(x|z) in nats of the data as given (log-Jacobian included): (..., B) for x (B, ...)
@@ -168,8 +175,8 @@ class VAE(nn.Module):
         q = self.encode(x)
         z = q.rsample(() if mc_samples == 1 else (mc_samples,))  # (B, L) or (S, B, L)
         rec = self.log_px_z(x, z)
-        kl = kl_terms(q, self.prior.dist(), z)
-        return Terms(rec.mean(0) if rec.dim() == 2 else rec, kl.total, kl.per_dim, q)
+        kl = kl_terms(q, self.prior.dist(), z)  # a Monte Carlo KL uses these same draws z
+        return Terms(rec.mean(0) if rec.dim() == 2 else rec, kl.total, kl.per_dim, q, kl.analytic)
 
     def elbo(self, x: Tensor, mc_samples: int = 1, beta: float = 1.0) -> Tensor:
         """Per-example ELBO in nats (B,): E_q log p(x|z) - beta * KL(q(z|x) || p(z))."""
@@ -190,7 +197,7 @@ class VAE(nn.Module):
         if not with_terms:
             return log_w
         kl = kl_terms(q, prior, z)
-        return log_w, Terms(log_px_z.mean(0), kl.total, kl.per_dim, q)
+        return log_w, Terms(log_px_z.mean(0), kl.total, kl.per_dim, q, kl.analytic)
 
     def forward(self, x: Tensor, beta: float, cfg) -> tuple[Tensor, Terms]:
         """The training loss of a batch (a scalar) and its per-example terms, by the registry

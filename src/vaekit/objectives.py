@@ -24,6 +24,7 @@ class Terms:
     kl: Tensor  # (B,) KL(q(z|x) || p(z)): closed form, or a Monte Carlo estimate from the draws
     kl_per_dim: Tensor | None  # (B, L) the KL of each latent dimension, where it is defined
     posterior: Distribution  # q(z|x) of the batch: .mean (B, L), .log_prob, ...
+    kl_analytic: bool = True  # False: kl is a Monte Carlo estimate (it has a standard error)
 
     def elbo(self, beta: float = 1.0) -> Tensor:
         return self.reconstruction - beta * self.kl

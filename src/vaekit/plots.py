@@ -150,9 +150,10 @@ def image_grid(images, ncol: int, title: str, row_labels: Sequence[str] | None =
 
 
 def scatter_2d(points: np.ndarray, labels: np.ndarray | None, title: str, xlabel: str,
-               ylabel: str, names: dict[Any, str] | None = None) -> bytes:
+               ylabel: str, names: dict[Any, str] | None = None,
+               centres: np.ndarray | None = None) -> bytes:
     """2-D points coloured by label: a legend for a few classes (named by `names` where given),
-    a colour bar for many."""
+    a colour bar for many; `centres` (K, 2), a mixture prior's components, as black crosses."""
     fig, ax = plt.subplots(figsize=(5.5, 5))
     if labels is None:
         ax.scatter(points[:, 0], points[:, 1], s=4, alpha=0.5, label="no labels")
@@ -171,6 +172,8 @@ def scatter_2d(points: np.ndarray, labels: np.ndarray | None, title: str, xlabel
             sc = ax.scatter(points[:, 0], points[:, 1], s=6, alpha=0.7, c=labels.astype(float),
                             cmap="viridis")
             fig.colorbar(sc, ax=ax, label="label")
+    if centres is not None:
+        ax.scatter(centres[:, 0], centres[:, 1], marker="x", s=30, color="black", linewidths=1)
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
     ax.grid(alpha=0.3)
     return png(fig)

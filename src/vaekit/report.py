@@ -25,13 +25,13 @@ from .data import load_for_model
 from .datasets import CLASS_NAMES  # built-in datasets' class names, beside their registry
 from .errors import VaekitError
 from .evaluate import ACTIVE_UNIT_THRESHOLD, active_mask, evaluate
-from .latent import encode, rank_dims, traverse
+from .latent import encode, kl_ranked, prior_values, rank_dims, traverse
 from .runs import Run, atomic_write, load
 
 MAX_POINTS = 10_000  # latent means shown in the PCA / 2-D scatter
 TSNE_POINTS = 2_000  # t-SNE (O(n log n) but slow in practice) on a seeded subsample of this size
 TRAVERSE_DIMS = 5  # most informative dimensions traversed
-TRAVERSE_VALUES = torch.linspace(-3, 3, 9)
+TRAVERSE_VALUES = torch.linspace(-3, 3, 9)  # in sd of the prior's marginal, about its mean
 RECONSTRUCTIONS = 16
 SAMPLES = 64
 
@@ -122,6 +122,7 @@ def section_summary(c: Context) -> str:
                  ("preprocessing", info.get("preprocessing", "?")), ("labels", info.get("labels"))]
     mc = cfg.model
     model_rows = [("model", mc.model), ("likelihood", mc.likelihood), ("backbone", mc.backbone),
+                  ("posterior", mc.posterior_name), ("prior", mc.prior),
                   ("hidden", mc.hidden), ("latent dimensions", mc.latent_dim),
                   ("objective", cfg.train.objective), ("beta", cfg.train.beta)]
     train_rows = [("epochs run", s.get("epochs", len(c.history))), ("best epoch", s.get("best_epoch")),
@@ -133,7 +134,7 @@ def section_summary(c: Context) -> str:
                      if c.run.model.image else []),
                    ("log-likelihood log p(x) (nats)", log_likelihood_text(m)),
                    ("reconstruction E_q log p(x|z) (nats)", m.get("reconstruction")),
-                   ("rate = KL (nats)", m.get("rate")), ("distortion (nats)", m.get("distortion")),
+                   ("rate = KL (nats)", rate_text(m)), ("distortion (nats)", m.get("distortion")),
                    ("active units", f"{m.get('active_units')} of {mc.latent_dim}")]
     config_rows = sorted(cfg.to_flat().items())
     return (f"<h3>Data</h3>{table(data_rows)}<h3>Model</h3>{table(model_rows)}"
@@ -159,6 +160,13 @@ def log_likelihood_text(m: dict[str, Any]) -> str:
     return text
 
 
+def rate_text(m: dict[str, Any]) -> Any:
+    """The rate, with its standard error where it is a Monte Carlo estimate (`rate_stderr`)."""
+    if m.get("rate_stderr") is None or m.get("rate") is None:
+        return m.get("rate")
+    return f"{m['rate']:.2f} ± {m['rate_stderr']:.2f} (Monte Carlo estimate, standard error)"
+
+
 def section_curves(c: Context) -> str:
     if not c.history:
         return note("metrics.jsonl is missing or empty: no curves to draw.")
@@ -175,11 +183,16 @@ def section_curves(c: Context) -> str:
 
 
 def section_kl(c: Context) -> str:
-    kl = c.metrics.get("kl_per_dim") or [0.0] * c.run.model.latent_dim
+    kl = c.metrics.get("kl_per_dim")
     active = c.active
     dims = ", ".join(str(i) for i in np.flatnonzero(active)) or "none"
-    chart = (img(plots.kl_per_dim(kl, active), "KL per latent dimension") if c.run.model.stochastic
-             else note("A deterministic autoencoder has no KL term."))
+    if not c.run.model.stochastic:
+        chart = note("A deterministic autoencoder has no KL term.")
+    elif kl is None or not kl_ranked(c.run.model):
+        chart = note("The KL per latent dimension is undefined for this posterior and prior (a "
+                     "Monte Carlo estimate of the whole KL, which does not split over dimensions).")
+    else:
+        chart = img(plots.kl_per_dim(kl, active), "KL per latent dimension")
     return (chart + f"<p>Active units (Cov<sub>x</sub>(E<sub>q</sub>[z<sub>u</sub>]) &gt; "
             f"{ACTIVE_UNIT_THRESHOLD}, Burda et al. 2015): <b>{int(active.sum())} of "
             f"{len(active)}</b> (dimensions {esc(dims)}).</p>")
@@ -202,8 +215,8 @@ def section_reconstructions(c: Context) -> str:
     return (img(plots.image_grid(pairs, ncol, "Test inputs and their reconstructions "
                                  "(decoder mean of the posterior mean)", row_labels=labels),
                 "reconstructions") +
-            img(plots.image_grid(samples, 8, "Prior samples: z ~ N(0, I) through the decoder mean"),
-                "prior samples"))
+            img(plots.image_grid(samples, 8, f"Prior samples: {model.prior.caption} through the "
+                                 "decoder mean"), "prior samples"))
 
 
 def section_traversals(c: Context) -> str:
@@ -211,15 +224,18 @@ def section_traversals(c: Context) -> str:
         return note("Image data only: this run's data is tabular.")
     model = c.run.model
     dims = rank_dims(model, c.posterior)[:TRAVERSE_DIMS]
-    pictures = traverse(model, c.mu[0].float(), dims, TRAVERSE_VALUES)
-    kl = c.metrics.get("kl_per_dim") or [float("nan")] * model.latent_dim
-    rows = [f"z{d} (KL {kl[d]:.2f} nats)" for d in dims]
+    pictures = traverse(model, c.mu[0].float(), dims, prior_values(model, dims, TRAVERSE_VALUES))
+    kl = c.metrics.get("kl_per_dim") if kl_ranked(model) else None
+    rows = [f"z{d} (KL {kl[d]:.2f} nats)" if kl else f"z{d}" for d in dims]
     cols = [f"{v:+.1f}" for v in TRAVERSE_VALUES.tolist()]
+    standard = model.prior.isotropic
+    what = ("value of the traversed dimension" if standard else
+            "prior mean + this many prior sd of the traversed dimension")
     return img(plots.image_grid(images(pictures, model.input_shape), len(TRAVERSE_VALUES),
-                                "Latent traversals of the most informative dimensions",
+                                "Latent traversals of the most informative dimensions"
+                                + ("" if kl else " (by code variance)"),
                                 row_labels=rows, col_labels=cols,
-                                xlabel="value of the traversed dimension (the others at the "
-                                       "encoding of test example 0)"),
+                                xlabel=f"{what} (the others at the encoding of test example 0)"),
                "latent traversals")
 
 
@@ -235,9 +251,15 @@ def section_latent(c: Context) -> str:
     what = f"{n} posterior means of {c.data_name}" + ("" if y is not None else " (no labels)")
     legend = ("" if not names else "<p>Classes: " + ", ".join(
         f"{esc(k)} {esc(v)}" for k, v in names.items()) + ".</p>")
+    centres = getattr(c.run.model.prior.dist(), "component_means", None)
+    centres = None if centres is None else centres.detach().double().cpu().numpy()
+    if centres is not None:
+        legend += (f"<p>Black crosses: the centres of the prior's {len(centres)} mixture "
+                   "components (2-D and PCA maps).</p>")
     if L == 2:
-        return img(plots.scatter_2d(mu, y, "Latent means (2-D latent space)", "z0", "z1", names),
-                   "latent means") + f"<p>{esc(what)}, drawn as they are: a 2-D latent space.</p>" + legend
+        return img(plots.scatter_2d(mu, y, "Latent means (2-D latent space)", "z0", "z1", names,
+                                    centres), "latent means") + \
+            f"<p>{esc(what)}, drawn as they are: a 2-D latent space.</p>" + legend
     if L == 1:
         pts = np.column_stack([mu[:, 0], np.random.default_rng(0).uniform(-0.5, 0.5, n)])
         return img(plots.scatter_2d(pts, y, "Latent means (1-D latent; vertical jitter)", "z0",
@@ -246,7 +268,9 @@ def section_latent(c: Context) -> str:
     share = pca.explained_variance_ratio_ * 100
     out = '<div class="row">' + img(plots.scatter_2d(pca.transform(mu), y, "Latent means, PCA",
                                f"PC 1 ({share[0]:.0f}% of variance)",
-                               f"PC 2 ({share[1]:.0f}% of variance)", names), "latent means PCA")
+                               f"PC 2 ({share[1]:.0f}% of variance)", names,
+                               None if centres is None else pca.transform(centres)),
+                               "latent means PCA")
     if n >= 10:
         idx = np.sort(np.random.default_rng(0).permutation(n)[:TSNE_POINTS])
         emb = TSNE(2, perplexity=min(30.0, (len(idx) - 1) / 3), init="pca",
@@ -342,7 +366,8 @@ def page(title: str, body: str) -> str:
 def final_metrics(run: Run, summary: dict[str, Any], x: Tensor | None) -> tuple[dict, str]:
     """Metrics of the data shown: eval-test.json (vaekit eval), summary.json, or evaluated now."""
     if x is not None:
-        return evaluate(run.model, x), "evaluated now on the data given with --data"
+        # the page shows no I(X;Z): skip its O(N^2) estimate (slow for an iaf posterior)
+        return evaluate(run.model, x, information=False), "evaluated now on the data given with --data"
     path = run.dir / "eval-test.json"
     if path.is_file():
         return json.loads(path.read_text()), f"from {path.name} (vaekit eval, test split)"

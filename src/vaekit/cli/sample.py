@@ -10,8 +10,10 @@ from ..errors import VaekitError
 from ..outputs import EXAMPLE_SUFFIXES, check_out, write_examples
 from .common import add_compute_options, add_seed_option, check_seed_option, load_run
 
-HELP = ("Generate new examples: z ~ N(0, T^2 I) through the decoder; .png writes an image grid "
-        "(image data), .npy/.csv the values in the data's own units.")
+HELP = ("Generate new examples: z ~ p(z), the run's prior (N(0, T^2 I) for the standard normal; "
+        "for a mog/vamp mixture a component is drawn, then its noise scaled by T), through the "
+        "decoder; .png writes an image grid (image data), .npy/.csv the values in the data's own "
+        "units.")
 
 
 def add_arguments(p) -> None:
@@ -20,7 +22,8 @@ def add_arguments(p) -> None:
     p.add_argument("--out", required=True, metavar="FILE", help="output .png, .npy or .csv")
     add_seed_option(p, "the draws")
     p.add_argument("--temperature", type=float, default=1.0, metavar="T",
-                   help="scale of the prior's standard deviation, finite and >= 0 (default: 1)")
+                   help="scale of the prior's noise (of each mixture component's for mog/vamp), "
+                   "finite and >= 0 (default: 1)")
     how = p.add_mutually_exclusive_group()
     how.add_argument("--mean", dest="draw", action="store_false", default=False,
                      help="decode to the mean of p(x|z) (default)")
