@@ -1,6 +1,7 @@
 """The iaf posterior against independent oracles: autograd Jacobians (change of variables), the
 diagonal Gaussian (identity flow), and log p(x) by quadrature for importance sampling."""
 
+import json
 import math
 
 import numpy as np
@@ -114,6 +115,8 @@ def test_train_and_evaluate_an_iaf_posterior(data, request, tmp_path, capsys):
     assert code == 0, err
     code, out, err = run_cli(capsys, "eval", run, "--iw-samples", "10", "--json", "--limit", "50")
     assert code == 0, err
+    result = json.loads(out)  # KL by draws: its standard error; no O(N^2 L) pairwise inversions
+    assert result["rate_stderr"] > 0 and result["mutual_information"] is None
     code, _, err = run_cli(capsys, "sample", run, "-n", "4", "--out", tmp_path / "s.npy")
     assert code == 0, err
     for method in ("elbo", "iw-nll", "kl"):  # anomaly scores: the prior's own density

@@ -108,7 +108,8 @@ def per_batch(model, x: Tensor, samples: int, seed: int, batch_size: int,
 
 def kl_score(model, x: Tensor, samples: int = 1, seed: int = 0, batch_size: int = 1000,
              common: bool = False, ref: Reference | None = None) -> Tensor:
-    """KL(q(z|x) || p(z)): how far the encoding is from the prior (closed form, no draws)."""
+    """KL(q(z|x) || p(z)): how far the encoding is from the prior (closed form where one exists;
+    for a mixture prior or an iaf posterior, a one-draw estimate per example)."""
     return per_batch(model, x, 1, seed, batch_size, lambda d: d.kl, common=True)
 
 

@@ -17,7 +17,7 @@ from torch import Tensor
 from torch.distributions import Distribution
 from tqdm import tqdm
 
-from .distributions import kl_terms, pairwise_log_prob
+from .distributions import has_pairwise, kl_terms, pairwise_log_prob
 from .errors import VaekitError
 from .model import VAE
 
@@ -54,12 +54,14 @@ def evaluate(model: VAE, x: Tensor, mc_samples: int = 1, batch_size: int = 1000,
     was_training = model.training
     model.eval()
     rec_sum, kl_sum, kl_dims = 0.0, 0.0, torch.zeros(model.latent_dim, dtype=torch.float64)
-    params, per_dim = [], True
+    params, per_dim, kls, analytic = [], True, [], True
     for xb in batches(x, batch_size):
         xb = xb.to(model.device)
         terms = model.elbo_terms(xb, mc_samples)
         rec_sum += float(terms.reconstruction.double().sum())
         kl_sum += float(terms.kl.double().sum())
+        kls.append(terms.kl.detach().double().cpu())
+        analytic = analytic and terms.kl_analytic
         per_dim = per_dim and terms.kl_per_dim is not None
         if per_dim:
             kl_dims += terms.kl_per_dim.double().sum(0).cpu()
@@ -76,6 +78,7 @@ def evaluate(model: VAE, x: Tensor, mc_samples: int = 1, batch_size: int = 1000,
         "kl": kl,
         "n": n,
         "rate": kl,
+        **({} if analytic else {"rate_stderr": stderr_of_mean(torch.cat(kls))}),
         "distortion": -rec,
         "mutual_information_upper": kl if model.stochastic else None,
         **information_estimate(model, q, kl, mi_examples if information else 0),
@@ -87,12 +90,19 @@ def evaluate(model: VAE, x: Tensor, mc_samples: int = 1, batch_size: int = 1000,
     return out
 
 
+def stderr_of_mean(v: Tensor) -> float:
+    """Standard error of the mean of per-example values (a Monte Carlo rate: KL by draws)."""
+    return float(v.std() / math.sqrt(len(v))) if len(v) > 1 else float("nan")
+
+
 def information_estimate(model: VAE, q: Distribution, rate: float,
                          examples: int) -> dict[str, float | None]:
     """`mutual_information` from the first `examples` encodings, clipped to [0, rate] (I(X;Z) lies
     in [0, R]; clipping moves a noisy estimate toward that interval), and the standard error of the
-    unclipped estimate; None for both without a posterior density (autoencoder) or examples."""
-    if not model.stochastic or examples <= 0:
+    unclipped estimate; None for both without a posterior density (autoencoder) or examples, or
+    where the posterior's density at another example's draw is costly (iaf: an O(L) inversion per
+    pair)."""
+    if not model.stochastic or examples <= 0 or not has_pairwise(q):
         return {"mutual_information": None, "mutual_information_stderr": None}
     est, stderr = aggregate_mi(model.posterior(q.params[:examples]), model.prior.dist_like(q.mean),
                                rate)

@@ -118,12 +118,12 @@ class VAE(nn.Module):
 
     def restore(self, x: Tensor) -> Tensor:
         """Model space -> data space, example-shaped (N, *input_shape)."""
-        x = x.reshape(len(x), -1) * self.scale + self.shift
-        return x.reshape(len(x), *self.input_shape)
+        x = x.reshape(x.shape[0], -1) * self.scale + self.shift  # shape[0]: stays dynamic in a trace
+        return x.reshape(x.shape[0], *self.input_shape)
 
     def shaped(self, x: Tensor) -> Tensor:
         """(B, D) or (B, *input_shape) -> (B, *input_shape): a view, no copy."""
-        return x.reshape(len(x), *self.input_shape)
+        return x.reshape(x.shape[0], *self.input_shape)
 
     # --- the verbs ---------------------------------------------------------------------------
     def encode(self, x: Tensor) -> Distribution:

@@ -90,7 +90,8 @@ def run(args) -> int:
         return 0
     for key, value in result.items():
         if key == "kl_per_dim":
-            value = " ".join(f"{v:.2f}" for v in value)
+            value = ("undefined (the KL is a Monte Carlo estimate of the whole vector)" if value is None
+                     else " ".join(f"{v:.2f}" for v in value))
         elif isinstance(value, float):
             value = f"{value:.3f}"
         print(f"{key:>24}  {value}")
