@@ -98,12 +98,35 @@ def per_batch(model, x: Tensor, samples: int, seed: int, batch_size: int,
     model.eval()
     batch_size = max(1, min(batch_size, MAX_ROWS // samples))
     shared = shared_noise(model, samples, seed) if common else None
-    out = []
-    for xb in batches(x, batch_size):
+
+    def one(xb: Tensor) -> Tensor:
+        xb = xb.to(dtype=model.shift.dtype)  # float32, or float64 for a model made .double()
         eps = shared if common else example_noise(model, xb, samples, seed)
-        out.append(reduce(draws(model, xb.to(model.device).reshape(len(xb), -1), eps)).cpu())
+        return reduce(draws(model, xb.to(model.device).reshape(len(xb), -1), eps))
+
+    out = over_batches(x, batch_size, one)
     model.train(was_training)
+    return out
+
+
+def over_batches(x, batch_size: int, fn: Callable[[Tensor], Tensor]) -> Tensor:
+    """fn over contiguous slices x[i:i + batch_size] (x: a tensor, `streams.FileRows` or `Mapped`,
+    never read or converted whole), concatenated on the CPU: (N, ...)."""
+    out = [fn(xb).cpu() for xb in batches(x, batch_size)]
     return torch.cat(out) if out else torch.zeros(0)
+
+
+class Mapped:
+    """x seen through fn, slice by slice (e.g. one model's space into another's): a lazy view."""
+
+    def __init__(self, x, fn: Callable[[Tensor], Tensor]):
+        self.x, self.fn = x, fn
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, key: slice) -> Tensor:
+        return self.fn(self.x[key])
 
 
 def kl_score(model, x: Tensor, samples: int = 1, seed: int = 0, batch_size: int = 1000,
@@ -163,11 +186,14 @@ def complexity_score(model, x: Tensor, samples: int = 100, seed: int = 0, batch_
     if not model.image:
         raise VaekitError("--method complexity needs an 8-bit image run (it subtracts a PNG code "
                           "length); this run models tabular data: choose another --method")
-    data = model.restore(x.reshape(len(x), -1).to(model.shift))  # (N, C, H, W), data space
     dequantized = model.likelihood.continuous and bool((model.scale == 256).all())  # data.py's (k+u)/256
-    levels = ood.as_levels(data, dequantized)
+
+    def png(xb: Tensor) -> Tensor:  # (B,) nats of the data-space images (B, C, H, W)
+        return ood.png_nats(ood.as_levels(model.restore(xb.reshape(len(xb), -1).to(model.shift)),
+                                          dequantized))
+
     nll = iw_nll_score(model, x, samples, seed, batch_size, common)
-    return nll.double() - ood.png_nats(levels)
+    return nll.double() - over_batches(x, max(1, min(batch_size, MAX_ROWS)), png).double()
 
 
 def likelihood_ratio_score(model, x: Tensor, samples: int = 100, seed: int = 0,
@@ -183,10 +209,10 @@ def likelihood_ratio_score(model, x: Tensor, samples: int = 100, seed: int = 0,
                           f"but this run {tuple(model.input_shape)}; train it on the same data shape")
     same = torch.equal(bg.shift.to(model.shift), model.shift) and torch.equal(
         bg.scale.to(model.scale), model.scale)  # same preprocessing (8-bit images): same x, same draws
-    x_bg = x if same else bg.prepare(model.restore(x.reshape(len(x), -1).to(model.shift)))
+    x_bg = x if same else Mapped(x, lambda xb: bg.prepare(model.restore(
+        xb.reshape(len(xb), -1).to(model.shift))))  # the data as given, in bg's space
     nll = iw_nll_score(model, x, samples, seed, batch_size, common)
-    return nll.double() - iw_nll_score(bg, x_bg.to(bg.shift), samples, seed, batch_size,
-                                       common).double()
+    return nll.double() - iw_nll_score(bg, x_bg, samples, seed, batch_size, common).double()
 
 
 def typicality_score(model, x: Tensor, samples: int = 100, seed: int = 0, batch_size: int = 100,
@@ -226,7 +252,11 @@ PER_EXAMPLE = [m for m in SCORES if m not in NEEDS]  # scores of any run from th
 def score(model, x: Tensor, method: str = "elbo", samples: int | None = None, seed: int = 0,
           batch_size: int | None = None, common: bool = False,
           ref: Reference | None = None) -> Tensor:
-    """Anomaly scores (N,) of model-space x by a SCORES name; higher = more anomalous.
+    """Anomaly scores (N,) of model-space x by a SCORES name; higher = more anomalous, on the CPU.
+
+    x: a tensor (N, D), or anything read through len(x) and contiguous slices x[i:j] (a
+    `streams.FileRows` of a memory-mapped file): read batch by batch, converted to the model's
+    dtype and device one batch at a time, never whole.
 
     common: the same draws of z for every example (common random numbers; for ranking), instead
     of independent draws per example (see the module's docstring). ref: what the scores in NEEDS
@@ -238,7 +268,6 @@ def score(model, x: Tensor, method: str = "elbo", samples: int | None = None, se
         raise VaekitError("the number of draws (--samples) must be >= 1")
     if batch_size is None:
         batch_size = MAX_ROWS
-    x = x.to(dtype=model.shift.dtype)  # float32, or float64 for a model made .double()
     return SCORES[method](model, x, samples=samples, seed=seed, batch_size=batch_size,
                           common=common, ref=ref)
 

@@ -24,7 +24,7 @@ HELP = ("Anomaly score of every example, in input order (higher = more anomalous
 
 
 def add_arguments(p) -> None:
-    add_data_arguments(p, "examples to score")
+    add_data_arguments(p, "examples to score", stream=True)
     p.add_argument("--method", choices=list(SCORES), default="elbo",
                    help="kl | reconstruction (-E_q log p(x|z)) | recon-prob (An & Cho 2015) | "
                    "elbo (-ELBO) | iw-nll (-importance-sampled log p(x)); out-of-distribution "
@@ -56,18 +56,34 @@ def add_arguments(p) -> None:
                    "when the labels are 0/1)")
 
 
-def scores_csv(s: np.ndarray, method: str, labels, flagged) -> str:
-    buf = io.StringIO()
-    buf.write("index,method,score" + (",label" if labels is not None else "")
-              + (",flagged" if flagged is not None else "") + "\n")
-    for i, v in enumerate(s):
-        row = [str(i), method, f"{v:.7g}"]
-        if labels is not None:
-            row.append(str(labels[i]))
-        if flagged is not None:
-            row.append(str(int(flagged[i])))
-        buf.write(",".join(row) + "\n")
-    return buf.getvalue()
+CSV_ROWS = 65_536  # rows formatted and written at a time: the text is never built whole
+
+
+def write_scores(f, s: np.ndarray, method: str, labels, flagged) -> None:
+    """CSV index,method,score[,label][,flagged] to the text file f, in input order."""
+    f.write("index,method,score" + (",label" if labels is not None else "")
+            + (",flagged" if flagged is not None else "") + "\n")
+    for start in range(0, len(s), CSV_ROWS):
+        rows = []
+        for i in range(start, min(start + CSV_ROWS, len(s))):
+            row = [str(i), method, f"{s[i]:.7g}"]
+            if labels is not None:
+                row.append(str(labels[i]))
+            if flagged is not None:
+                row.append(str(int(flagged[i])))
+            rows.append(",".join(row) + "\n")
+        f.write("".join(rows))
+
+
+def write_scores_file(path: Path, *table) -> None:
+    """write_scores to path, atomically (no half-written file under the name)."""
+    def write(binary) -> None:
+        text = io.TextIOWrapper(binary, encoding="utf-8", newline="")
+        write_scores(text, *table)
+        text.flush()
+        text.detach()
+
+    atomic_write(path, write)
 
 
 def reference(r, args) -> Reference:
@@ -86,7 +102,8 @@ def reference(r, args) -> Reference:
         background = load(Path(args.background), device=str(r.model.device)).model
     validation = None
     if need == "validation":
-        validation, _ = load_for_model(r.model, r.config, None, "val", **read_options(args))
+        validation, _ = load_for_model(r.model, r.config, None, "val", lazy=True,
+                                       **read_options(args))
     return Reference(background, validation, args.group)
 
 
@@ -105,7 +122,7 @@ def run(args) -> int:
     flagged, lines = None, []
     rate = args.fpr if args.fpr is not None else args.contamination
     if rate is not None:
-        x_val, _ = load_for_model(r.model, r.config, None, "val", **read_options(args))
+        x_val, _ = load_for_model(r.model, r.config, None, "val", lazy=True, **read_options(args))
         cut = threshold(score(r.model, x_val, args.method, args.samples, args.seed,
                               common=args.common_draws, ref=ref), rate)
         flagged = s > cut
@@ -116,13 +133,12 @@ def run(args) -> int:
         m = anomaly.detection_metrics(s, target)
         lines.append(f"AUROC {m['auroc']:.4f}  average precision {m['average_precision']:.4f} "
                      f"({int(target.sum())} anomalies in {len(s)})")
-    text = scores_csv(s, args.method, y, flagged)
     if args.out:
-        atomic_write(Path(args.out), text)
+        write_scores_file(Path(args.out), s, args.method, y, flagged)
         lines.insert(0, f"wrote {len(s)} {args.method} scores to {args.out}")
         print("\n".join(lines))
     else:
-        sys.stdout.write(text)
+        write_scores(sys.stdout, s, args.method, y, flagged)
         if lines:
             print("\n".join(lines), file=sys.stderr)
     return 0
