@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import quick_config
+from conftest import quick_config, run_cli
 from sklearn.datasets import load_digits
 from torch.distributions import Bernoulli, Normal, kl_divergence
 
@@ -85,3 +85,55 @@ def test_data_of_another_shape_is_refused_in_one_line(run):
         vaekit.encode(run, np.zeros((3, 10)))
     with pytest.raises(vaekit.VaekitError, match=r"\(N, 3\)"):
         vaekit.decode(run, np.zeros((3, 2)))
+
+
+def cli_scores(capsys, *argv) -> np.ndarray:
+    code, out, err = run_cli(capsys, "score", *argv)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].startswith("index,method,score") and len(lines) == 41
+    return np.array([float(line.split(",")[2]) for line in lines[1:]])
+
+
+def test_score_takes_the_cli_methods_and_default(run, images, capsys, tmp_path):
+    """vaekit.score gives `vaekit score`'s numbers: the default method, typicality (the run's
+    validation split as reference, groups of 4), likelihood-ratio against a background run."""
+    np.save(tmp_path / "rows.npy", images)
+    argv = [run.dir, "--data", tmp_path / "rows.npy"]
+    np.testing.assert_allclose(vaekit.score(run, images),
+                               cli_scores(capsys, *argv), rtol=1e-6)
+    typical = vaekit.score(run, images, "typicality", samples=10, group=4)
+    cli = cli_scores(capsys, *argv, "--method", "typicality", "--samples", "10",
+                     "--group", "4")
+    np.testing.assert_allclose(typical, cli, rtol=1e-6, atol=1e-5)
+    assert (typical.reshape(10, 4) == typical[::4, None]).all()  # one value per group
+    val = run.model.restore(load_val(run))  # the validation split as given
+    np.testing.assert_allclose(vaekit.score(run.model, images, "typicality", samples=10, group=4,
+                                            validation=val), typical, rtol=1e-6)
+    for background in (run, run.dir):  # the run against itself: the same draws, ratio 0
+        assert np.abs(vaekit.score(run, images, "likelihood-ratio", samples=5,
+                                   background=background)).max() < 1e-4
+
+
+def load_val(run):
+    from vaekit.data import load_for_model
+
+    return load_for_model(run.model, run.config, None, "val")[0]
+
+
+@pytest.mark.parametrize("kwargs,words", [
+    ({"method": "nope"}, ["unknown score 'nope'", "typicality"]),
+    ({"method": "likelihood-ratio"}, ["background="]),
+    ({"method": "elbo", "background": "x"}, ["applies to --method likelihood-ratio"]),
+    ({"method": "iw-nll", "group": 3}, ["applies to --method typicality"]),
+    ({"method": "typicality", "group": 0}, ["must be >= 1"]),
+])
+def test_score_bad_method_or_reference_is_one_line(run, images, kwargs, words):
+    with pytest.raises(vaekit.VaekitError) as e:
+        vaekit.score(run, images, **kwargs)
+    assert len(str(e.value).splitlines()) == 1 and all(w in str(e.value) for w in words)
+
+
+def test_typicality_of_a_bare_model_needs_validation(run, images):
+    with pytest.raises(vaekit.VaekitError, match="validation="):
+        vaekit.score(run.model, images, "typicality")

@@ -20,6 +20,7 @@ import hashlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -202,8 +203,9 @@ def likelihood_ratio_score(model, x: Tensor, samples: int = 100, seed: int = 0,
     """Ren et al. (2019): -log p(x) under the model minus -log p(x) under ref.background (a VAE
     trained on perturbed inputs, ood.perturb), both importance-sampled, nats of the data as given:
     what the model knows about x beyond the background's population-level statistics."""
-    bg = needed(ref, "background", "likelihood-ratio", "a background run: --background RUN2, a "
-                "run trained on the same kind of data with ood.perturb applied (see docs/anomaly.md)")
+    bg = needed(ref, "background", "likelihood-ratio", "a background run: --background RUN2 "
+                "(vaekit.score: background=), a run trained on the same kind of data with "
+                "ood.perturb applied (see docs/anomaly.md)")
     if tuple(bg.input_shape) != tuple(model.input_shape):
         raise VaekitError(f"the background run models examples of shape {tuple(bg.input_shape)} "
                           f"but this run {tuple(model.input_shape)}; train it on the same data shape")
@@ -220,8 +222,9 @@ def typicality_score(model, x: Tensor, samples: int = 100, seed: int = 0, batch_
     """Nalisnick et al. (2019): |mean -log p(x) of a group of ref.group consecutive examples - H|,
     H the mean -log p(x) of ref.validation (the entropy estimate), nats; each example gets its
     group's value, so a score depends on its group's other examples (not with group 1)."""
-    val = needed(ref, "validation", "typicality", "in-distribution validation data (the CLI "
-                 "uses the run's validation split)")
+    val = needed(ref, "validation", "typicality", "in-distribution validation data (vaekit "
+                 "score and vaekit.score of a run use its validation split; for a bare model, pass "
+                 "validation=)")
     entropy = float(iw_nll_score(model, val, samples, seed, batch_size, common).double().mean())
     nll = iw_nll_score(model, x, samples, seed, batch_size, common).double()
     return ood.typicality(nll, entropy, 1 if ref is None else ref.group)
@@ -247,9 +250,40 @@ NEEDS = {"complexity": "8-bit images", "likelihood-ratio": "background",
          "typicality": "validation"}
 NEEDS["ood"] = NEEDS[OOD_DEFAULT]
 PER_EXAMPLE = [m for m in SCORES if m not in NEEDS]  # scores of any run from the model alone
+DEFAULT_METHOD = "elbo"  # of `vaekit score` and `vaekit.score`
 
 
-def score(model, x: Tensor, method: str = "elbo", samples: int | None = None, seed: int = 0,
+def check_method(method: str) -> None:
+    if method not in SCORES:
+        raise VaekitError(f"unknown score {method!r}; choose one of {', '.join(SCORES)}")
+
+
+def reference(model, method: str, background: Any = None, group: int = 1,
+              validation: Callable[[], Any] | None = None) -> Reference:
+    """The Reference `method` needs (NEEDS), checked as `vaekit score` and `vaekit.score` take it:
+    background (likelihood-ratio only) a run folder, a `runs.Run` or a VAE; group (typicality
+    only) >= 1; validation() reads in-distribution validation data in model space, called only
+    when the method needs it."""
+    check_method(method)
+    need = NEEDS.get(method)
+    if group < 1:
+        raise VaekitError(f"--group must be >= 1, got {group}")
+    if background is not None and need != "background":
+        raise VaekitError(f"--background applies to --method likelihood-ratio, not {method}: "
+                          "drop it")
+    if group != 1 and need != "validation":
+        raise VaekitError(f"--group applies to --method typicality (and ood), not {method}: "
+                          "drop it")
+    if isinstance(background, (str, Path)):
+        from .runs import load
+
+        background = load(Path(background), device=str(model.device))
+    background = getattr(background, "model", background)  # a Run -> its VAE
+    val = validation() if need == "validation" and validation is not None else None
+    return Reference(background, val, group)
+
+
+def score(model, x: Tensor, method: str = DEFAULT_METHOD, samples: int | None = None, seed: int = 0,
           batch_size: int | None = None, common: bool = False,
           ref: Reference | None = None) -> Tensor:
     """Anomaly scores (N,) of model-space x by a SCORES name; higher = more anomalous, on the CPU.
@@ -261,8 +295,7 @@ def score(model, x: Tensor, method: str = "elbo", samples: int | None = None, se
     common: the same draws of z for every example (common random numbers; for ranking), instead
     of independent draws per example (see the module's docstring). ref: what the scores in NEEDS
     need (a background run, validation data, the typicality group size)."""
-    if method not in SCORES:
-        raise VaekitError(f"unknown score {method!r}; choose one of {', '.join(SCORES)}")
+    check_method(method)
     samples = DEFAULT_SAMPLES[method] if samples is None else samples
     if samples < 1:
         raise VaekitError("the number of draws (--samples) must be >= 1")

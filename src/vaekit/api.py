@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from . import anomaly, latent
+from .data import load_for_model
 from .errors import VaekitError
 from .evaluate import elbo_per_example
 from .evaluate import log_likelihood as iw_log_likelihood
@@ -96,9 +97,24 @@ def log_likelihood(run: Run | VAE, data: Any, k: int = 1000) -> np.ndarray:
     return iw_log_likelihood(model, x, k).double().numpy()
 
 
-def score(run: Run | VAE, data: Any, method: str = "kl", samples: int | None = None,
-          seed: int = 0) -> np.ndarray:
-    """Anomaly scores (N,) by a `vaekit.anomaly.SCORES` name, nats, higher = more anomalous."""
+def score(run: Run | VAE, data: Any, method: str = anomaly.DEFAULT_METHOD,
+          samples: int | None = None, seed: int = 0, *, background: Any = None, group: int = 1,
+          validation: Any = None, common: bool = False) -> np.ndarray:
+    """Anomaly scores (N,) by a `vaekit.anomaly.SCORES` name, nats, higher = more anomalous: the
+    scores of `vaekit score` with the same method, samples, seed and options. The
+    out-of-distribution ones take what the CLI does: likelihood-ratio a background= run (folder,
+    Run or VAE); typicality (and ood) the run's validation split, or validation= data as given
+    (needed for a bare VAE), and group= consecutive examples scored together."""
     model = model_of(run)
+
+    def val() -> torch.Tensor | None:
+        if validation is not None:
+            return to_model_space(model, validation, check=True)
+        if isinstance(run, Run):
+            return load_for_model(model, run.config, None, "val", lazy=True)[0]
+        return None
+
+    ref = anomaly.reference(model, method, background, group, val)
     x = to_model_space(model, data, check=True)
-    return anomaly.score(model, x, method, samples, seed).double().cpu().numpy()
+    return anomaly.score(model, x, method, samples, seed, common=common,
+                         ref=ref).double().cpu().numpy()

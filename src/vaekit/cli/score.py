@@ -9,9 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from .. import anomaly
-from ..anomaly import NEEDS, OOD_DEFAULT, SCORES, Reference, score, threshold
+from ..anomaly import DEFAULT_METHOD, OOD_DEFAULT, SCORES, Reference, score, threshold
 from ..data import load_for_model
-from ..errors import VaekitError
 from ..outputs import check_out
 from ..runs import atomic_write
 from .common import add_seed_option, check_seed_option, load_run, read_options
@@ -25,14 +24,14 @@ HELP = ("Anomaly score of every example, in input order (higher = more anomalous
 
 def add_arguments(p) -> None:
     add_data_arguments(p, "examples to score", stream=True)
-    p.add_argument("--method", choices=list(SCORES), default="elbo",
+    p.add_argument("--method", choices=list(SCORES), default=DEFAULT_METHOD,
                    help="kl | reconstruction (-E_q log p(x|z)) | recon-prob (An & Cho 2015) | "
                    "elbo (-ELBO) | iw-nll (-importance-sampled log p(x)); out-of-distribution "
                    "(docs/anomaly.md): complexity (iw-nll minus the PNG code length, 8-bit images; "
                    "Serra et al. 2020) | likelihood-ratio (iw-nll minus the --background run's; "
                    "Ren et al. 2019) | typicality (|mean iw-nll of a --group - the validation "
                    f"split's|; Nalisnick et al. 2019) | ood (the recommended one: {OOD_DEFAULT}) "
-                   "(default: elbo)")
+                   f"(default: {DEFAULT_METHOD})")
     p.add_argument("--samples", type=int, metavar="S", help="draws of z per example (default: 16; "
                    "iw-nll and the out-of-distribution scores: 100)")
     p.add_argument("--background", metavar="RUN2", help="likelihood-ratio: a run trained on the "
@@ -87,30 +86,19 @@ def write_scores_file(path: Path, *table) -> None:
 
 
 def reference(r, args) -> Reference:
-    """What --method needs besides the run (NEEDS): the --background run, the validation split."""
-    need = NEEDS.get(args.method)
-    if args.background is not None and need != "background":
-        raise VaekitError(f"--background applies to --method likelihood-ratio, not {args.method}: "
-                          "drop it")
-    if args.group != 1 and need != "validation":
-        raise VaekitError(f"--group applies to --method typicality (and ood), not {args.method}: "
-                          "drop it")
-    background = None
-    if args.background is not None:
-        from ..runs import load
+    """What --method needs besides the run (anomaly.NEEDS): the --background run, the validation
+    split."""
+    return anomaly.reference(r.model, args.method, args.background, args.group,
+                             lambda: validation(r, args))
 
-        background = load(Path(args.background), device=str(r.model.device)).model
-    validation = None
-    if need == "validation":
-        validation, _ = load_for_model(r.model, r.config, None, "val", lazy=True,
-                                       **read_options(args))
-    return Reference(background, validation, args.group)
+
+def validation(r, args):
+    """The run's validation split, model space (read in slices when the run streamed it)."""
+    return load_for_model(r.model, r.config, None, "val", lazy=True, **read_options(args))[0]
 
 
 def run(args) -> int:
     check_seed_option(args)
-    if args.group < 1:
-        raise VaekitError(f"--group must be >= 1, got {args.group}")
     if args.out:
         check_out(args.out)
     r = load_run(args)
@@ -122,7 +110,7 @@ def run(args) -> int:
     flagged, lines = None, []
     rate = args.fpr if args.fpr is not None else args.contamination
     if rate is not None:
-        x_val, _ = load_for_model(r.model, r.config, None, "val", lazy=True, **read_options(args))
+        x_val = ref.validation if ref.validation is not None else validation(r, args)
         cut = threshold(score(r.model, x_val, args.method, args.samples, args.seed,
                               common=args.common_draws, ref=ref), rate)
         flagged = s > cut
