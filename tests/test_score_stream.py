@@ -115,3 +115,15 @@ def test_complexity_reads_x_in_slices_only(tmp_path):
     nll = anomaly.score(run.model, x, "iw-nll", samples=4).double()
     torch.testing.assert_close(got, nll - vaekit.ood.png_nats(images.astype(np.uint8)[:, None]))
     assert max(rows.reads) == 32 and sum(rows.reads) == 2 * 100  # the nll's pass and the png's
+
+
+def test_batches_hold_a_bounded_number_of_values(runs, monkeypatch):
+    """Whatever batch_size asks, a batch holds at most MAX_VALUES values (rows x features), so a
+    file of wide examples is read a few MiB at a time; the scores do not change."""
+    run, _, folder = runs
+    x = run.model.prepare(np.load(folder / "test.npy")[:100])  # (100, 8)
+    want = anomaly.score(run.model, x, "elbo", samples=3)
+    monkeypatch.setattr(anomaly, "MAX_VALUES", 8 * 10)  # 10 rows of 8 features
+    rows = CountingRows(x.double().numpy(), limit=10)
+    torch.testing.assert_close(anomaly.score(run.model, rows, "elbo", samples=3), want)
+    assert sum(rows.reads) == 100

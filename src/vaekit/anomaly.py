@@ -35,6 +35,7 @@ from .latent import label_mask
 
 Score = Callable[..., Tensor]
 MAX_ROWS = 50_000  # draws x examples decoded in one pass (S * B): memory ~ this x layer widths
+MAX_VALUES = 1 << 20  # examples x features read in one batch (4 MiB as float32), whatever D
 
 
 def shared_noise(model, samples: int, seed: int) -> Tensor:
@@ -93,11 +94,11 @@ def draws(model, xb: Tensor, eps: Tensor) -> Draws:
 @torch.no_grad()
 def per_batch(model, x: Tensor, samples: int, seed: int, batch_size: int,
               reduce: Callable[[Draws], Tensor], common: bool = False) -> Tensor:
-    """reduce(Draws) -> (B,), over x in batches of at most batch_size and MAX_ROWS // samples
-    examples (the scores do not depend on it): (N,) on the CPU."""
+    """reduce(Draws) -> (B,), over x in batches of at most batch_size, MAX_ROWS // samples and
+    MAX_VALUES // D examples (the scores do not depend on it): (N,) on the CPU."""
     was_training = model.training
     model.eval()
-    batch_size = max(1, min(batch_size, MAX_ROWS // samples))
+    batch_size = rows_per_batch(model, min(batch_size, MAX_ROWS // samples))
     shared = shared_noise(model, samples, seed) if common else None
 
     def one(xb: Tensor) -> Tensor:
@@ -108,6 +109,12 @@ def per_batch(model, x: Tensor, samples: int, seed: int, batch_size: int,
     out = over_batches(x, batch_size, one)
     model.train(was_training)
     return out
+
+
+def rows_per_batch(model, batch_size: int) -> int:
+    """batch_size, at most MAX_VALUES // D and at least 1: a batch read from a file (and its
+    copies on the way to model space) stays a few MiB, whatever the example size."""
+    return max(1, min(batch_size, MAX_VALUES // model.dim))
 
 
 def over_batches(x, batch_size: int, fn: Callable[[Tensor], Tensor]) -> Tensor:
@@ -194,7 +201,7 @@ def complexity_score(model, x: Tensor, samples: int = 100, seed: int = 0, batch_
                                           dequantized))
 
     nll = iw_nll_score(model, x, samples, seed, batch_size, common)
-    return nll.double() - over_batches(x, max(1, min(batch_size, MAX_ROWS)), png).double()
+    return nll.double() - over_batches(x, rows_per_batch(model, batch_size), png).double()
 
 
 def likelihood_ratio_score(model, x: Tensor, samples: int = 100, seed: int = 0,
