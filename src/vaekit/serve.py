@@ -206,7 +206,7 @@ def create_app(run_or_folder: Run | str | Path, token: str | None = None, max_ba
     run = run_or_folder if isinstance(run_or_folder, Run) else load(run_or_folder, device=device)
     model, detector = run.model.eval(), detector_of(run)
     batcher = Batcher(model, max_batch, max_wait_ms / 1000)
-    default_method = detector.method if detector is not None else "elbo"  # elbo: `vaekit score`'s
+    default_method = detector.method if detector is not None else anomaly.DEFAULT_METHOD
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
