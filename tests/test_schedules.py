@@ -127,9 +127,11 @@ def test_perturb_replaces_the_given_fraction_by_uniform_levels(tmp_path, monkeyp
     assert not torch.equal(first, second)
 
 
-def test_perturb_of_a_table_draws_reals_over_its_range(tmp_path, monkeypatch, tiny_table):
+@pytest.mark.parametrize("stream", ["off", "on"])
+def test_perturb_of_a_table_draws_reals_over_its_range(tmp_path, monkeypatch, tiny_table, stream):
     seen = batches_seen(monkeypatch)
-    run = vaekit.train(quick_config(data=str(tiny_table), epochs=1, perturb=0.5, threads=1),
+    run = vaekit.train(quick_config(data=str(tiny_table), epochs=1, perturb=0.5, threads=1,
+                                    stream=stream),
                        out=tmp_path / "r", quiet=True, hooks=[])
     raw = np.load(tiny_table)
     data = torch.cat(seen).double() * run.model.scale.double() + run.model.shift.double()
