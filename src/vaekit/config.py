@@ -111,8 +111,9 @@ class TrainConfig:
     lr_schedule: str = opt("constant", described(SCHEDULES, "learning rate per epoch: "))
     lr_min: float = opt(0.0, "cosine schedule: the rate it falls to at --epochs")
     polyak: float = opt(0.0, "Polyak averaging: decay of an exponential moving average of the "
-                        "weights, updated every step, which validation, best.pt and the test "
-                        "figures use (e.g. 0.999; 0: off)")
+                        "weights, updated every step (after n steps the decay is min(POLYAK, "
+                        "(1+n)/(10+n))), which validation, best.pt and the test figures use (e.g. "
+                        "0.999; 0: off)")
     seed: int = opt(0, "seed for splits, initialization, shuffling and sampling")
     beta: float = opt(1.0, "weight of the KL term in the ELBO")
     mc_samples: int = opt(1, "Monte Carlo draws of z per example for E_q[log p(x|z)]")

@@ -12,9 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 
-BURDA_STAGES = 8  # Burda et al. (2015), section 5: stage i = 0..7 lasts 3^i epochs (3,280 in all)
+BURDA_STAGES = 8  # Burda et al. (2015): stage i = 0..7 lasts 3^i epochs (3,280 in all)
 
 
 @dataclass(frozen=True)
@@ -75,11 +75,28 @@ def make_optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
         return torch.optim.Adam(model.parameters(), lr=lr)
 
 
+def warm_decay(decay: float, n: int) -> float:
+    """The decay of the update after n averaged steps: min(decay, (1 + n) / (10 + n)), the warm-up of
+    TensorFlow's ExponentialMovingAverage(num_updates), so the first steps' weights (an untrained
+    model) fade fast: with 0.999 and no warm-up they would still weigh 0.58 after 540 steps."""
+    return min(decay, (1 + n) / (10 + n))
+
+
+def ema_fn(decay: float) -> Callable:
+    """AveragedModel's multi_avg_fn: avg <- d avg + (1 - d) w with d = warm_decay(decay, n)."""
+
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], n: torch.Tensor) -> None:
+        torch._foreach_lerp_(averaged, current, 1 - warm_decay(decay, int(n)))
+
+    return update
+
+
 def make_average(model: torch.nn.Module, decay: float) -> AveragedModel | None:
-    """Polyak averaging as an exponential moving average of the weights after every step:
-    avg <- decay * avg + (1 - decay) * w, starting from the first step's weights (buffers too, so
-    the averaged model is whole). None when decay is 0 (off). Call after the model's weights and
-    buffers are set and it is on its device."""
+    """Polyak averaging as an exponential moving average of the weights (and the buffers, so the
+    averaged model is whole; all are floating point) after every step, from the first step's
+    weights: avg <- d avg + (1 - d) w, d = `warm_decay`. None when decay is 0 (off). Call after
+    the model's weights and buffers are set and it is on its device."""
     if decay == 0:
         return None
-    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+    return AveragedModel(model, multi_avg_fn=ema_fn(decay), use_buffers=True)
