@@ -295,6 +295,24 @@ def test_interrupted_at_random_points_in_process_and_resumed_equals_uninterrupte
         assert d.differences(tmp_path / "whole", out) == [], f"stopped at event {n}"
 
 
+def test_resumed_with_a_schedule_polyak_and_perturbed_batches_equals_uninterrupted(tmp_path,
+                                                                                   monkeypatch):
+    """The rate is a function of the epoch, the average is saved in last.pt, and the perturbation
+    draws are seeded by (seed, epoch, batch): a run stopped anywhere and continued is identical."""
+    d = drill()
+    cfg = quick_config(epochs=5, lr=0.01, lr_schedule="cosine", lr_min=0.001, polyak=0.9,
+                       perturb=0.2)
+    vaekit.train(cfg, out=tmp_path / "whole", quiet=True)
+    for trial, n in enumerate(random.Random().sample(range(2, 25), 2)):
+        out = tmp_path / f"t{trial}"
+        with monkeypatch.context() as m:
+            stop_at_event(m, n)
+            with contextlib.suppress(Killed):
+                vaekit.train(cfg, out=out, quiet=True)
+        vaekit.train(cfg, out=out, resume=(out / "config.yaml").exists(), quiet=True)
+        assert d.differences(tmp_path / "whole", out) == [], f"stopped at event {n}"
+
+
 def test_load_refuses_another_runs_checkpoint(tmp_path):
     vaekit.train(quick_config(epochs=1), out=tmp_path / "a", quiet=True)
     vaekit.train(quick_config(epochs=1, latent_dim=3), out=tmp_path / "b", quiet=True)

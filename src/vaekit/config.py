@@ -14,6 +14,7 @@ from .distributions import POSTERIORS, PRIORS, described
 from .errors import VaekitError
 from .likelihoods import LIKELIHOODS
 from .nets import BACKBONES
+from .optim import SCHEDULES
 from .runtime import check_seed, check_threads, parse_device
 from .sources import LAYOUTS
 
@@ -53,6 +54,9 @@ class DataConfig:
     binarize: str = opt("none", "none | dynamic: redraw x ~ Bernoulli(pixel) every batch "
                         "(bernoulli likelihood; test data binarized once, seeded)",
                         choices=("none", "dynamic"))
+    perturb: float = opt(0.0, "probability of replacing each value of a training batch by a "
+                         "uniform draw over its range, redrawn every batch (Ren et al. 2019's "
+                         "background model; validation/test data untouched; 0: off)")
     stream: str = opt("auto", "auto | on | off: read the training data batch by batch instead of "
                       "whole (.npy memory-mapped, .parquet by row groups, image folders decoded per "
                       "batch), its statistics in one streaming pass; auto: on for a .npy/.parquet "
@@ -103,7 +107,13 @@ class ModelConfig:
 class TrainConfig:
     epochs: int | None = opt(None, f"maximum number of epochs ({FROM_DATA}: 50 for images)")
     batch_size: int | None = opt(None, f"examples per minibatch ({FROM_DATA}: 128 for images)")
-    lr: float = opt(1e-3, "Adam learning rate")
+    lr: float = opt(1e-3, "Adam learning rate (the schedule's starting rate)")
+    lr_schedule: str = opt("constant", described(SCHEDULES, "learning rate per epoch: "))
+    lr_min: float = opt(0.0, "cosine schedule: the rate it falls to at --epochs")
+    polyak: float = opt(0.0, "Polyak averaging: decay of an exponential moving average of the "
+                        "weights, updated every step (after n steps the decay is min(POLYAK, "
+                        "(1+n)/(10+n))), which validation, best.pt and the test figures use (e.g. "
+                        "0.999; 0: off)")
     seed: int = opt(0, "seed for splits, initialization, shuffling and sampling")
     beta: float = opt(1.0, "weight of the KL term in the ELBO")
     mc_samples: int = opt(1, "Monte Carlo draws of z per example for E_q[log p(x|z)]")
@@ -228,7 +238,8 @@ def coerce(dc: type, key: str, value: Any) -> Any:
 def choices(dc: type, name: str) -> tuple[str, ...] | None:
     """The values a field may take: its `choices`, or the names of the registry it looks up."""
     registries = {"likelihood": ("auto", *LIKELIHOODS), "backbone": ("auto", *BACKBONES),
-                  "posterior": ("auto", *POSTERIORS), "prior": tuple(PRIORS)}
+                  "posterior": ("auto", *POSTERIORS), "prior": tuple(PRIORS),
+                  "lr_schedule": tuple(SCHEDULES)}
     if name in registries:
         return registries[name]
     return next(f.metadata.get("choices") for f in fields(dc) if f.name == name)
@@ -291,6 +302,9 @@ def validate(cfg: Config) -> None:
         (positive(t.epochs), "--epochs must be positive"),
         (positive(t.batch_size), "--batch-size must be positive"),
         (t.lr > 0, "--lr must be positive"),
+        (0 <= t.lr_min <= t.lr, "--lr-min must be in [0, --lr]"),
+        (0 <= t.polyak < 1, "--polyak must be in [0, 1): the averaging decay, e.g. 0.999 (0: off)"),
+        (0 <= d.perturb <= 1, "--perturb must be in [0, 1]: the probability of replacing a value"),
         (t.beta >= 0, "--beta must be >= 0"),
         (t.mc_samples >= 1, "--mc-samples must be >= 1"),
         (t.eval_mc_samples >= 1, "--eval-mc-samples must be >= 1"),

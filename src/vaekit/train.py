@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from .background import Perturbation
 from .batches import batch_source, epoch_order
 from .config import Config
 from .data import Dataset, load_dataset
@@ -38,6 +39,7 @@ from .images import save_grid
 from .model import VAE
 from .nets import resolve_backbone
 from .objectives import beta_at
+from .optim import lr_at, make_average, make_optimizer, set_lr
 from .runs import Run, claim, load, load_torch, precheck, save_torch, start_folder, write_json, write_metrics
 from .runtime import resolve_amp, resolve_device, set_threads
 
@@ -56,8 +58,10 @@ class TrainState:
     stop: str | None = None  # set by a hook to end training after this epoch, with the reason
     stop_kind: str | None = None  # patience | diverged | hook: only a patience stop may go on
     reference_loss: float | None = None  # the first minibatch's loss: the untrained model's
-    model: Any = None  # the VAE being trained and its Dataset, for hooks that draw pictures
+    model: Any = None  # the VAE evaluated (Polyak's average, if on) and its Dataset, for hooks
     data: Any = None
+    average: Any = None  # --polyak: the AveragedModel of the weights (optim.make_average)
+    perturbation: Any = None  # --perturb: background.Perturbation of the training batches
     # diagnostics: stderr, and kept with --quiet (which hides only the bar and the epoch lines)
     warn: Callable[[str], None] = field(default=lambda s: tqdm.write(s, file=sys.stderr))
 
@@ -101,16 +105,9 @@ def resolved(cfg: Config, data: Dataset) -> Config:
                           backbone=resolve_backbone(cfg.model.backbone, data.shape)), cfg.train)
 
 
-def make_optimizer(model: VAE, lr: float) -> torch.optim.Optimizer:
-    """Adam; the fused kernel (one op for all parameters) where this torch has it for the device."""
-    try:
-        return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
-    except (RuntimeError, TypeError):
-        return torch.optim.Adam(model.parameters(), lr=lr)
-
-
 def train_epoch(model: VAE, opt, source, cfg: Config, beta: float, bar, epoch: int = 0,
-                compute: Compute | None = None) -> tuple[dict[str, float], float]:
+                compute: Compute | None = None, average=None,
+                perturbation: Perturbation | None = None) -> tuple[dict[str, float], float]:
     """One pass over the epoch's shuffled global batches (`batches.py`), this rank's share of
     each. Returns the epoch's means over every rank (NaN/Inf when a batch diverged) and the loss
     of the first global batch. A rank's loss is weighted by its share of the global batch times
@@ -124,13 +121,16 @@ def train_epoch(model: VAE, opt, source, cfg: Config, beta: float, bar, epoch: i
     sums = torch.zeros(4, dtype=torch.float64, device=model.device)  # loss*n, rec, kl, first
     spare = first = None
     order = epoch_order(len(source), t.seed, epoch, compute.group)
-    for xb, total in source.epoch(order, t.batch_size, compute.group, compute.pin):
+    batches = source.epoch(order, t.batch_size, compute.group, compute.pin)
+    for i, (xb, total) in enumerate(batches):
         share = len(xb) / total
         if len(xb) == 0:  # a last global batch smaller than the world: take part with weight 0
             xb = spare
         spare = xb[:1]
         first = spare if first is None else first
         xb = xb.to(model.device, non_blocking=True)
+        if perturbation is not None:
+            xb = perturbation(xb, epoch, i, compute.group.rank)
         if binarize:
             xb = torch.bernoulli(xb)
         if dequantize:  # levels k / 256 -> (k + u) / 256, u ~ U[0, 1) redrawn every batch
@@ -138,6 +138,8 @@ def train_epoch(model: VAE, opt, source, cfg: Config, beta: float, bar, epoch: i
         with compute.autocast():
             loss, terms = compute.forward(xb, beta, t)
         compute.step(loss * share * world if world > 1 else loss, opt)
+        if average is not None:
+            average.update_parameters(model)
         with torch.no_grad():
             if share > 0:
                 sums[:3] += torch.stack([loss * len(xb), terms.reconstruction.sum(),
@@ -226,7 +228,10 @@ def train_rank(cfg: Config, run_dir: Path, resume: bool, quiet: bool, hooks: lis
                            else data.x_train.mean_row())
     model.to(device)
     opt = make_optimizer(model, cfg.train.lr)
-    state = TrainState(run_dir=run_dir, model=model, data=data)
+    average = make_average(model, cfg.train.polyak)
+    state = TrainState(run_dir=run_dir, model=average.module if average else model, data=data,
+                       average=average, perturbation=Perturbation.of(
+                           cfg.data.perturb, cfg.train.seed, data.x_train, data.shift, data.scale))
     state.log = (lambda s: None) if quiet or not group.master else (
         lambda s: tqdm.write(s, file=sys.stdout))
     if not group.master:
@@ -251,6 +256,8 @@ def restore(last: dict[str, Any], cfg: Config, model: VAE, opt, state: TrainStat
     model.load_state_dict(last["model"])
     opt.load_state_dict(last["optimizer"])
     torch.set_rng_state(last["rng"])
+    if state.average is not None and "average" in last:
+        state.average.load_state_dict(last["average"])
     if "cuda_rng" in last and model.device.type == "cuda" and not group.distributed:
         torch.cuda.set_rng_state_all(last["cuda_rng"])
     for k, v in last["state"].items():
@@ -298,7 +305,10 @@ def loop(cfg: Config, data: Dataset, model: VAE, opt, state: TrainState, hooks: 
         while state.epoch < t.epochs and state.stop is None:
             tick = time.perf_counter()
             beta = beta_at(state.epoch, t.beta, t.kl_warmup)
-            part, first_loss = train_epoch(model, opt, source, cfg, beta, bar, state.epoch, compute)
+            set_lr(opt, lr_at(state.epoch, t))  # a function of the epoch: the same after a resume
+            part, first_loss = train_epoch(model, opt, source, cfg, beta, bar, state.epoch, compute,
+                                           state.average, state.perturbation)
+            part["lr"] = opt.param_groups[0]["lr"]
             saved = on_master(partial(after_epoch, cfg, data, model, opt, state, hooks, beta, part,
                                       first_loss, tick, compute), compute.group)
             for k, v in saved.items():
@@ -315,13 +325,15 @@ def after_epoch(cfg: Config, data: Dataset, model: VAE, opt, state: TrainState, 
                 beta: float, part: dict[str, float], first_loss: float, tick: float,
                 compute: Compute) -> dict[str, Any]:
     """Rank 0, after a training epoch: validation, divergence, hooks, best.pt, early stopping,
-    last.pt and metrics; returns the loop state every rank continues with."""
+    last.pt and metrics; returns the loop state every rank continues with. With --polyak the
+    averaged weights are validated and kept in best.pt; last.pt holds both."""
     t, run_dir = cfg.train, state.run_dir
+    evaluated = state.average.module if state.average is not None else model
     if state.reference_loss is None:
         state.reference_loss = first_loss
     reason = divergence(part, state)
     if reason is None:
-        row = epoch_metrics(model, data, cfg, state.epoch + 1, beta, part,
+        row = epoch_metrics(evaluated, data, cfg, state.epoch + 1, beta, part,
                             time.perf_counter() - tick)
         score = selection_score(row, t.beta)
         if not math.isfinite(score):
@@ -334,7 +346,7 @@ def after_epoch(cfg: Config, data: Dataset, model: VAE, opt, state: TrainState, 
         hook(row, state)
     if score > state.best:
         state.best, state.best_epoch, state.bad_epochs = score, state.epoch, 0
-        save_torch(run_dir / "best.pt", {"spec": model.spec(), "model": model.state_dict(),
+        save_torch(run_dir / "best.pt", {"spec": model.spec(), "model": evaluated.state_dict(),
                                          "epoch": state.epoch})
     else:
         state.bad_epochs += 1
@@ -348,6 +360,8 @@ def after_epoch(cfg: Config, data: Dataset, model: VAE, opt, state: TrainState, 
             "rng": torch.get_rng_state(), "state": state.saved(), "history": state.history}
     if compute.group.distributed:
         last["world_size"] = compute.group.world_size
+    if state.average is not None:
+        last["average"] = state.average.state_dict()
     if compute.scaler is not None:
         last["scaler"] = compute.scaler.state_dict()
     if model.device.type == "cuda":  # draws of z come from the device's generator there
