@@ -278,32 +278,21 @@ def stop_at_event(monkeypatch, n: int) -> None:
     monkeypatch.setattr(runs_module, "atomic_write", write)
 
 
-def test_interrupted_at_random_points_in_process_and_resumed_equals_uninterrupted(tmp_path,
-                                                                                  monkeypatch):
+@pytest.mark.parametrize("options, events, trials", [
+    ({"epochs": 8, "patience": 2, "lr": 0.05}, range(1, 40), 3),  # early-stops: both endings
+    # the rate is a function of the epoch, the average is saved in last.pt, and the perturbation
+    # draws are seeded by (seed, epoch, batch)
+    ({"epochs": 5, "lr": 0.01, "lr_schedule": "cosine", "lr_min": 0.001, "polyak": 0.9,
+      "perturb": 0.2}, range(2, 25), 2),
+], ids=["plain", "schedule-polyak-perturb"])
+def test_interrupted_at_random_points_in_process_and_resumed_equals_uninterrupted(
+        tmp_path, monkeypatch, options, events, trials):
     """The crash drill without process starts: stop the run at a random epoch start or file
     write (leaving a half temp file), continue as a user would, compare every file."""
     d = drill()
-    cfg = quick_config(epochs=8, patience=2, lr=0.05)  # early-stops: both endings
+    cfg = quick_config(**options)
     vaekit.train(cfg, out=tmp_path / "whole", quiet=True)
-    for trial, n in enumerate(random.Random().sample(range(1, 40), 3)):
-        out = tmp_path / f"t{trial}"
-        with monkeypatch.context() as m:
-            stop_at_event(m, n)
-            with contextlib.suppress(Killed):
-                vaekit.train(cfg, out=out, quiet=True)
-        vaekit.train(cfg, out=out, resume=(out / "config.yaml").exists(), quiet=True)
-        assert d.differences(tmp_path / "whole", out) == [], f"stopped at event {n}"
-
-
-def test_resumed_with_a_schedule_polyak_and_perturbed_batches_equals_uninterrupted(tmp_path,
-                                                                                   monkeypatch):
-    """The rate is a function of the epoch, the average is saved in last.pt, and the perturbation
-    draws are seeded by (seed, epoch, batch): a run stopped anywhere and continued is identical."""
-    d = drill()
-    cfg = quick_config(epochs=5, lr=0.01, lr_schedule="cosine", lr_min=0.001, polyak=0.9,
-                       perturb=0.2)
-    vaekit.train(cfg, out=tmp_path / "whole", quiet=True)
-    for trial, n in enumerate(random.Random().sample(range(2, 25), 2)):
+    for trial, n in enumerate(random.Random().sample(events, trials)):
         out = tmp_path / f"t{trial}"
         with monkeypatch.context() as m:
             stop_at_event(m, n)
