@@ -137,3 +137,19 @@ def test_score_bad_method_or_reference_is_one_line(run, images, kwargs, words):
 def test_typicality_of_a_bare_model_needs_validation(run, images):
     with pytest.raises(vaekit.VaekitError, match="validation="):
         vaekit.score(run.model, images, "typicality")
+
+
+def test_a_run_trained_on_arrays_asks_for_data_instead_of_reading_the_default(tmp_path, capsys):
+    """Arrays of the digits' shape: the config's default data is `digits`, and a command after
+    training read the digits' test split in silence (as if the run had been trained on it)."""
+    from vaekit.data import IN_MEMORY, dataset_from_arrays
+
+    x = np.random.default_rng(0).integers(0, 17, size=(300, 8, 8)).astype(np.float32)
+    ds, cfg = dataset_from_arrays(x, quick_config(epochs=1), x_test=x[:50])
+    run = vaekit.train(cfg, out=tmp_path / "run", quiet=True, dataset=ds)
+    assert run.config.data.data == IN_MEMORY == run.manifest["data"]["source"]
+    code, _, err = run_cli(capsys, "eval", tmp_path / "run")
+    assert code == 2 and err.count("\n") == 1 and "--data FILE" in err
+    np.save(tmp_path / "x.npy", x[:50])
+    code, out, err = run_cli(capsys, "eval", tmp_path / "run", "--data", tmp_path / "x.npy", "--json")
+    assert code == 0 and '"n": 50' in out, err

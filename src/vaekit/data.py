@@ -6,6 +6,7 @@ their maximum (255 for uint8), tabular features standardized with training stati
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import json
@@ -174,9 +175,16 @@ def load_dataset(cfg: Config) -> tuple[Dataset, Config]:
     return make_dataset(*read_splits(cfg), cfg)
 
 
+IN_MEMORY = "in-memory-arrays"  # the data source of a run trained on arrays (no file to read again)
+
+
 def dataset_from_arrays(x: np.ndarray, cfg: Config, y: np.ndarray | None = None,
                         x_test: np.ndarray | None = None) -> tuple[Dataset, Config]:
-    """In-memory data ((n, d) tabular or (n, [c,] h, w) images) -> Dataset, as for a file."""
+    """In-memory data ((n, d) tabular or (n, [c,] h, w) images) -> Dataset, as for a file. The
+    config that comes back names IN_MEMORY as its data (config.yaml, manifest.json), so a command
+    after training asks for --data instead of reading the config's default dataset."""
+    cfg = copy.deepcopy(cfg)
+    cfg.data.data, cfg.data.test_data = IN_MEMORY, None
     layout = cfg.data.layout
     test = None if x_test is None else raw_from_array(x_test, None, "the test array", layout)
     return make_dataset(*with_test(raw_from_array(x, y, "the array", layout), test, cfg), cfg)
@@ -271,6 +279,9 @@ def load_for_model(model, cfg: Config, source: str | None = None, split: str = "
     read chunk by chunk in file order; otherwise x is a tensor."""
     if split not in SPLITS:
         raise VaekitError(f"unknown split {split!r}; choose train, val or test")
+    if source is None and cfg.data.data == IN_MEMORY:
+        raise VaekitError("this run was trained on arrays held in memory, which the run folder does "
+                          "not keep; give the data to use with --data FILE")
     if source is None or (source == cfg.data.data and source in BUILTINS):
         cfg = with_reading(cfg, **{k: v for k, v in reading.items() if k in WHERE_FIELDS})
         x, y = run_dataset(json.dumps(cfg.to_flat(), sort_keys=True)).split(split)
