@@ -90,9 +90,10 @@ def evaluate(model: VAE, x: Tensor, mc_samples: int = 1, batch_size: int = 1000,
     return out
 
 
-def stderr_of_mean(v: Tensor) -> float:
-    """Standard error of the mean of per-example values (a Monte Carlo rate: KL by draws)."""
-    return float(v.std() / math.sqrt(len(v))) if len(v) > 1 else float("nan")
+def stderr_of_mean(v: Tensor) -> float | None:
+    """Standard error of the mean of per-example values (a Monte Carlo rate: KL by draws); None
+    for a single example (no spread to measure; JSON has no NaN)."""
+    return float(v.std() / math.sqrt(len(v))) if len(v) > 1 else None
 
 
 def information_estimate(model: VAE, q: Distribution, rate: float,
