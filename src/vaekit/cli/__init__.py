@@ -20,7 +20,8 @@ COMMANDS = ["train", "eval", "sample",
 def build_parser() -> OneLineParser:
     parser = OneLineParser(prog="vaekit", description="Variational autoencoders: train, evaluate, "
                            "sample, move through the latent space, encode, score anomalies and "
-                           "report; every figure in nats per example.")
+                           "out-of-distribution inputs, report, export and serve; every figure in "
+                           "nats per example.")
     from .. import __version__
 
     parser.add_argument("--version", action="version", version=f"vaekit {__version__}")
