@@ -50,14 +50,19 @@ def tiny_images(tmp_path) -> Path:
     return path
 
 
+def low_rank_table(seed: int = 1) -> np.ndarray:
+    """300 rows of correlated gaussian features: 5 columns driven by 2 factors, plus a little
+    noise, float32."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(300, 2))
+    return (z @ rng.normal(size=(2, 5)) * 3 + 10 + 0.1 * rng.normal(size=(300, 5))).astype(np.float32)
+
+
 @pytest.fixture
 def tiny_table(tmp_path) -> Path:
-    """300 rows of correlated gaussian features (5 columns) as .npy."""
-    rng = np.random.default_rng(1)
-    z = rng.normal(size=(300, 2))
-    x = z @ rng.normal(size=(2, 5)) * 3 + 10 + 0.1 * rng.normal(size=(300, 5))
+    """`low_rank_table()` as .npy."""
     path = tmp_path / "table.npy"
-    np.save(path, x.astype(np.float32))
+    np.save(path, low_rank_table())
     return path
 
 

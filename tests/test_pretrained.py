@@ -10,7 +10,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import quick_config, run_cli
+from conftest import low_rank_table, quick_config, run_cli
 
 import vaekit
 from vaekit.errors import VaekitError
@@ -23,12 +23,11 @@ pytest.importorskip("safetensors")
 def table_run(tmp_path_factory):
     """A 2-epoch gaussian run on a 5-column table, its data file in its own folder."""
     root = tmp_path_factory.mktemp("pretrained")
-    rng = np.random.default_rng(1)
-    x = rng.normal(size=(300, 2)) @ rng.normal(size=(2, 5)) * 3 + 10 + 0.1 * rng.normal(size=(300, 5))
-    np.save(root / "table.npy", x.astype(np.float32))
+    x = low_rank_table()
+    np.save(root / "table.npy", x)
     run = vaekit.train(quick_config(data=str(root / "table.npy"), epochs=2), out=root / "run",
                        quiet=True, command=["vaekit", "train", "--data", "table.npy"])
-    return run, x.astype(np.float32)
+    return run, x
 
 
 def test_round_trip_gives_the_same_outputs_without_the_training_data(table_run, tmp_path):
