@@ -192,3 +192,17 @@ def test_missing_onnx_names_the_extra(runs, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnx", None)
     with pytest.raises(VaekitError, match=r"pip install 'vaekit\[export\]'"):
         export(run.model, "encoder", "onnx", tmp_path / "e.onnx")
+
+
+def test_a_scorer_without_a_closed_form_kl_is_refused_in_one_line(tmp_path, capsys):
+    """A mixture prior's KL is estimated from draws: the scorer, which holds the closed form, is
+    refused in one line naming the parts (it pointed at the elbo score, which export refuses);
+    the encoder still exports."""
+    np.save(tmp_path / "t.npy", low_rank_table())
+    run = vaekit.train(quick_config(data=str(tmp_path / "t.npy"), epochs=1, prior="mog"),
+                       out=tmp_path / "mog", quiet=True)
+    code, out, err = run_cli(capsys, "export", run.dir, "--part", "scorer", "--out", tmp_path / "s.onnx")
+    assert code == 2 and err.count("\n") == 1 and "gaussian posterior and mog prior" in err, err
+    assert not (tmp_path / "s.onnx").exists()
+    code, out, err = run_cli(capsys, "export", run.dir, "--part", "encoder", "--out", tmp_path / "e.onnx")
+    assert code == 0 and (tmp_path / "e.onnx").is_file(), err

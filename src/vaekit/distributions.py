@@ -188,9 +188,9 @@ class KL:
     analytic: bool
 
 
-def kl_terms(q: Distribution, p: Distribution, z: Tensor | None = None) -> KL:
-    """KL(q(z|x) || p(z)) per example: closed form where one is registered for (q, p), else the
-    mean over the draws z (S, B, L) or (B, L) of log q(z|x) - log p(z)."""
+def closed_form_kl(q: Distribution, p: Distribution) -> KL | None:
+    """KL(q(z|x) || p(z)) per example where a closed form is registered for (q, p) (ours per
+    dimension, else torch.distributions'); None where there is none (mixtures, flows)."""
     per_dim = KL_PER_DIM.get((type(q), type(p)))
     if per_dim is not None:  # factorized pair: the total is the sum of its dimensions
         values = per_dim(q, p)
@@ -198,11 +198,18 @@ def kl_terms(q: Distribution, p: Distribution, z: Tensor | None = None) -> KL:
     try:
         return KL(kl_divergence(q, p), None, True)
     except NotImplementedError:
-        pass
+        return None
+
+
+def kl_terms(q: Distribution, p: Distribution, z: Tensor | None = None) -> KL:
+    """KL(q(z|x) || p(z)) per example: closed form where one is registered for (q, p), else the
+    mean over the draws z (S, B, L) or (B, L) of log q(z|x) - log p(z)."""
+    closed = closed_form_kl(q, p)
+    if closed is not None:
+        return closed
     if z is None:
         raise VaekitError(f"KL({type(q).__name__} || {type(p).__name__}) has no closed form: it is "
-                          "a Monte Carlo estimate from draws of z, which this use does not take "
-                          "(e.g. the kl anomaly score); use a score that draws z, such as elbo")
+                          "a Monte Carlo estimate from draws of z, which this use does not take")
     reduced = KL_FROM_DRAWS.get((type(q), type(p)))
     total = reduced(q, p, z) if reduced is not None else None
     if total is not None:

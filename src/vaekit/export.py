@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .distributions import kl_terms
+from .distributions import closed_form_kl
 from .errors import VaekitError
 from .model import VAE
 from .runs import atomic_write
@@ -70,9 +70,14 @@ def deterministic_scores(model: VAE, x: Tensor) -> tuple[Tensor, Tensor]:
     """(kl, reconstruction), each (B,), of model-space x (B, *shape): KL(q(z|x) || p(z)) in closed
     form and -log p(x | z = E_q[z]) in nats (log-Jacobian of the preprocessing included)."""
     q = model.posterior(model.encoder(x))
-    kl = kl_terms(q, model.prior.dist()).total
+    kl = closed_form_kl(q, model.prior.dist())
+    if kl is None:
+        raise VaekitError(f"the scorer holds KL(q(z|x) || p(z)) in closed form, which the "
+                          f"{model.config.posterior_name} posterior and {model.config.prior} prior do not "
+                          "have (it is estimated from draws of z); export the encoder or decoder, or "
+                          "score with vaekit score / vaekit serve")
     log_px = model.likelihood.log_prob(x, model.decoder_params(q.mean)) + model.log_jacobian()
-    return kl, -log_px
+    return kl.total, -log_px
 
 
 @dataclass(frozen=True)
