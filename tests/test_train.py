@@ -191,3 +191,21 @@ def test_amp_dtypes_and_nproc_line():
     assert resolve_amp("fp16", torch.device("cuda")) is torch.float16
     assert without_nproc(["train", "--nproc", "2", "--epochs", "3", "--nproc=4"]) == [
         "train", "--epochs", "3"]
+
+
+def test_a_run_saved_before_an_option_existed_resumes(tmp_path, capsys):
+    """A checkpoint whose spec lacks options added later (here the iaf and mixture-prior ones)
+    resumes: a missing key counts as its default, as when such a run is loaded. A real spec
+    difference is still refused."""
+    vaekit.train(quick_config(epochs=1), out=tmp_path / "run", quiet=True)
+    last = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    for key in ("flow_steps", "flow_hidden", "prior_components"):
+        del last["spec"]["model_config"][key]
+    torch.save(last, tmp_path / "run" / "last.pt")
+    code, _, err = run_cli(capsys, "train", "--resume", tmp_path / "run", "--epochs", "2", "--quiet")
+    assert code == 0, err
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["state"]["epoch"] == 2
+    from vaekit.model import VAE
+    spec = last["spec"]
+    other = {**spec, "model_config": {**spec["model_config"], "latent_dim": 7}}
+    assert VAE.same_spec(spec, spec) and not VAE.same_spec(spec, other)

@@ -83,6 +83,15 @@ class VAE(nn.Module):
         cfg = {k: tuple(v) if isinstance(v, list) else v for k, v in spec["model_config"].items()}
         return cls(ModelConfig(**cfg), tuple(spec["input_shape"]))
 
+    @staticmethod
+    def same_spec(a: dict[str, Any], b: dict[str, Any]) -> bool:
+        """Whether two specs build the same model: a key an older spec lacks counts as its
+        default, so a run saved before an option existed still matches (and resumes)."""
+        def full(spec: dict[str, Any]) -> dict[str, Any]:
+            cfg = {k: tuple(v) if isinstance(v, list) else v for k, v in spec["model_config"].items()}
+            return {"model_config": asdict(ModelConfig(**cfg)), "input_shape": list(spec["input_shape"])}
+        return full(a) == full(b)
+
     # --- data space <-> model space -------------------------------------------------------
     def set_preprocessing(self, shift: Tensor, scale: Tensor) -> None:
         """x_model = (x_data - shift) / scale, per value."""

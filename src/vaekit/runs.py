@@ -174,7 +174,7 @@ def start_folder(run_dir: Path, cfg: Config, info: dict[str, Any], spec: dict[st
     if has_checkpoint:
         last = load_torch(run_dir / "last.pt", keys=("spec", "model", "optimizer", "rng", "state",
                                                      "history"))
-        if last["spec"] != spec:
+        if not VAE.same_spec(last["spec"], spec):
             raise VaekitError(f"the model options differ from those {run_dir} was trained with; "
                               "resume with the run's own options (only --epochs/--patience)")
         before = last.get("world_size", 1)
