@@ -99,7 +99,7 @@ def differences(a: Path, b: Path) -> list[str]:
     """What differs between two run folders (timings aside); [] when identical."""
     diffs = []
     for name in ("best.pt", "last.pt"):
-        x, y = (torch.load(d / name, weights_only=True) for d in (a, b))
+        x, y = (parsed(torch.load(d / name, weights_only=True)) for d in (a, b))
         diffs += [f"{name}:{k}" for k in x if k != "optimizer" and not same(x[k], y.get(k))]
         if "optimizer" in x and not same(x["optimizer"], y["optimizer"]):
             diffs.append(f"{name}:optimizer")
@@ -114,6 +114,13 @@ def differences(a: Path, b: Path) -> list[str]:
     temps = [p.name for p in b.iterdir() if p.name.startswith(".")]
     diffs += [f"temp file {t}" for t in temps]
     return diffs
+
+
+def parsed(ckpt: dict) -> dict:
+    """The checkpoint with its history (metrics.jsonl's text) as rows, so timings can be set aside."""
+    if isinstance(ckpt.get("history_jsonl"), str):
+        ckpt["history_jsonl"] = [json.loads(line) for line in ckpt["history_jsonl"].splitlines()]
+    return ckpt
 
 
 def same(x, y) -> bool:

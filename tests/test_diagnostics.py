@@ -146,7 +146,7 @@ def test_nan_divergence_stops_with_the_best_weights_and_says_so(tiny_images, tmp
     assert summary["best_epoch"] == max(run.metrics, key=lambda r: r["val_elbo"])["epoch"]
     assert math.isfinite(summary["test"]["elbo"])
     last = load_torch(tmp_path / "r" / "last.pt")
-    assert last["state"]["epoch"] == 2 and len(last["history"]) == 2
+    assert last["state"]["epoch"] == 2 and len(last["history_jsonl"].splitlines()) == 2
     assert last["state"]["stop_kind"] == "diverged"
     assert all(torch.isfinite(v).all() for v in last["model"].values())
     monkeypatch.setitem(OBJECTIVES, "elbo", real)  # resume: the stop is kept, nothing more trains

@@ -172,8 +172,8 @@ def start_folder(run_dir: Path, cfg: Config, info: dict[str, Any], spec: dict[st
     manifest; then the resolved config."""
     last = None
     if has_checkpoint:
-        last = load_torch(run_dir / "last.pt", keys=("spec", "model", "optimizer", "rng", "state",
-                                                     "history"))
+        last = load_torch(run_dir / "last.pt", keys=("spec", "model", "optimizer", "rng", "state"))
+        last["history"], last["history_jsonl"] = checkpoint_history(last, run_dir / "last.pt")
         if not VAE.same_spec(last["spec"], spec):
             raise VaekitError(f"the model options differ from those {run_dir} was trained with; "
                               "resume with the run's own options (only --epochs/--patience)")
@@ -181,7 +181,7 @@ def start_folder(run_dir: Path, cfg: Config, info: dict[str, Any], spec: dict[st
         if before != processes:
             warn(f"note: {run_dir} was trained with {before} process(es), it continues with "
                  f"{processes}: the same global batches, other draws of z")
-        write_metrics(run_dir, last["history"])
+        write_metrics(run_dir, last["history_jsonl"])
     else:
         if resume:
             warn(f"note: {run_dir} has no checkpoint yet; training starts from epoch 1")
@@ -207,8 +207,30 @@ def write_json(path: Path, obj: Any) -> None:
     atomic_write(path, json.dumps(obj, indent=2) + "\n")
 
 
-def write_metrics(run_dir: Path, history: list[dict[str, Any]]) -> None:
-    atomic_write(run_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in history))
+def metrics_text(history: list[dict[str, Any]]) -> str:
+    """The epoch rows as metrics.jsonl holds them: one JSON object per line."""
+    return "".join(json.dumps(m) + "\n" for m in history)
+
+
+def write_metrics(run_dir: Path, text: str) -> None:
+    """metrics.jsonl <- text (`metrics_text`; the loop appends each row's line to it, so an epoch
+    encodes one row, not the whole history again)."""
+    atomic_write(run_dir / "metrics.jsonl", text)
+
+
+def checkpoint_history(last: dict[str, Any], path: Path) -> tuple[list[dict[str, Any]], str]:
+    """(rows, metrics text) of a last.pt: kept as metrics.jsonl's text (a list of rows in
+    checkpoints of vaekit before 0.2: pickling the rows again every epoch cost O(epochs^2))."""
+    if isinstance(last.get("history_jsonl"), str):
+        text = last["history_jsonl"]
+        try:
+            return [json.loads(line) for line in text.splitlines()], text
+        except json.JSONDecodeError:
+            pass
+    elif isinstance(last.get("history"), list):
+        return list(last["history"]), metrics_text(last["history"])
+    raise VaekitError(f"checkpoint {path} is not a vaekit checkpoint (no readable epoch history); "
+                      "retrain or restore the file")
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:

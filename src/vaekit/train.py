@@ -40,7 +40,8 @@ from .model import VAE
 from .nets import resolve_backbone
 from .objectives import beta_at
 from .optim import lr_at, make_average, make_optimizer, set_lr
-from .runs import Run, claim, load, load_torch, precheck, save_torch, start_folder, write_json, write_metrics
+from .runs import (Run, claim, load, load_torch, metrics_text, precheck, save_torch, start_folder,
+                   write_json, write_metrics)
 from .runtime import resolve_amp, resolve_device, set_threads
 
 
@@ -53,6 +54,7 @@ class TrainState:
     best_epoch: int = 0
     bad_epochs: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
+    history_text: str = ""  # the same rows as metrics.jsonl's lines (runs.metrics_text)
     run_dir: Path | None = None
     log: Callable[[str], None] = print
     stop: str | None = None  # set by a hook to end training after this epoch, with the reason
@@ -262,7 +264,7 @@ def restore(last: dict[str, Any], cfg: Config, model: VAE, opt, state: TrainStat
         torch.cuda.set_rng_state_all(last["cuda_rng"])
     for k, v in last["state"].items():
         setattr(state, k, v)
-    state.history = list(last["history"])
+    state.history, state.history_text = last["history"], last["history_jsonl"]
     t = cfg.train
     if state.stop_kind == "patience" and not (t.patience and state.bad_epochs >= t.patience):
         state.stop = state.stop_kind = None  # a larger --patience lets the run go on
@@ -356,8 +358,9 @@ def after_epoch(cfg: Config, data: Dataset, model: VAE, opt, state: TrainState, 
         state.stop = f"early stop: no better validation score for {t.patience} epochs"
         state.stop_kind = "patience"
     state.history.append(row)
+    state.history_text += metrics_text([row])
     last = {"spec": model.spec(), "model": model.state_dict(), "optimizer": opt.state_dict(),
-            "rng": torch.get_rng_state(), "state": state.saved(), "history": state.history}
+            "rng": torch.get_rng_state(), "state": state.saved(), "history_jsonl": state.history_text}
     if compute.group.distributed:
         last["world_size"] = compute.group.world_size
     if state.average is not None:
@@ -367,7 +370,7 @@ def after_epoch(cfg: Config, data: Dataset, model: VAE, opt, state: TrainState, 
     if model.device.type == "cuda":  # draws of z come from the device's generator there
         last["cuda_rng"] = torch.cuda.get_rng_state_all()
     save_torch(run_dir / "last.pt", last)
-    write_metrics(run_dir, state.history)
+    write_metrics(run_dir, state.history_text)
     state.log(format_row(row))
     return state.saved()
 
