@@ -234,6 +234,19 @@ def test_detector_defaults_fixed_sigma_and_the_rules_patience():
     assert det.config_.train.patience == default_sizes(135, 8)["patience"] == 250
 
 
+def test_detector_steps_set_the_epochs_without_early_stopping():
+    """steps = gradient steps of a fit: 300 rows, 270 trained on (10% validate), batches of 100,
+    3 steps per epoch: 30 steps are 10 epochs, and no early stop cuts them short. Given epochs
+    win; steps=None is the training rule's (about 20000 steps, early stopping)."""
+    x, _ = planted(300, 0, seed=8)
+    det = VAEAnomalyDetector(steps=30).fit(x)
+    assert det.config_.train.batch_size == 100
+    assert det.config_.train.epochs == det.config_.train.patience == 10
+    assert VAEAnomalyDetector(steps=30, epochs=2).fit(x).config_.train.epochs == 2
+    rule = VAEAnomalyDetector(steps=None)._config(0, 270, 8)
+    assert rule.train.epochs is None and rule.train.patience is None  # left to the rule
+
+
 def test_default_sizes_follow_the_data():
     small, large = default_sizes(300, 6), default_sizes(50_000, 40)
     assert small["batch_size"] == 100 and large["batch_size"] == 128

@@ -40,8 +40,18 @@ from .model import VAE
 from .nets import resolve_backbone
 from .objectives import beta_at
 from .optim import lr_at, make_average, make_optimizer, set_lr
-from .runs import (Run, claim, load, load_torch, metrics_text, precheck, save_torch, start_folder,
-                   write_json, write_metrics)
+from .runs import (
+    Run,
+    claim,
+    load,
+    load_torch,
+    metrics_text,
+    precheck,
+    save_torch,
+    start_folder,
+    write_json,
+    write_metrics,
+)
 from .runtime import resolve_amp, resolve_device, set_threads
 
 

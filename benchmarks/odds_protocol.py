@@ -1,0 +1,158 @@
+"""How VAEAnomalyDetector's defaults are chosen: candidates scored on inner splits only, then
+chosen by two protocols that cannot overfit the tables they are judged on (issue 12, [anomaly]).
+
+Candidates: gradient steps per fit (--steps) x score (--methods: elbo, reconstruction, kl) x
+ensemble size (1, or --members models with consecutive seeds, scores averaged in nats), every other
+option at its default. For each table of ../shared/data/odds and each seed, the stratified 60/40
+split of benchmarks/odds_anomaly.py (the same splits); the 60% is split again (stratified 60/40):
+each candidate is fit on the inner 60% and its *inner* AUROC is measured on the inner 40%, which is
+all a choice may look at. Each candidate is also fit on the whole 60% and its *test* AUROC
+measured on the 40%, which no choice looks at. Then:
+
+- dev -> confirm: the candidate with the best mean inner AUROC over the dev half (odds_anomaly.HALVES)
+  is chosen; its test AUROC is reported on both halves;
+- leave-one-table-out: for each table, the candidate with the best mean inner AUROC over the other
+  19 tables is chosen, and that table's test AUROC under it is reported; the mean over tables is an
+  estimate of how the choice rule does on a table it never saw;
+- the default: the candidate with the best mean inner AUROC over all tables (what a leave-one-out
+  choice converges to).
+
+Results per fit go to --out (JSON, kept between calls: a rerun with the same file only fits what
+is missing, so a run can be continued).
+
+    python benchmarks/odds_protocol.py --out /tmp/odds-protocol.json            # 20 tables, 2 seeds
+    python benchmarks/odds_protocol.py --out /tmp/p.json --tables wine,glass --seeds 1 --steps 100,300
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import train_test_split
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from odds_anomaly import HALVES, ODDS  # noqa: E402  (the same halves and folder)
+
+from vaekit import VAEAnomalyDetector  # noqa: E402
+from vaekit.anomaly import score  # noqa: E402
+
+
+def comma(kind):
+    return lambda text: [kind(v) for v in text.split(",")]
+
+
+def fit_and_score(x_fit, x_eval, y_eval, steps: int, members: int, seed: int,
+                  methods: list[str]) -> dict[str, float]:
+    """AUROC of every (method, ensemble size 1 or members) of models trained on x_fit."""
+    det = VAEAnomalyDetector(steps=steps, ensemble=members, random_state=seed).fit(x_fit)
+    out = {}
+    for method in methods:
+        per_member = [score(m, m.prepare(x_eval.astype(np.float32)), method, seed=seed + k)
+                      .double().numpy() for k, m in enumerate(det.models_)]
+        out[f"{method}/1"] = roc_auc_score(y_eval, per_member[0])
+        out[f"{method}/{members}"] = roc_auc_score(y_eval, np.mean(per_member, axis=0))
+    return out
+
+
+def collect(args, results: dict) -> None:
+    for table in args.tables:
+        with np.load(args.odds_dir / f"{table}.npz", allow_pickle=False) as data:
+            x, y = data["X"].astype(np.float32), data["y"].astype(np.int64)
+        for seed in range(args.seeds):
+            xa, xb, ya, yb = train_test_split(x, y, test_size=0.4, stratify=y, random_state=seed)
+            xi, xv, _, yv = train_test_split(xa, ya, test_size=0.4, stratify=ya, random_state=seed)
+            for steps in args.steps:
+                key = f"{table}|{seed}|{steps}"
+                if key in results:
+                    continue
+                tick = time.perf_counter()
+                inner = fit_and_score(xi, xv, yv, steps, args.members, seed, args.methods)
+                test = fit_and_score(xa, xb, yb, steps, args.members, seed, args.methods)
+                results[key] = {"inner": inner, "test": test, "seconds": time.perf_counter() - tick}
+                tmp = args.out.with_suffix(".tmp")
+                tmp.write_text(json.dumps(results, indent=0))
+                os.replace(tmp, args.out)
+                print(f"  {table} seed {seed} steps {steps}: inner best "
+                      f"{max(inner, key=inner.get)} {max(inner.values()):.3f}, "
+                      f"{results[key]['seconds']:.0f}s", flush=True)
+
+
+def table_means(results: dict, tables: list[str], seeds: int, steps: list[int], part: str) -> dict:
+    """{candidate: {table: mean AUROC over seeds}}; a candidate is 'steps/method/ensemble'."""
+    out: dict[str, dict[str, float]] = {}
+    for s in steps:
+        for t in tables:
+            rows = [results[f"{t}|{seed}|{s}"][part] for seed in range(seeds)]
+            for column in rows[0]:
+                out.setdefault(f"{s} steps, {column}", {})[t] = float(np.mean([r[column] for r in rows]))
+    return out
+
+
+def best(inner: dict, tables: list[str]) -> str:
+    return max(inner, key=lambda c: np.mean([inner[c][t] for t in tables]))
+
+
+def report(args, results: dict) -> None:
+    tables = args.tables
+    inner = table_means(results, tables, args.seeds, args.steps, "inner")
+    test = table_means(results, tables, args.seeds, args.steps, "test")
+    halves = {h: [t for t in ts if t in tables] for h, ts in HALVES.items()}
+    print("\nmean inner AUROC (what choices see) and test AUROC, per candidate "
+          "(score/ensemble size)\n")
+    print("| candidate | inner dev | inner confirm | inner all | test dev | test confirm | test all |")
+    print("|---|---|---|---|---|---|---|")
+    for c in sorted(inner, key=lambda c: -np.mean(list(inner[c].values()))):
+        cells = [np.mean([m[c][t] for t in ts]) if ts else float("nan")
+                 for m in (inner, test) for ts in (halves["dev"], halves["confirm"], tables)]
+        print(f"| {c} | " + " | ".join(f"{v:.4f}" for v in cells) + " |")
+    if halves["dev"] and halves["confirm"]:
+        c = best(inner, halves["dev"])
+        print(f"\ndev -> confirm: chosen on the dev half's inner splits: {c}; test AUROC dev "
+              f"{np.mean([test[c][t] for t in halves['dev']]):.4f}, confirm "
+              f"{np.mean([test[c][t] for t in halves['confirm']]):.4f}")
+    print("\nleave-one-table-out: the choice made without the table, and its test AUROC there\n")
+    print("| table | chosen without it | test AUROC |")
+    print("|---|---|---|")
+    loto = {}
+    for t in tables:
+        c = best(inner, [u for u in tables if u != t])
+        loto[t] = test[c][t]
+        print(f"| {t} | {c} | {loto[t]:.4f} |")
+    for h, ts in halves.items():
+        if ts:
+            print(f"leave-one-table-out mean test AUROC, {h} half: {np.mean([loto[t] for t in ts]):.4f}")
+    print(f"leave-one-table-out mean test AUROC, all {len(tables)}: {np.mean(list(loto.values())):.4f}")
+    print(f"\nthe default (best mean inner AUROC over all {len(tables)} tables): {best(inner, tables)}")
+    print(f"fit seconds in all (inner and test fits): "
+          f"{sum(r['seconds'] for r in results.values()):.0f}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", type=Path, required=True, help="results JSON (continued if it exists)")
+    p.add_argument("--tables", type=comma(str), default=[t for ts in HALVES.values() for t in ts])
+    p.add_argument("--seeds", type=int, default=2)
+    p.add_argument("--steps", type=comma(int), default=[100, 300, 1000])
+    p.add_argument("--members", type=int, default=3, help="ensemble size compared with 1")
+    p.add_argument("--methods", type=comma(str), default=["elbo", "reconstruction", "kl"])
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--odds-dir", type=Path, default=ODDS)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    results = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    print(f"{len(args.tables)} tables, {args.seeds} seeds, steps {args.steps}, scores "
+          f"{args.methods}, ensembles of 1 and {args.members}; results in {args.out}", flush=True)
+    collect(args, results)
+    report(args, results)
+
+
+if __name__ == "__main__":
+    main()
