@@ -12,7 +12,13 @@ of the `vaekit score` registry named in SCORES is computed on the in-distributio
 (label 0) and the out-of-distribution ones (label 1), and its AUROC printed. Typicality is scored
 per example (--group 1) and over groups of --group consecutive images of one set.
 
+With --colour-run RUN (a run trained on CIFAR-10 in colour, e.g. by benchmarks/cifar10_bpd.py),
+also the colour pair: that model scores CIFAR-10 test images against MNIST digits padded to 32x32
+and repeated over 3 channels (every score but likelihood-ratio, which needs a colour background
+run: --colour-background RUN2). --no-grey skips the grey pair.
+
     nice -n 5 python benchmarks/ood_images.py     # 35 min on 2 cores shared with other jobs
+    python benchmarks/ood_images.py --no-grey --colour-run /work/runs/cifar-bpd --samples 20
     python benchmarks/ood_images.py --train 2000 --test 200 --epochs 1 --samples 8   # 1.5 min
     python benchmarks/ood_images.py --train 20000 --epochs 10 --samples 100
 """
@@ -75,14 +81,35 @@ def direction(name: str, x_train: np.ndarray, x_in: np.ndarray, x_out: np.ndarra
     bg = train(ood.perturb(x_train, args.mu, seed=args.seed), args, tmp / f"{name}-background")
     print(f"{name}: trained the model and its background in {time.perf_counter() - tick:.0f} s",
           flush=True)
+    # typicality's entropy from training images that are not the scored sets
+    return scored(run, x_in, x_out, x_train[-args.test:], bg.model, args, SCORES)
+
+
+def mnist_colour(split: str) -> np.ndarray:
+    """(N, 3, 32, 32) uint8: MNIST digits padded with 2 black pixels a side, on 3 equal channels."""
+    x = np.pad(mnist(split), ((0, 0), (2, 2), (2, 2)))
+    return np.repeat(x[:, None], 3, axis=1)
+
+
+def cifar_colour(split: str) -> np.ndarray:
+    """(N, 3, 32, 32) uint8 CIFAR-10 in colour, shuffled once as cifar_grey shuffles it."""
+    with np.load(SHARED / "cifar10" / "cifar10.npz") as z:
+        x = z["x_train" if split == "train" else "x_test"]
+    return x[np.random.default_rng(0).permutation(len(x))].transpose(0, 3, 1, 2)
+
+
+def scored(run, x_in: np.ndarray, x_out: np.ndarray, x_val: np.ndarray, background, args,
+           methods: list[str]) -> dict[str, float]:
+    """AUROC of every score in methods of a trained run: in-distribution x_in (label 0) against
+    x_out (label 1); x_val (neither) gives typicality's entropy."""
     model = run.model
-    x_val = model.prepare(x_train[-args.test:])  # typicality's entropy: not the scored sets
     data = torch.cat([model.prepare(x_in), model.prepare(x_out)])
     y = np.r_[np.zeros(len(x_in)), np.ones(len(x_out))]
+    ref = anomaly.Reference(background=background, validation=model.prepare(x_val), group=1)
     out = {}
-    for method in SCORES:
+    for method in methods:
         tick = time.perf_counter()
-        ref = anomaly.Reference(background=bg.model, validation=x_val, group=1)
+        ref.group = 1
         s = anomaly.score(model, data, method, args.samples if method != "elbo" else None,
                           seed=args.seed, ref=ref).double().numpy()
         out[method] = roc_auc_score(y, s)
@@ -108,26 +135,42 @@ def main() -> None:
     p.add_argument("--group", type=int, default=10, help="typicality group size (also 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--colour-run", help="a run trained on CIFAR-10 in colour: score the colour pair")
+    p.add_argument("--colour-background", help="its background run (for likelihood-ratio)")
+    p.add_argument("--no-grey", action="store_true", help="skip the grey pair (two trainings)")
     args = p.parse_args()
     if args.test % args.group:
         p.error("--test must be a multiple of --group (each group holds one set's images)")
     torch.set_num_threads(args.threads)
-    m_train, m_test = mnist("train")[:args.train], mnist("test")[:args.test]
-    c_train, c_test = cifar_grey("train")[:args.train], cifar_grey("test")[:args.test]
     results = {}
-    with tempfile.TemporaryDirectory(prefix="vaekit-ood-") as tmp:
-        results["MNIST model: MNIST vs grey CIFAR-10"] = direction(
-            "mnist", m_train, m_test, c_test, args, Path(tmp))
-        results["grey CIFAR-10 model: grey CIFAR-10 vs MNIST"] = direction(
-            "cifar-grey", c_train, c_test, m_test, args, Path(tmp))
-    columns = list(next(iter(results.values())))
-    print(f"\nAUROC (out-of-distribution = positive); {args.train} training images, {args.epochs} "
-          f"epochs, MLP {args.hidden}, latent {args.latent}, {args.samples} importance samples, "
-          f"{args.test} + {args.test} test images, background mu {args.mu}, seed {args.seed}\n")
+    if not args.no_grey:
+        m_train, m_test = mnist("train")[:args.train], mnist("test")[:args.test]
+        c_train, c_test = cifar_grey("train")[:args.train], cifar_grey("test")[:args.test]
+        with tempfile.TemporaryDirectory(prefix="vaekit-ood-") as tmp:
+            results["MNIST model: MNIST vs grey CIFAR-10"] = direction(
+                "mnist", m_train, m_test, c_test, args, Path(tmp))
+            results["grey CIFAR-10 model: grey CIFAR-10 vs MNIST"] = direction(
+                "cifar-grey", c_train, c_test, m_test, args, Path(tmp))
+    if args.colour_run:
+        run = vaekit.load(args.colour_run)
+        bg = vaekit.load(args.colour_background).model if args.colour_background else None
+        methods = [m for m in SCORES if bg is not None or m != "likelihood-ratio"]
+        c_test = cifar_colour("test")
+        print(f"colour CIFAR-10 model {args.colour_run}: CIFAR-10 vs MNIST as 32x32x3", flush=True)
+        results["colour CIFAR-10 model: CIFAR-10 vs MNIST 32x32x3"] = scored(
+            run, c_test[:args.test], mnist_colour("test")[:args.test], c_test[-args.test:], bg,
+            args, methods)
+    if not results:
+        p.error("nothing to score: --no-grey without --colour-run")
+    columns = list(dict.fromkeys(c for r in results.values() for c in r))
+    grey = ("" if args.no_grey else f"grey pair: {args.train} training images, {args.epochs} "
+            f"epochs, MLP {args.hidden}, latent {args.latent}, background mu {args.mu}; ")
+    print(f"\nAUROC (out-of-distribution = positive); {grey}{args.samples} importance samples, "
+          f"{args.test} + {args.test} test images, seed {args.seed}\n")
     print("| pair | " + " | ".join(columns) + " |")
     print("|---|" + "---|" * len(columns))
     for pair, r in results.items():
-        print(f"| {pair} | " + " | ".join(f"{r[c]:.4f}" for c in columns) + " |")
+        print(f"| {pair} | " + " | ".join(f"{r[c]:.4f}" if c in r else "-" for c in columns) + " |")
 
 
 if __name__ == "__main__":
