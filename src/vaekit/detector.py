@@ -46,7 +46,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
     steps with early stopping), which lets the model learn the anomalies in its training data too.
     latent_dim, hidden, epochs, batch_size, patience: None = `config.default_sizes` of the training
     rows (patience: early stopping on the validation ELBO after about 500 steps without progress);
-    epochs or patience given override steps.
+    epochs given override steps, and patience given stops a steps-long fit early.
     likelihood: gaussian-fixed (sigma, standardized units; default 1) or gaussian (learned sigma).
     ensemble: models trained with consecutive seeds; their scores (nats) are averaged.
     samples: Monte Carlo draws per score (None: the score's default); random_state: int seed.
