@@ -211,6 +211,13 @@ def test_a_run_saved_before_an_option_existed_resumes(tmp_path, capsys):
     spec = last["spec"]
     other = {**spec, "model_config": {**spec["model_config"], "latent_dim": 7}}
     assert VAE.same_spec(spec, spec) and not VAE.same_spec(spec, other)
+    damaged = {**spec, "model_config": {**spec["model_config"], "no_such_option": 1}}
+    assert not VAE.same_spec(damaged, spec)  # a damaged checkpoint is "options differ", one line
+    last = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    last["spec"] = damaged
+    torch.save(last, tmp_path / "run" / "last.pt")
+    code, _, err = run_cli(capsys, "train", "--resume", tmp_path / "run", "--epochs", "3", "--quiet")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "differ" in err, err
 
 
 def test_last_checkpoint_keeps_the_history_as_metrics_text(tmp_path):

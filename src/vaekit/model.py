@@ -90,7 +90,10 @@ class VAE(nn.Module):
         def full(spec: dict[str, Any]) -> dict[str, Any]:
             cfg = {k: tuple(v) if isinstance(v, list) else v for k, v in spec["model_config"].items()}
             return {"model_config": asdict(ModelConfig(**cfg)), "input_shape": list(spec["input_shape"])}
-        return full(a) == full(b)
+        try:
+            return full(a) == full(b)
+        except (TypeError, KeyError, ValueError, AttributeError, VaekitError):  # a damaged spec
+            return False
 
     # --- data space <-> model space -------------------------------------------------------
     def set_preprocessing(self, shift: Tensor, scale: Tensor) -> None:
