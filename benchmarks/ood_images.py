@@ -15,10 +15,13 @@ per example (--group 1) and over groups of --group consecutive images of one set
 With --colour-run RUN (a run trained on CIFAR-10 in colour, e.g. by benchmarks/cifar10_bpd.py),
 also the colour pair: that model scores CIFAR-10 test images against MNIST digits padded to 32x32
 and repeated over 3 channels (every score but likelihood-ratio, which needs a colour background
-run: --colour-background RUN2). --no-grey skips the grey pair.
+run: --colour-background RUN2). --colour-mnist adds the other colour direction: a model (and
+background) trained like the grey ones on MNIST as 32x32x3 scores those digits against CIFAR-10 in
+colour. --no-grey skips the grey pair.
 
     nice -n 5 python benchmarks/ood_images.py     # 35 min on 2 cores shared with other jobs
-    python benchmarks/ood_images.py --no-grey --colour-run /work/runs/cifar-bpd --samples 20
+    python benchmarks/ood_images.py --no-grey --colour-run ../runs/cifar-bpd --samples 20
+    python benchmarks/ood_images.py --no-grey --colour-mnist --test 500 --samples 10
     python benchmarks/ood_images.py --train 2000 --test 200 --epochs 1 --samples 8   # 1.5 min
     python benchmarks/ood_images.py --train 20000 --epochs 10 --samples 100
 """
@@ -64,7 +67,7 @@ def cifar_grey(split: str) -> np.ndarray:
 
 
 def train(x: np.ndarray, args, out: Path):
-    """A small 8-bit MLP VAE of x (N, 28, 28) uint8; returns the vaekit Run."""
+    """A small 8-bit MLP VAE of x ((N, 28, 28) or (N, 3, 32, 32) uint8); returns the vaekit Run."""
     cfg = Config.from_flat({"likelihood": "discretized-logistic", "mixtures": 1,
                             "backbone": "mlp", "hidden": [args.hidden], "latent_dim": args.latent,
                             "epochs": args.epochs, "batch_size": 128, "patience": 0,
@@ -137,6 +140,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--colour-run", help="a run trained on CIFAR-10 in colour: score the colour pair")
     p.add_argument("--colour-background", help="its background run (for likelihood-ratio)")
+    p.add_argument("--colour-mnist", action="store_true", help="train on MNIST as 32x32x3 and "
+                   "score it against CIFAR-10 in colour")
     p.add_argument("--no-grey", action="store_true", help="skip the grey pair (two trainings)")
     args = p.parse_args()
     if args.test % args.group:
@@ -160,11 +165,18 @@ def main() -> None:
         results["colour CIFAR-10 model: CIFAR-10 vs MNIST 32x32x3"] = scored(
             run, c_test[:args.test], mnist_colour("test")[:args.test], c_test[-args.test:], bg,
             args, methods)
+    if args.colour_mnist:
+        c_test = cifar_colour("test")[:args.test]
+        with tempfile.TemporaryDirectory(prefix="vaekit-ood-") as tmp:
+            results["MNIST 32x32x3 model: MNIST 32x32x3 vs CIFAR-10"] = direction(
+                "mnist-colour", mnist_colour("train")[:args.train], mnist_colour("test")[:args.test],
+                c_test, args, Path(tmp))
     if not results:
-        p.error("nothing to score: --no-grey without --colour-run")
+        p.error("nothing to score: --no-grey without --colour-run or --colour-mnist")
     columns = list(dict.fromkeys(c for r in results.values() for c in r))
-    grey = ("" if args.no_grey else f"grey pair: {args.train} training images, {args.epochs} "
-            f"epochs, MLP {args.hidden}, latent {args.latent}, background mu {args.mu}; ")
+    trained = not args.no_grey or args.colour_mnist
+    grey = (f"models trained here: {args.train} training images, {args.epochs} epochs, MLP "
+            f"{args.hidden}, latent {args.latent}, background mu {args.mu}; " if trained else "")
     print(f"\nAUROC (out-of-distribution = positive); {grey}{args.samples} importance samples, "
           f"{args.test} + {args.test} test images, seed {args.seed}\n")
     print("| pair | " + " | ".join(columns) + " |")
