@@ -77,21 +77,24 @@ class VAE(nn.Module):
         cfg = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self.config).items()}
         return {"model_config": cfg, "input_shape": list(self.input_shape)}
 
+    @staticmethod
+    def spec_config(spec: dict[str, Any]) -> ModelConfig:
+        """The ModelConfig of a `spec()`; keys a vaekit 0.1 spec lacks take their defaults."""
+        return ModelConfig(**{k: tuple(v) if isinstance(v, list) else v
+                              for k, v in spec["model_config"].items()})
+
     @classmethod
     def from_spec(cls, spec: dict[str, Any]) -> VAE:
-        """Rebuild from `spec()`; keys a vaekit 0.1 spec lacks take their defaults."""
-        cfg = {k: tuple(v) if isinstance(v, list) else v for k, v in spec["model_config"].items()}
-        return cls(ModelConfig(**cfg), tuple(spec["input_shape"]))
+        """Rebuild from `spec()`."""
+        return cls(cls.spec_config(spec), tuple(spec["input_shape"]))
 
-    @staticmethod
-    def same_spec(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    @classmethod
+    def same_spec(cls, a: dict[str, Any], b: dict[str, Any]) -> bool:
         """Whether two specs build the same model: a key an older spec lacks counts as its
         default, so a run saved before an option existed still matches (and resumes)."""
-        def full(spec: dict[str, Any]) -> dict[str, Any]:
-            cfg = {k: tuple(v) if isinstance(v, list) else v for k, v in spec["model_config"].items()}
-            return {"model_config": asdict(ModelConfig(**cfg)), "input_shape": list(spec["input_shape"])}
         try:
-            return full(a) == full(b)
+            return (cls.spec_config(a) == cls.spec_config(b)
+                    and list(a["input_shape"]) == list(b["input_shape"]))
         except (TypeError, KeyError, ValueError, AttributeError, VaekitError):  # a damaged spec
             return False
 
