@@ -42,7 +42,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from odds_anomaly import HALVES, ODDS  # noqa: E402  (the same halves and folder)
 
 from vaekit import VAEAnomalyDetector  # noqa: E402
-from vaekit.anomaly import score  # noqa: E402
 
 
 def comma(kind):
@@ -55,10 +54,9 @@ def fit_and_score(x_fit, x_eval, y_eval, steps: int, members: int, seed: int,
     det = VAEAnomalyDetector(steps=steps, ensemble=members, random_state=seed).fit(x_fit)
     out = {}
     for method in methods:
-        per_member = [score(m, m.prepare(x_eval.astype(np.float32)), method, seed=seed + k)
-                      .double().numpy() for k, m in enumerate(det.models_)]
+        per_member = det.member_scores(x_eval, method)
         out[f"{method}/1"] = roc_auc_score(y_eval, per_member[0])
-        out[f"{method}/{members}"] = roc_auc_score(y_eval, np.mean(per_member, axis=0))
+        out[f"{method}/{members}"] = roc_auc_score(y_eval, per_member.mean(axis=0))
     return out
 
 

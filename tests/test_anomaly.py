@@ -243,7 +243,8 @@ def test_detector_steps_set_the_epochs_without_early_stopping():
     assert det.config_.train.batch_size == 100
     assert det.config_.train.epochs == det.config_.train.patience == 10
     assert VAEAnomalyDetector(steps=30, epochs=2).fit(x).config_.train.epochs == 2
-    rule = VAEAnomalyDetector(steps=None)._config(0, 270, 8)
+    det = VAEAnomalyDetector(steps=None)
+    rule = det._with_steps(det._config(0), 270, 8)
     assert rule.train.epochs is None and rule.train.patience is None  # left to the rule
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import tempfile
+from dataclasses import replace
 from numbers import Integral, Real
 
 import numpy as np
@@ -93,22 +94,26 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
     def _seed(self) -> int:
         return int(self.random_state) if isinstance(self.random_state, Integral) else 0
 
-    def _config(self, member: int, n: int, d: int) -> Config:
-        """The sizes given here, and the epochs `steps` takes on n training rows of d features;
-        those left None are set by the training loop from the data. Ensemble member k trains with
-        seed + k (its own validation split and initialization)."""
-        epochs, patience = self.epochs, self.patience
-        if self.steps is not None and epochs is None:
-            batch = self.batch_size or default_sizes(n, d)["batch_size"]
-            epochs = max(1, math.ceil(self.steps / math.ceil(n / batch)))
-            patience = epochs if patience is None else patience
-        sizes = {"latent_dim": self.latent_dim, "epochs": epochs,
-                 "batch_size": self.batch_size, "patience": patience,
+    def _config(self, member: int) -> Config:
+        """The sizes given here; those left None are set by the training loop from the data.
+        Ensemble member k trains with seed + k (its own validation split and initialization)."""
+        sizes = {"latent_dim": self.latent_dim, "epochs": self.epochs,
+                 "batch_size": self.batch_size, "patience": self.patience,
                  "hidden": None if self.hidden is None else [int(h) for h in self.hidden]}
         return Config.from_flat({**{k: v for k, v in sizes.items() if v is not None},
                                  "likelihood": self.likelihood, "sigma": self.sigma,
                                  "standardize": "on", "lr": self.lr,
                                  "seed": self._seed() + member})
+
+    def _with_steps(self, cfg: Config, n: int, d: int) -> Config:
+        """cfg with the epochs `steps` takes on its n training rows of d features (and no early
+        stop unless patience was given); unchanged when epochs were given or steps is None."""
+        if self.steps is None or cfg.train.epochs is not None:
+            return cfg
+        batch = cfg.train.batch_size or default_sizes(n, d)["batch_size"]
+        epochs = max(1, math.ceil(self.steps / math.ceil(n / batch)))
+        patience = epochs if cfg.train.patience is None else cfg.train.patience
+        return replace(cfg, train=replace(cfg.train, epochs=epochs, patience=patience))
 
     def fit(self, X, y=None):
         """Train on X (n, d) without labels (y is ignored); sets offset_ from contamination."""
@@ -120,8 +125,8 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         x = np.array(X, dtype=np.float32)
         self.models_ = []
         for member in range(self.ensemble):
-            n_train = len(x) - max(1, round(len(x) * Config().data.val_fraction))  # as split
-            ds, cfg = dataset_from_arrays(x, self._config(member, n_train, x.shape[1]), x_test=x[:1])
+            ds, cfg = dataset_from_arrays(x, self._config(member), x_test=x[:1])
+            cfg = self._with_steps(cfg, len(ds.x_train), x.shape[1])  # the rows of its own split
             with tempfile.TemporaryDirectory(prefix="vaekit-detector-") as tmp:
                 run = train(cfg, out=tmp, dataset=ds, quiet=True, hooks=[])
             self.models_.append(run.model.double().eval())  # float64: the same whatever the batch
@@ -130,14 +135,19 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         self.offset_ = float(np.percentile(self.score_samples(X), 100.0 * self.contamination))
         return self
 
-    def score_samples(self, X) -> np.ndarray:
-        """Negated anomaly score per row (N,): higher = more normal."""
+    def member_scores(self, X, method: str | None = None) -> np.ndarray:
+        """Anomaly scores (nats, higher = more anomalous) of each ensemble member, (ensemble, N),
+        by `method` (default: the detector's); member k scores as a detector seeded seed + k."""
         check_is_fitted(self, "model_")
         X = validate_data(self, X, dtype=np.float64, reset=False)
         x = np.array(X, dtype=np.float32)
-        s = [score(m, m.prepare(x), self.method, self.samples, seed=self._seed() + k).double().numpy()
-             for k, m in enumerate(self.models_)]  # member k: as a detector seeded seed + k
-        return -np.mean(s, axis=0)
+        return np.stack([score(m, m.prepare(x), method or self.method, self.samples,
+                               seed=self._seed() + k).double().numpy()
+                         for k, m in enumerate(self.models_)])
+
+    def score_samples(self, X) -> np.ndarray:
+        """Negated anomaly score per row (N,): higher = more normal."""
+        return -self.member_scores(X).mean(axis=0)
 
     def decision_function(self, X) -> np.ndarray:
         """score_samples(X) - offset_: negative for outliers."""
