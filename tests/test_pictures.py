@@ -11,6 +11,7 @@ from PIL import Image
 
 import vaekit
 from vaekit.data import load_dataset
+from vaekit.images import pictured
 
 PAD, SCALE = 2, 2  # the grids: 2 white pixels between tiles, then enlarged 2x (nearest)
 
@@ -69,7 +70,8 @@ def digits_run(tmp_path_factory):
 def test_reconstructions_png_shows_inputs_above_their_reconstructions(digits_run):
     run, ds = digits_run
     tiles = read_tiles(run.dir / "reconstructions.png", 64, ncol=8)
-    x = ds.x_test[:32]  # 4 rows of 8 inputs, each followed by the row of their reconstructions
+    # 4 rows of 8 inputs (a seeded draw over the test split), each above their reconstructions
+    x = ds.x_test[pictured(len(ds.x_test), 32, run.config.train.seed)]
     inputs, recons = tiles.reshape(4, 2, 8, 8, 8)[:, 0], tiles.reshape(4, 2, 8, 8, 8)[:, 1]
     assert_close_levels(inputs.reshape(32, 8, 8), levels(x))
     want = levels(decoder_mean(run.model, posterior_mean(run.model, x)))

@@ -310,3 +310,32 @@ def test_report_of_a_test_split_that_fills_no_whole_rows(tmp_path, tiny_images):
                        out=tmp_path / "run", quiet=True)
     page = build_report(run.dir).read_text()
     assert 'alt="reconstructions"' in page and run.summary["test"]["n"] == 12
+
+
+def test_pictures_show_examples_from_across_a_class_sorted_test_split(tmp_path, monkeypatch):
+    """A test file sorted by class (CIFAR-10's is): reconstructions.png and the report's
+    reconstructions must not show only the first class (they showed the first 32 / 64 examples,
+    all airplanes on CIFAR-10)."""
+    import vaekit
+    from vaekit.images import pictured
+    from vaekit.model import VAE
+
+    x = np.zeros((400, 8, 8), np.uint8)
+    x[200:, 2:6, 2:6] = 255  # class 0: blank (the first half of the file), class 1: a square
+    np.save(tmp_path / "train.npy", x[::2])
+    np.save(tmp_path / "test.npy", x[1::2])  # sorted: 100 blank, then 100 squares
+    shown = []
+    reconstruct = VAE.reconstruct
+    monkeypatch.setattr(VAE, "reconstruct", lambda self, xs: (shown.append(xs.detach().cpu()),
+                                                             reconstruct(self, xs))[1])
+    run = vaekit.train(quick_config(data=str(tmp_path / "train.npy"),
+                                    test_data=str(tmp_path / "test.npy"), epochs=1),
+                       out=tmp_path / "run", quiet=True)
+    build_report(run.dir)
+    pictures = [xs for xs in shown if len(xs) >= 16]  # reconstructions.png (32), the report (16)
+    assert len(pictures) == 2
+    for xs in pictures:
+        squares = xs.flatten(1).amax(1) > 0.5
+        assert 0.2 < squares.float().mean() < 0.8, squares.float().mean()
+    idx = pictured(1000, 32, seed=0)  # sorted, distinct, reproducible
+    assert idx.tolist() == sorted(set(idx.tolist())) and idx.equal(pictured(1000, 32, seed=0))

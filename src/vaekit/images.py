@@ -12,6 +12,13 @@ from PIL import Image
 from .runs import atomic_write
 
 
+def pictured(n: int, k: int, seed: int) -> torch.Tensor:
+    """Indices of the k examples (of n) that a picture shows: a seeded draw without replacement, in
+    order. Not the first k: a file sorted by class (CIFAR-10's test split) would show one class."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randperm(n, generator=g)[:min(k, n)].sort().values
+
+
 def grid(images: torch.Tensor, ncol: int | None = None, pad: int = 2) -> np.ndarray:
     """(N, C, H, W) values in [0, 1] -> one uint8 (rows*H, cols*W[, 3]) array, padded with white."""
     x = images.detach().float().clamp(0, 1).cpu().numpy()

@@ -25,6 +25,7 @@ from .data import load_for_model
 from .datasets import CLASS_NAMES  # built-in datasets' class names, beside their registry
 from .errors import VaekitError
 from .evaluate import ACTIVE_UNIT_THRESHOLD, active_mask, evaluate
+from .images import pictured
 from .latent import encode, kl_ranked, prior_values, rank_dims, traverse
 from .runs import Run, atomic_write, load
 
@@ -203,14 +204,15 @@ def section_reconstructions(c: Context) -> str:
         return note("Image data only: this run's data is tabular.")
     model, shape = c.run.model, c.run.model.input_shape
     ncol = min(8, len(c.x))
-    x = c.x[:min(RECONSTRUCTIONS, len(c.x) // ncol * ncol)]  # whole rows: input row, recon row
+    seed = c.run.config.train.seed  # whole rows: input row, recon row
+    x = c.x[pictured(len(c.x), min(RECONSTRUCTIONS, len(c.x) // ncol * ncol), seed)]
     recon = model.reconstruct(x).cpu()
     rows = []
     for i in range(0, len(x), ncol):  # an input row, then its reconstruction row
         rows += [images(x[i:i + ncol], shape), images(recon[i:i + ncol], shape)]
     pairs = torch.cat(rows)
     labels = ["input", "reconstruction"] * (len(rows) // 2)
-    g = torch.Generator().manual_seed(c.run.config.train.seed)
+    g = torch.Generator().manual_seed(seed)
     samples = images(model.sample(SAMPLES, generator=g).cpu(), shape)
     return (img(plots.image_grid(pairs, ncol, "Test inputs and their reconstructions "
                                  "(decoder mean of the posterior mean)", row_labels=labels),
