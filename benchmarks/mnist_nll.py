@@ -4,9 +4,10 @@ standard VAE (`mnist-nll`), the VampPrior (`mnist-nll-vamp`) and a third preset 
 
 Each preset trains into RUNS/NAME (keep RUNS outside the repository) with resume: running the script
 again continues every run where it stopped, up to its preset's epochs (the 3 CPU-hour budget on one
-thread) or --epochs (so a long budget can span sessions; a finished run is only evaluated). Then, per run: the test ELBO, the importance-sampled log p(x) with
-K = --k draws over the first --n test images (all 10,000 by default) with its standard error, the
-training wall time and the epochs. Negative log-likelihoods (NLL = -log p(x)) in nats.
+thread) or --epochs (so a long budget can span sessions; a finished run is only evaluated). Then,
+per run: the test ELBO, the importance-sampled log p(x) with K = --k draws over the first --n test
+images (all 10,000 by default) with its standard error, the training wall time and the epochs.
+Negative log-likelihoods (NLL = -log p(x)) in nats.
 
     python benchmarks/mnist_nll.py --runs ~/vaekit-nll --data-dir ../shared/data/mnist
     python benchmarks/mnist_nll.py --runs /tmp/nll-check --epochs 1 --n 20 --k 50   # a check
