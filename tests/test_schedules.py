@@ -151,3 +151,34 @@ def test_perturb_of_a_table_draws_reals_over_its_range(tmp_path, monkeypatch, ti
 def test_bad_values_are_one_message(flat, message):
     with pytest.raises(VaekitError, match=re.escape(message)):
         Config.from_flat(flat)
+
+
+def test_moving_average_equals_torchs_averaged_model_update_across_a_reload():
+    """optim.MovingAverage takes its update the cheap way (tensor lists kept, n counted on the
+    host); torch's own AveragedModel.update_parameters with the same lerp must give the same
+    numbers, bit for bit, also after a load_state_dict (a resume) in the middle."""
+    from torch.optim.swa_utils import AveragedModel
+
+    from vaekit.optim import MovingAverage, warm_decay
+
+    def lerp(averaged, current, n):
+        torch._foreach_lerp_(averaged, current, 1 - warm_decay(0.99, int(n)))
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(5, 7), torch.nn.Tanh(), torch.nn.Linear(7, 3))
+    model.register_buffer("shift", torch.zeros(3))
+    reference = AveragedModel(model, multi_avg_fn=torch.no_grad()(lerp), use_buffers=True)
+    average = MovingAverage(model, 0.99)
+    for step in range(300):
+        with torch.no_grad():
+            for p in [*model.parameters(), model.shift]:
+                p.add_(torch.randn_like(p))
+        reference.update_parameters(model)
+        average.update_parameters(model)
+        if step == 150:
+            saved = {k: v.clone() for k, v in average.state_dict().items()}
+            average = MovingAverage(model, 0.99)
+            average.load_state_dict(saved)
+    want, got = reference.state_dict(), average.state_dict()
+    assert int(got["n_averaged"]) == 300 and want.keys() == got.keys()
+    assert all(torch.equal(want[k], got[k]) for k in want)

