@@ -3,6 +3,7 @@ diagonal Gaussian (identity flow), and log p(x) by quadrature for importance sam
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -117,6 +118,9 @@ def test_train_and_evaluate_an_iaf_posterior(data, request, tmp_path, capsys):
     assert code == 0, err
     result = json.loads(out)  # KL by draws: its standard error; no O(N^2 L) pairwise inversions
     assert result["rate_stderr"] > 0 and result["mutual_information"] is None
+    code, out, err = run_cli(capsys, "eval", run, "--limit", "50")  # the text table says so
+    assert code == 0 and "None" not in out, out
+    assert re.search(r"mutual_information +n/a for this model", out), out
     code, _, err = run_cli(capsys, "sample", run, "-n", "4", "--out", tmp_path / "s.npy")
     assert code == 0, err
     for method in ("elbo", "iw-nll", "kl"):  # anomaly scores: the prior's own density

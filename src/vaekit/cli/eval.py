@@ -94,6 +94,8 @@ def run(args) -> int:
                      else " ".join(f"{v:.2f}" for v in value))
         elif isinstance(value, float):
             value = f"{value:.3f}"
+        elif value is None:  # e.g. no ELBO for an autoencoder, no pairwise I(X;Z) estimate for iaf
+            value = "n/a for this model (docs/evaluation.md)"
         print(f"{key:>24}  {value}")
     return 0
 
