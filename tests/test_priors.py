@@ -42,6 +42,21 @@ def test_mixture_log_density_equals_torch_mixture_same_family():
     assert torch.allclose(ours, oracle_mixture(loc, logvar, logits).log_prob(z), rtol=0, atol=1e-12)
 
 
+def test_mixture_log_density_in_float32_near_narrow_components_far_from_the_origin():
+    """The squared distances are matrix products whose terms nearly cancel near a narrow
+    component's centre: float32 parameters and draws (as in training and evaluation) must still
+    give the float64 oracle's density there, within float32's rounding of the result."""
+    torch.manual_seed(0)
+    loc = 4 + torch.randn(500, 50)
+    logvar = torch.full((500, 50), math.log(1e-3 ** 2))  # sd 0.001 at distance ~29 from 0
+    logits = torch.zeros(500)
+    z = loc[torch.randint(500, (300,))] + 1e-3 * torch.randn(300, 50)
+    ours = GaussianMixture(loc, logvar, logits).log_prob(z)
+    oracle = oracle_mixture(loc.double(), logvar.double(), logits.double()).log_prob(z.double())
+    assert ours.dtype == torch.float32
+    assert torch.allclose(ours.double(), oracle, rtol=1e-6, atol=1e-4), (ours.double() - oracle).abs().max()
+
+
 def test_mixture_samples_follow_the_weights_and_the_components():
     loc = torch.tensor([[-10.0, 0.0], [10.0, 5.0]], dtype=F64)
     logvar = torch.log(torch.tensor([[1.0, 4.0], [0.25, 1.0]], dtype=F64))

@@ -25,7 +25,7 @@ from torch.distributions import Distribution, Normal, constraints
 from .errors import VaekitError
 
 LOG_2PI = math.log(2 * math.pi)
-BLOCK = 1 << 22  # rows x K x L values of one block of the mixture density (memory bound)
+BLOCK = 1 << 22  # rows x K values (float64) of one block of the mixture density (memory bound)
 
 
 class GaussianMixture(Distribution):
@@ -61,18 +61,28 @@ class GaussianMixture(Distribution):
         return self.loc
 
     def component_log_prob(self, z: Tensor) -> Tensor:
-        """log w_k + log N(z; loc_k, sigma_k^2) for z (n, L): (n, K)."""
-        d = (z[:, None, :] - self.loc).square() * torch.exp(-self.logvar)  # (n, K, L)
-        return self.log_weights - 0.5 * (d + self.logvar + LOG_2PI).sum(-1)
+        """log w_k + log N(z; loc_k, sigma_k^2) for z (n, L): (n, K), in float64.
+
+        The squared distances as matrix products, sum_l (z_l - m_kl)^2 / s_kl^2 =
+        z^2 @ (1/s^2)^T - 2 z @ (m/s^2)^T + sum_l m_kl^2 / s_kl^2: no (n, K, L) tensor (which made
+        the importance-sampled log p(x) of a VampPrior 5x slower than the rest of the model). The
+        three terms nearly cancel near a narrow component's centre, so they are taken in float64
+        (float32 would lose about 0.1 nats there)."""
+        zd, loc = z.double(), self.loc.double()
+        prec = torch.exp(-self.logvar.double())  # (K, L)
+        sq = (zd.square() @ prec.T - 2 * zd @ (loc * prec).T
+              + (loc.square() * prec).sum(-1))  # (n, K)
+        log_norm = self.logvar.double().sum(-1) + z.shape[-1] * LOG_2PI  # (K,)
+        return self.log_weights.double() - 0.5 * (sq.clamp(min=0) + log_norm)
 
     def log_prob(self, z: Tensor) -> Tensor:
         """log p(z) = logsumexp_k [log w_k + log N(z; loc_k, sigma_k^2)]: (...,) for z (..., L),
-        in blocks of rows so that memory stays bounded whatever the batch."""
+        in z's dtype, in blocks of rows so that memory stays bounded whatever the batch."""
         flat = z.reshape(-1, z.shape[-1])
-        rows = max(1, BLOCK // (self.components * flat.shape[-1]))
+        rows = max(1, BLOCK // self.components)
         out = [torch.logsumexp(self.component_log_prob(flat[i:i + rows]), -1)
                for i in range(0, len(flat), rows)]
-        return torch.cat(out).reshape(z.shape[:-1])
+        return torch.cat(out).to(z.dtype).reshape(z.shape[:-1])
 
     def from_noise(self, eps: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """z = loc_k + sigma_k * eps with k ~ w drawn (by `generator`, on the CPU) per row of eps
