@@ -12,8 +12,10 @@ import json
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -309,3 +311,27 @@ def test_load_refuses_another_runs_checkpoint(tmp_path):
     with pytest.raises(VaekitError, match="another model"):
         vaekit.load(tmp_path / "a")
     assert torch.is_tensor(load_torch(tmp_path / "b" / "best.pt")["model"]["shift"])
+
+
+def test_sigterm_ends_training_in_one_line_leaves_no_temp_file_and_the_run_resumes(tmp_path,
+                                                                                   tiny_images):
+    """A scheduler's stop (SIGTERM) ends `vaekit train` as Ctrl-C does: one line, exit 143, the
+    temp file of a checkpoint being written removed; `--resume` goes on. (It killed the process
+    on the spot: exit -15, no message, a `.last.pt.*` temp file left when it hit a write.)"""
+    out = tmp_path / "run"
+    proc = vaekit_process("train", "--data", tiny_images, "--epochs", "100000", "--out", out, *FAST)
+    deadline = time.monotonic() + 120
+    while not (out / "metrics.jsonl").is_file() or len(
+            (out / "metrics.jsonl").read_text().splitlines()) < 3:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    code, (_, err) = proc.wait(timeout=60), proc.communicate()
+    lines = [line for line in err.strip().splitlines() if not line.startswith("warning")]
+    assert code == 143 and lines == ["vaekit train: terminated (SIGTERM)"], err
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no temp files
+    done = len(vaekit.load(out).metrics)
+    proc = vaekit_process("train", "--resume", out, "--epochs", str(done + 2), "--quiet")
+    code, (_, err) = proc.wait(timeout=120), proc.communicate()
+    assert code == 0, err
+    assert len(vaekit.load(out).metrics) == done + 2

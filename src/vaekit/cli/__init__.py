@@ -7,6 +7,7 @@ import contextlib
 import importlib
 import io
 import os
+import signal
 import sys
 
 from ..errors import VaekitError
@@ -41,10 +42,24 @@ def quiet_stdout() -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's or `kill`'s stop) raised where the program is, as Ctrl-C is: the
+    `finally` blocks run (a temp file of a checkpoint being written is removed), and the command
+    ends in one line. Without it the process died at once, leaving such temp files behind."""
+
+
+def terminate(signum, frame) -> None:
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    own_process = argv is None and "TORCHELASTIC_RUN_ID" not in os.environ  # not a caller's,
+    argv = sys.argv[1:] if argv is None else argv  # nor a torchrun rank (torchrun stops those)
     args = build_parser().parse_args(argv)
     args.argv = ["vaekit", *argv]
+    if own_process:
+        with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
+            signal.signal(signal.SIGTERM, terminate)
     try:
         return args.run(args) or 0
     except VaekitError as e:
@@ -58,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vaekit {args.command}: error: cannot read or write{where}: "
               f"{e.strerror or e}; free some space or choose another location", file=sys.stderr)
         return 2
+    except Terminated:
+        print(f"vaekit {args.command}: terminated (SIGTERM)", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print(f"vaekit {args.command}: interrupted", file=sys.stderr)
         return 130
