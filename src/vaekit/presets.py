@@ -40,7 +40,8 @@ MNIST_NLL: dict[str, Any] = {
 # Burda's; a minibatch of 100 because each step also encodes the 500 pseudo-inputs. No KL warm-up
 # (theirs: 100 epochs): at beta = 0 the posteriors and the pseudo-inputs' components narrow without
 # bound (a first epoch at beta = 0 ended with KL = 1.8e5 nats), a CPU budget cannot wait that out.
-# Epochs: 360 at about 29 s (3 CPU-hours; the 500 pseudo-inputs cost 5x the batch's encoder).
+# Epochs: 360, the run of docs/nll.md's table (chosen at 29 s an epoch, 3 CPU-hours; since the
+# mixture density became matrix products an epoch takes 10-13 s, so 360 are about 1.2 hours).
 MNIST_NLL_VAMP: dict[str, Any] = MNIST_NLL | {"prior": "vamp", "prior_components": 500,
                                                "batch_size": 100, "lr": 5e-4, "epochs": 360}
 
