@@ -45,7 +45,8 @@ PUBLISHED = [
 
 
 def run_preset(name: str, args) -> dict:
-    """Train (or continue) RUNS/NAME up to --epochs, then measure it on the test set."""
+    """Train (or continue) RUNS/NAME up to the preset's epochs (or --epochs), then measure it on
+    the test set."""
     flat = preset(name) | {"data_dir": args.data_dir, "threads": args.threads}
     if args.epochs is not None:
         flat["epochs"] = args.epochs

@@ -204,8 +204,8 @@ def section_reconstructions(c: Context) -> str:
         return note("Image data only: this run's data is tabular.")
     model, shape = c.run.model, c.run.model.input_shape
     ncol = min(8, len(c.x))
-    seed = c.run.config.train.seed  # whole rows: input row, recon row
-    x = c.x[pictured(len(c.x), min(RECONSTRUCTIONS, len(c.x) // ncol * ncol), seed)]
+    seed = c.run.config.train.seed
+    x = c.x[pictured(len(c.x), min(RECONSTRUCTIONS, len(c.x) // ncol * ncol), seed)]  # whole rows
     recon = model.reconstruct(x).cpu()
     rows = []
     for i in range(0, len(x), ncol):  # an input row, then its reconstruction row
