@@ -40,16 +40,16 @@ MNIST_NLL: dict[str, Any] = {
 # Burda's; a minibatch of 100 because each step also encodes the 500 pseudo-inputs. No KL warm-up
 # (theirs: 100 epochs): at beta = 0 the posteriors and the pseudo-inputs' components narrow without
 # bound (a first epoch at beta = 0 ended with KL = 1.8e5 nats), a CPU budget cannot wait that out.
-# Epochs: 360, the run of docs/nll.md's table (chosen at 29 s an epoch, 3 CPU-hours; since the
-# mixture density became matrix products an epoch takes 10-13 s, so 360 are about 1.2 hours).
+# Epochs: 900, the budget (3 CPU-hours) at the 11.6 s an epoch measured on one thread since the
+# mixture density became matrix products (the first run, 360 epochs, was chosen at 29 s an epoch).
 MNIST_NLL_VAMP: dict[str, Any] = MNIST_NLL | {"prior": "vamp", "prior_components": 500,
-                                               "batch_size": 100, "lr": 5e-4, "epochs": 360}
+                                               "batch_size": 100, "lr": 5e-4, "epochs": 900}
 
 # Kingma et al. (2016), IAF: the posterior of mnist-nll through 2 MADE steps of 320 units (their
 # MNIST figures are for convolutional ResNet VAEs; this is Burda's MLP setting with only q changed).
-# Epochs: 400 at about 27 s (3 CPU-hours).
+# Epochs: 560 at the 17-20 s an epoch measured on one thread (3 CPU-hours).
 MNIST_NLL_IAF: dict[str, Any] = MNIST_NLL | {"posterior": "iaf", "flow_steps": 2, "flow_hidden": 320,
-                                             "epochs": 400}
+                                             "epochs": 560}
 
 PRESETS: dict[str, dict[str, Any]] = {
     "mnist-nll": MNIST_NLL,
