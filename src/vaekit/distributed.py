@@ -136,6 +136,22 @@ def all_sum(x: torch.Tensor, group: Group) -> torch.Tensor:
     return x
 
 
+@dataclass
+class GlobalMean:
+    """`objectives.BatchMean` under data parallelism: the mean of per-example values (n, L) over
+    the global batch of `total` examples, from every rank's part, as a constant. A rank whose part
+    of this batch is empty (it steps on a stand-in example with weight 0) adds nothing."""
+
+    group: Group
+    total: int
+    counts: bool = True  # False: this rank's rows are a stand-in
+
+    def __call__(self, values: torch.Tensor) -> torch.Tensor:
+        part = values.detach().double().sum(0)
+        total = all_sum(part if self.counts else torch.zeros_like(part), self.group)
+        return (total / self.total).to(values.dtype)
+
+
 def broadcast(obj: T, group: Group) -> T:
     """Rank 0's obj on every rank (picklable objects: state dicts, metric rows, decisions)."""
     if not group.distributed:

@@ -214,7 +214,10 @@ class VAE(nn.Module):
         kl = kl_terms(q, prior, z)
         return log_w, Terms(log_px_z.mean(0), kl.total, kl.per_dim, q, kl.analytic)
 
-    def forward(self, x: Tensor, beta: float, cfg) -> tuple[Tensor, Terms]:
+    def forward(self, x: Tensor, beta: float, cfg, batch_mean=None) -> tuple[Tensor, Terms]:
         """The training loss of a batch (a scalar) and its per-example terms, by the registry
-        objective cfg.objective: what a wrapper such as DistributedDataParallel calls."""
-        return OBJECTIVES[cfg.objective](self, x, beta, cfg)
+        objective cfg.objective: what a wrapper such as DistributedDataParallel calls. Under data
+        parallelism `batch_mean` (`objectives.BatchMean`) gives means over the global batch."""
+        if batch_mean is None:
+            return OBJECTIVES[cfg.objective](self, x, beta, cfg)
+        return OBJECTIVES[cfg.objective](self, x, beta, cfg, batch_mean=batch_mean)

@@ -30,15 +30,29 @@ class Terms:
         return self.reconstruction - beta * self.kl
 
 
-def kl_penalty(terms: Terms, free_bits: float) -> Tensor:
+# The mean over the whole global batch of per-example values (n, L) given this process's part,
+# as a constant (L,): what data-parallel training passes (`distributed.GlobalMean`), else None.
+BatchMean = Callable[[Tensor], Tensor]
+
+
+def kl_penalty(terms: Terms, free_bits: float, batch_mean: BatchMean | None = None) -> Tensor:
     """The KL term of the loss, a scalar batch mean; with free bits each dimension's batch-mean KL
-    counts as max(free_bits, KL_u) (Kingma et al. 2016, IAF paper, eq. 15)."""
+    counts as max(free_bits, KL_u) (Kingma et al. 2016, IAF paper, eq. 15).
+
+    Under data parallelism (`batch_mean` given) the floor is decided on the global batch's mean
+    KL_u, and this process's part counts its own mean where that is above the floor, the floor
+    elsewhere: weighted by their shares, the processes' losses and gradients sum to the loss and
+    gradient of the whole batch, as one process would take them."""
     if free_bits <= 0:
         return terms.kl.mean()
     if terms.kl_per_dim is None:
         raise VaekitError("--free-bits needs the KL of each latent dimension, which this "
                           "posterior and prior do not have in closed form; drop --free-bits")
-    return torch.clamp(terms.kl_per_dim.mean(0), min=free_bits).sum()
+    local = terms.kl_per_dim.mean(0)
+    if batch_mean is None:
+        return torch.clamp(local, min=free_bits).sum()
+    above = batch_mean(terms.kl_per_dim) > free_bits
+    return torch.where(above, local, torch.full_like(local, free_bits)).sum()
 
 
 def iwae_bound(log_w: Tensor) -> Tensor:
@@ -46,15 +60,18 @@ def iwae_bound(log_w: Tensor) -> Tensor:
     return torch.logsumexp(log_w, dim=0) - math.log(log_w.shape[0])
 
 
-def elbo_objective(model, x: Tensor, beta: float, cfg) -> tuple[Tensor, Terms]:
+def elbo_objective(model, x: Tensor, beta: float, cfg,
+                   batch_mean: BatchMean | None = None) -> tuple[Tensor, Terms]:
     """Loss = -(E_q log p(x|z) - beta * KL), averaged over the batch."""
     terms = model.elbo_terms(x, cfg.mc_samples)
-    loss = beta * kl_penalty(terms, cfg.free_bits) - terms.reconstruction.mean()
+    loss = beta * kl_penalty(terms, cfg.free_bits, batch_mean) - terms.reconstruction.mean()
     return loss, terms
 
 
-def iwae_objective(model, x: Tensor, beta: float, cfg) -> tuple[Tensor, Terms]:
-    """Loss = -IWAE bound with k = cfg.iw_train_samples (beta does not enter a valid bound)."""
+def iwae_objective(model, x: Tensor, beta: float, cfg,
+                   batch_mean: BatchMean | None = None) -> tuple[Tensor, Terms]:
+    """Loss = -IWAE bound with k = cfg.iw_train_samples (beta does not enter a valid bound; the
+    mean of every process's part is the global batch's mean as it is)."""
     log_w, terms = model.log_weights(x, cfg.iw_train_samples, with_terms=True)
     return -iwae_bound(log_w).mean(), terms
 

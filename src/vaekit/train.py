@@ -23,6 +23,7 @@ from .config import Config
 from .data import Dataset, load_dataset
 from .distributed import (
     Compute,
+    GlobalMean,
     Group,
     PeerFailed,
     agree,
@@ -147,8 +148,11 @@ def train_epoch(model: VAE, opt, source, cfg: Config, beta: float, bar, epoch: i
             xb = torch.bernoulli(xb)
         if dequantize:  # levels k / 256 -> (k + u) / 256, u ~ U[0, 1) redrawn every batch
             xb = xb + torch.rand_like(xb) / 256
+        # free bits under DDP: the floor is decided on the global batch (`objectives.kl_penalty`)
+        extra = ({"batch_mean": GlobalMean(compute.group, total, share > 0)}
+                 if world > 1 and t.free_bits > 0 else {})
         with compute.autocast():
-            loss, terms = compute.forward(xb, beta, t)
+            loss, terms = compute.forward(xb, beta, t, **extra)
         compute.step(loss * share * world if world > 1 else loss, opt)
         if average is not None:
             average.update_parameters(model)
