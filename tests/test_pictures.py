@@ -11,7 +11,7 @@ from PIL import Image
 
 import vaekit
 from vaekit.data import load_dataset
-from vaekit.images import pictured
+from vaekit.images import pictured, pictured_rows
 
 PAD, SCALE = 2, 2  # the grids: 2 white pixels between tiles, then enlarged 2x (nearest)
 
@@ -115,3 +115,12 @@ def test_traverse_png_tiles_vary_along_the_traversed_dimension(digits_run, capsy
     row = tiles[top].astype(int)
     assert np.abs(row[0] - row[-1]).mean() > 10
     assert all(np.abs(row[i] - row[i + 1]).max() > 0 for i in range(4))
+
+
+@pytest.mark.parametrize(("n", "most", "shown", "ncol"), [(1000, 32, 32, 8), (1000, 20, 16, 8),
+                                                         (13, 32, 8, 8), (5, 32, 5, 5)])
+def test_pictured_rows_are_whole_rows_of_distinct_examples(n, most, shown, ncol):
+    """At most `most` examples, in whole rows of 8 (a single row of all n when n < 8)."""
+    chosen, columns = pictured_rows(n, most, seed=3)
+    assert (len(chosen), columns) == (shown, ncol)
+    assert len(set(chosen.tolist())) == shown and 0 <= int(chosen.min()) and int(chosen.max()) < n

@@ -19,6 +19,13 @@ def pictured(n: int, k: int, seed: int) -> torch.Tensor:
     return torch.randperm(n, generator=g)[:min(k, n)].sort().values
 
 
+def pictured_rows(n: int, most: int, seed: int, ncol: int = 8) -> tuple[torch.Tensor, int]:
+    """`pictured` for a grid: at most `most` of the n examples (at least one row) in whole rows of
+    ncol (one row of all n when n < ncol), and the number of columns."""
+    ncol = max(1, min(ncol, n))
+    return pictured(n, ncol * min(max(most // ncol, 1), n // ncol), seed), ncol
+
+
 def grid(images: torch.Tensor, ncol: int | None = None, pad: int = 2) -> np.ndarray:
     """(N, C, H, W) values in [0, 1] -> one uint8 (rows*H, cols*W[, 3]) array, padded with white."""
     x = images.detach().float().clamp(0, 1).cpu().numpy()

@@ -25,7 +25,7 @@ from .data import load_for_model
 from .datasets import CLASS_NAMES  # built-in datasets' class names, beside their registry
 from .errors import VaekitError
 from .evaluate import ACTIVE_UNIT_THRESHOLD, active_mask, evaluate
-from .images import pictured
+from .images import pictured_rows
 from .latent import encode, kl_ranked, prior_values, rank_dims, traverse
 from .runs import Run, atomic_write, load
 
@@ -203,9 +203,9 @@ def section_reconstructions(c: Context) -> str:
     if not c.image:
         return note("Image data only: this run's data is tabular.")
     model, shape = c.run.model, c.run.model.input_shape
-    ncol = min(8, len(c.x))
     seed = c.run.config.train.seed
-    x = c.x[pictured(len(c.x), min(RECONSTRUCTIONS, len(c.x) // ncol * ncol), seed)]  # whole rows
+    chosen, ncol = pictured_rows(len(c.x), RECONSTRUCTIONS, seed)
+    x = c.x[chosen]
     recon = model.reconstruct(x).cpu()
     rows = []
     for i in range(0, len(x), ncol):  # an input row, then its reconstruction row

@@ -36,7 +36,7 @@ from .distributed import (
 from .errors import VaekitError
 from .evaluate import evaluate
 from .hooks import Hook, default_hooks
-from .images import pictured, save_grid
+from .images import pictured_rows, save_grid
 from .model import VAE
 from .nets import resolve_backbone
 from .objectives import beta_at
@@ -182,9 +182,8 @@ def write_images(model: VAE, data: Dataset, run_dir: Path, seed: int) -> None:
     """samples.png (prior draws through the decoder mean) and reconstructions.png (inputs above)."""
     g = torch.Generator().manual_seed(seed)
     save_grid(run_dir / "samples.png", model.sample(64, generator=g).cpu(), scale=2)
-    ncol = min(8, len(data.x_test))
-    x = data.x_test[pictured(len(data.x_test), ncol * min(4, len(data.x_test) // ncol), seed)]
-    x = x.to(model.device)
+    chosen, ncol = pictured_rows(len(data.x_test), 32, seed)  # at most 4 rows of 8
+    x = data.x_test[chosen].to(model.device)
     recon = model.reconstruct(x)
     rows = len(x) // ncol  # each row of inputs is followed by the row of their reconstructions
     pairs = torch.stack([x.reshape(rows, ncol, *recon.shape[1:]),
