@@ -189,3 +189,95 @@ class VampPrior(Prior):
     def dist_like(self, like: Tensor) -> GaussianMixture:
         loc, logvar = (t.to(like.device, like.dtype) for t in self.mixture())
         return GaussianMixture(loc, logvar, torch.zeros(len(loc), device=like.device, dtype=like.dtype))
+
+
+class LayeredGaussian(Distribution):
+    """p(z) over z = (z_1, z_2), B + K dimensions: z_2 ~ N(0, I_K), and z_1 | z_2 ~ N(mu(z_2),
+    diag exp(logvar(z_2))) from `net` (K -> 2B). Its density is exact (log p(z_2) + log p(z_1|z_2));
+    its marginals have no closed form, so `mean`, `variance` and `marginal_icdf` are those of
+    MARGINAL_DRAWS ancestral draws with a fixed seed (the same figures at every call)."""
+
+    arg_constraints: dict = {}
+    support = constraints.real_vector
+    has_rsample = True
+    has_density = True
+
+    def __init__(self, net: nn.Module, bottom: int, top: int):
+        self.net, self.bottom, self.top = net, bottom, top
+        p = next(net.parameters())
+        self.device, self.dtype = p.device, p.dtype
+        super().__init__(torch.Size(), torch.Size([bottom + top]), validate_args=False)
+
+    def conditional(self, z2: Tensor) -> tuple[Tensor, Tensor]:
+        """(mu, logvar) of z_1 given z_2 (..., K): each (..., B)."""
+        return self.net(z2).chunk(2, -1)
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        z1, z2 = z[..., :self.bottom], z[..., self.bottom:]
+        mu, logvar = self.conditional(z2)
+        top = -0.5 * (z2.square() + LOG_2PI).sum(-1)
+        return top - 0.5 * ((z1 - mu).square() * torch.exp(-logvar) + logvar + LOG_2PI).sum(-1)
+
+    def from_noise(self, eps: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Ancestral: z_2 = eps_2, z_1 = mu(z_2) + sigma(z_2) * eps_1 for eps = (eps_1, eps_2)
+        (..., L); a scaled eps (a temperature) scales the noise of both layers."""
+        eps = eps.to(self.device, self.dtype)
+        z2 = eps[..., self.bottom:]
+        mu, logvar = self.conditional(z2)
+        return torch.cat([mu + torch.exp(0.5 * logvar) * eps[..., :self.bottom], z2], -1)
+
+    def rsample(self, sample_shape: torch.Size | tuple = (),
+                generator: torch.Generator | None = None) -> Tensor:
+        eps = torch.randn((*sample_shape, self.bottom + self.top), generator=generator)
+        return self.from_noise(eps.to(self.dtype))
+
+    def sample(self, sample_shape: torch.Size | tuple = (),
+               generator: torch.Generator | None = None) -> Tensor:
+        with torch.no_grad():
+            return self.rsample(sample_shape, generator)
+
+    def marginal_draws(self) -> Tensor:
+        """MARGINAL_DRAWS draws (n, L) with a fixed seed, as constants."""
+        return self.sample((MARGINAL_DRAWS,), torch.Generator().manual_seed(0))
+
+    @property
+    def mean(self) -> Tensor:
+        """Of the marginal (L,): z_2's is 0; z_1's the mean of the fixed draws."""
+        return self.marginal_draws().mean(0)
+
+    @property
+    def variance(self) -> Tensor:
+        return self.marginal_draws().var(0)
+
+    def marginal_icdf(self, p: Tensor, dim: int) -> Tensor:
+        """Quantiles of dimension `dim`'s marginal at probabilities p (S,): exact N(0, 1) for z_2,
+        the fixed draws' empirical quantiles for z_1."""
+        if dim >= self.bottom:
+            return Normal(0.0, 1.0).icdf(p.double())
+        return torch.quantile(self.marginal_draws()[:, dim].double().cpu(), p.double())
+
+
+MARGINAL_DRAWS = 20_000
+
+
+class LayeredPrior(Prior):
+    """`hier`: two stochastic layers, z_2 ~ N(0, I) on the last `top` of the L dimensions and
+    z_1 | z_2 ~ N(mu(z_2), sigma(z_2)^2) from a 2-hidden-layer MLP of `width` units (ReLU).
+    Its output layer starts at zero, so the prior starts as N(0, I_L)."""
+
+    def __init__(self, latent_dim: int, top: int, width: int):
+        super().__init__(latent_dim)
+        if not 1 <= top < latent_dim:
+            raise VaekitError(f"the hier prior needs 1 <= --top-latent < --latent-dim; got "
+                              f"--top-latent {top} of --latent-dim {latent_dim}")
+        self.top, self.bottom = top, latent_dim - top
+        self.net = nn.Sequential(nn.Linear(top, width), nn.ReLU(), nn.Linear(width, width),
+                                 nn.ReLU(), nn.Linear(width, 2 * self.bottom))
+        with torch.no_grad():
+            self.net[-1].weight.zero_()
+            self.net[-1].bias.zero_()
+        self.caption = (f"z_2 ~ N(0, I_{top}), z_1 ~ p(z_1|z_2) (learned), {self.bottom} + {top} "
+                        "dimensions")
+
+    def dist(self) -> LayeredGaussian:
+        return LayeredGaussian(self.net, self.bottom, self.top)
