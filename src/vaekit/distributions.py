@@ -224,15 +224,16 @@ def kl_terms(q: Distribution, p: Distribution, z: Tensor | None = None) -> KL:
     return KL(mc.mean(0) if z.dim() == 3 else mc, None, False)
 
 
-def _kl_iaf_standard(q: IAFPosterior, p: StandardNormal, z: Tensor) -> Tensor | None:
-    """KL(q_T || N(0, I)) = KL(q_0 || N(0, I)) (closed form) + E[log p(z_0) - log p(z_T) - log-det]:
+def _kl_iaf(q: IAFPosterior, p: Distribution, z: Tensor) -> Tensor | None:
+    """KL(q_T || p) = KL(q_0 || N(0, I)) (closed form) + E[log N(z_0; 0, I) - log p(z_T) - log-det]:
     the same expectation as log q(z_T) - log p(z_T), with the base's closed form as a control
-    variate (the Monte Carlo part vanishes for an identity flow); None if z is not q's draw."""
+    variate (the Monte Carlo part vanishes for an identity flow and p = N(0, I), as a `hier` prior
+    is at its start); None if z is not q's draw."""
     base = q.base_of(z)
     if base is None:
         return None
     z0, logdet = base
-    mc = p.log_prob(z0) - p.log_prob(z) - logdet  # (S, B) or (B,)
+    mc = -0.5 * (z0.square() + LOG_2PI).sum(-1) - p.log_prob(z) - logdet  # (S, B) or (B,)
     return gaussian_kl(q.loc, q.logvar).sum(-1) + (mc.mean(0) if z.dim() == 3 else mc)
 
 
@@ -252,7 +253,8 @@ def _kl_gaussian_layered(q: DiagonalGaussian, p: LayeredGaussian, z: Tensor) -> 
 
 # Monte Carlo KL estimates with less variance than log q(z) - log p(z), per pair (None: not here).
 KL_FROM_DRAWS: dict[tuple[type, type], Callable[[Distribution, Distribution, Tensor], Tensor | None]] = {
-    (IAFPosterior, StandardNormal): _kl_iaf_standard,
+    (IAFPosterior, StandardNormal): _kl_iaf,
+    (IAFPosterior, LayeredGaussian): _kl_iaf,
     (DiagonalGaussian, LayeredGaussian): _kl_gaussian_layered,
 }
 

@@ -10,8 +10,9 @@ stable update of the paper (its eq. 14 and section 4),
 and the order of z reversed between steps. So, exactly,
     log q(z_T|x) = log N(eps; 0, I) - sum_i log sigma_i - sum_t sum_i log g_t,i.
 
-The KL to N(0, I) (`distributions.KL_FROM_DRAWS`) uses the base's closed-form KL as a control
-variate: KL(q_0 || N(0, I)) + mean(log p(z_0) - log p(z_T) - log-det) over the same draws.
+The KL to N(0, I) or a `hier` prior p (`distributions.KL_FROM_DRAWS`) uses the base's closed-form
+KL as a control variate: KL(q_0 || N(0, I)) + mean(log N(z_0; 0, I) - log p(z_T) - log-det) over
+the same draws.
 
 Densities of its own draws: `from_noise` / `rsample` keep (z, log q(z|x)) of their last call, and
 `log_prob` of that same tensor returns the kept value (as torch's TransformedDistribution caches
