@@ -4,8 +4,7 @@ inference with inverse autoregressive flow".
 The encoder gives (mu, log sigma^2, h) per example, log sigma^2 <= 0 (`distributions._iaf`): a
 diagonal Gaussian z_0 = mu + sigma * eps and a context h (L values). T steps follow, each a MADE
 (Germain et al. 2015) with the context added to its first hidden layer, giving (m, s) where output
-i sees only z_<i; with the numerically
-stable update of the paper (its eq. 14 and section 4),
+i sees only z_<i; with the numerically stable update of the paper (its eq. 14 and section 4),
     g = sigmoid(s),  z <- g * z + (1 - g) * m,   log|det dz'/dz| = sum_i log g_i,
 and the order of z reversed between steps. So, exactly,
     log q(z_T|x) = log N(eps; 0, I) - sum_i log sigma_i - sum_t sum_i log g_t,i.

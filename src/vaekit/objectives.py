@@ -40,8 +40,8 @@ def kl_penalty(terms: Terms, free_bits: float, batch_mean: BatchMean | None = No
     counts as max(free_bits, KL_u) (Kingma et al. 2016, IAF paper, eq. 15).
 
     Under data parallelism (`batch_mean` given) the floor is decided on the global batch's mean
-    KL_u, and this process's part counts its own mean where that is above the floor, the floor
-    elsewhere: weighted by their shares, the processes' losses and gradients sum to the loss and
+    KL_u, and this process's part counts its own mean in the dimensions where the global mean is
+    above the floor, the floor in the others: weighted by their shares, the processes' losses and gradients sum to the loss and
     gradient of the whole batch, as one process would take them."""
     if free_bits <= 0:
         return terms.kl.mean()

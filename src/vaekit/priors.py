@@ -242,12 +242,15 @@ class LayeredGaussian(Distribution):
 
     @property
     def mean(self) -> Tensor:
-        """Of the marginal (L,): z_2's is 0; z_1's the mean of the fixed draws."""
-        return self.marginal_draws().mean(0)
+        """Of the marginal (L,): z_1's the mean of the fixed draws, z_2's exactly 0."""
+        z1 = self.marginal_draws()[:, :self.bottom]
+        return torch.cat([z1.mean(0), torch.zeros(self.top, device=z1.device, dtype=z1.dtype)])
 
     @property
     def variance(self) -> Tensor:
-        return self.marginal_draws().var(0)
+        """Of the marginal (L,): z_1's the variance of the fixed draws, z_2's exactly 1."""
+        z1 = self.marginal_draws()[:, :self.bottom]
+        return torch.cat([z1.var(0), torch.ones(self.top, device=z1.device, dtype=z1.dtype)])
 
     def marginal_icdf(self, p: Tensor, dim: int) -> Tensor:
         """Quantiles of dimension `dim`'s marginal at probabilities p (S,): exact N(0, 1) for z_2,
