@@ -41,8 +41,8 @@ def kl_penalty(terms: Terms, free_bits: float, batch_mean: BatchMean | None = No
 
     Under data parallelism (`batch_mean` given) the floor is decided on the global batch's mean
     KL_u, and this process's part counts its own mean in the dimensions where the global mean is
-    above the floor, the floor in the others: weighted by their shares, the processes' losses and gradients sum to the loss and
-    gradient of the whole batch, as one process would take them."""
+    above the floor, the floor in the others: weighted by their shares, the processes' losses and
+    gradients sum to the loss and gradient of the whole batch, as one process would take them."""
     if free_bits <= 0:
         return terms.kl.mean()
     if terms.kl_per_dim is None:
