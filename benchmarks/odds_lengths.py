@@ -1,0 +1,92 @@
+"""A candidate for VAEAnomalyDetector's default, checked by the protocol of odds_protocol.py (issue 12,
+[anomaly]): scores ensembled across training lengths.
+
+For each table of ../shared/data/odds and each seed, the same stratified splits as odds_protocol.py
+(60/40, then the 60% again 60/40). On each fit set, one `VAEAnomalyDetector(steps=s)` (score
+`elbo`) per length s in --steps. Each member's scores are standardized by its own scores on the fit
+set, then averaged over every subset of two or more lengths. Prints, per candidate, the mean AUROC
+on the inner splits (what a choice may look at) per half and overall, and on the 40% (which no
+choice looks at). docs/anomaly.md quotes the figures.
+
+    python benchmarks/odds_lengths.py --out /tmp/odds-lengths.json    # 20 tables, 2 seeds, ~20 min
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import train_test_split
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from odds_anomaly import HALVES, ODDS  # noqa: E402  (the same halves and folder)
+
+from vaekit import VAEAnomalyDetector  # noqa: E402
+
+
+def fit_and_score(x_fit, x_eval, y_eval, steps: list[int], seed: int) -> dict[str, float]:
+    """AUROC of each length alone and of each ensemble of standardized scores."""
+    standardized, out = {}, {}
+    for s in steps:
+        det = VAEAnomalyDetector(steps=s, random_state=seed).fit(x_fit)
+        on_eval, on_fit = det.member_scores(x_eval)[0], det.member_scores(x_fit)[0]
+        out[str(s)] = roc_auc_score(y_eval, on_eval)
+        standardized[s] = (on_eval - on_fit.mean()) / (on_fit.std() + 1e-12)
+    for k in range(2, len(steps) + 1):
+        for combo in itertools.combinations(steps, k):
+            mean = np.mean([standardized[s] for s in combo], axis=0)
+            out[" + ".join(map(str, combo))] = roc_auc_score(y_eval, mean)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", type=Path, required=True, help="results JSON (continued if it exists)")
+    p.add_argument("--steps", default="100,400,1600", help="training lengths, comma list")
+    p.add_argument("--seeds", type=int, default=2)
+    p.add_argument("--tables", default=None, help="comma list (default: all 20, both halves)")
+    p.add_argument("--odds-dir", type=Path, default=ODDS)
+    args = p.parse_args()
+    steps = [int(s) for s in args.steps.split(",")]
+    tables = args.tables.split(",") if args.tables else [t for ts in HALVES.values() for t in ts]
+    results = json.loads(args.out.read_text()) if args.out.exists() else {}
+    for table in tables:
+        with np.load(args.odds_dir / f"{table}.npz", allow_pickle=False) as data:
+            x, y = data["X"].astype(np.float32), data["y"].astype(np.int64)
+        for seed in range(args.seeds):
+            key = f"{table}|{seed}|{args.steps}"
+            if key in results:
+                continue
+            tick = time.perf_counter()
+            xa, xb, ya, yb = train_test_split(x, y, test_size=0.4, stratify=y, random_state=seed)
+            xi, xv, _, yv = train_test_split(xa, ya, test_size=0.4, stratify=ya, random_state=seed)
+            results[key] = {"inner": fit_and_score(xi, xv, yv, steps, seed),
+                            "test": fit_and_score(xa, xb, yb, steps, seed),
+                            "seconds": time.perf_counter() - tick}
+            tmp = args.out.with_suffix(".tmp")
+            tmp.write_text(json.dumps(results, indent=0))
+            os.replace(tmp, args.out)
+            print(f"  {table} seed {seed}: {results[key]['seconds']:.0f}s", flush=True)
+    rows = [results[f"{t}|{s}|{args.steps}"] for t in tables for s in range(args.seeds)]
+    print("\n| candidate | inner dev | inner confirm | inner all | test dev | test confirm | test all |")
+    print("|---|---|---|---|---|---|---|")
+    for c in rows[0]["inner"]:
+        cells = []
+        for part in ("inner", "test"):
+            for ts in (HALVES["dev"], HALVES["confirm"], tables):
+                ts = [t for t in ts if t in tables]
+                cells.append(np.mean([results[f"{t}|{s}|{args.steps}"][part][c]
+                                      for t in ts for s in range(args.seeds)]) if ts else np.nan)
+        print(f"| {c} | " + " | ".join(f"{v:.4f}" for v in cells) + " |")
+    print(f"\nfit seconds in all: {sum(r['seconds'] for r in rows):.0f}")
+
+
+if __name__ == "__main__":
+    main()
