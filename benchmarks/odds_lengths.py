@@ -23,10 +23,9 @@ from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import train_test_split
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from odds_anomaly import HALVES, ODDS  # noqa: E402  (the same halves and folder)
+from odds_anomaly import HALVES, ODDS, splits  # noqa: E402  (the same halves, folder and splits)
 
 from vaekit import VAEAnomalyDetector  # noqa: E402
 
@@ -65,10 +64,8 @@ def main() -> None:
             if key in results:
                 continue
             tick = time.perf_counter()
-            xa, xb, ya, yb = train_test_split(x, y, test_size=0.4, stratify=y, random_state=seed)
-            xi, xv, _, yv = train_test_split(xa, ya, test_size=0.4, stratify=ya, random_state=seed)
-            results[key] = {"inner": fit_and_score(xi, xv, yv, steps, seed),
-                            "test": fit_and_score(xa, xb, yb, steps, seed),
+            results[key] = {"inner": fit_and_score(*splits(x, y, seed, inner=True), steps, seed),
+                            "test": fit_and_score(*splits(x, y, seed, inner=False), steps, seed),
                             "seconds": time.perf_counter() - tick}
             tmp = args.out.with_suffix(".tmp")
             tmp.write_text(json.dumps(results, indent=0))

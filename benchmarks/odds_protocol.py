@@ -36,10 +36,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import train_test_split
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from odds_anomaly import HALVES, ODDS  # noqa: E402  (the same halves and folder)
+from odds_anomaly import HALVES, ODDS, splits  # noqa: E402  (the same halves, folder and splits)
 
 from vaekit import VAEAnomalyDetector  # noqa: E402
 
@@ -65,15 +64,14 @@ def collect(args, results: dict) -> None:
         with np.load(args.odds_dir / f"{table}.npz", allow_pickle=False) as data:
             x, y = data["X"].astype(np.float32), data["y"].astype(np.int64)
         for seed in range(args.seeds):
-            xa, xb, ya, yb = train_test_split(x, y, test_size=0.4, stratify=y, random_state=seed)
-            xi, xv, _, yv = train_test_split(xa, ya, test_size=0.4, stratify=ya, random_state=seed)
+            inner_split, test_split = splits(x, y, seed, inner=True), splits(x, y, seed, inner=False)
             for steps in args.steps:
                 key = f"{table}|{seed}|{steps}"
                 if key in results:
                     continue
                 tick = time.perf_counter()
-                inner = fit_and_score(xi, xv, yv, steps, args.members, seed, args.methods)
-                test = fit_and_score(xa, xb, yb, steps, args.members, seed, args.methods)
+                inner = fit_and_score(*inner_split, steps, args.members, seed, args.methods)
+                test = fit_and_score(*test_split, steps, args.members, seed, args.methods)
                 results[key] = {"inner": inner, "test": test, "seconds": time.perf_counter() - tick}
                 tmp = args.out.with_suffix(".tmp")
                 tmp.write_text(json.dumps(results, indent=0))
