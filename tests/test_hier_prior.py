@@ -29,6 +29,13 @@ def random_prior(latent: int = 2, top: int = 1, width: int = 8, seed: int = 0) -
     return prior
 
 
+def chain_rule(net, z):
+    """log N(z_2; 0, 1) + log N(z_1; mu(z_2), sigma(z_2)^2) by torch.distributions, for z (n, 2)."""
+    mu, logvar = net(z[:, 1:]).chunk(2, -1)
+    return (Normal(0.0, 1.0).log_prob(z[:, 1])
+            + Normal(mu[:, 0], (0.5 * logvar[:, 0]).exp()).log_prob(z[:, 0]))
+
+
 @torch.no_grad()
 def test_the_prior_starts_as_the_standard_normal():
     z = torch.randn(5, 6, dtype=F64)
@@ -43,10 +50,7 @@ def test_density_integrates_to_one_and_is_the_chain_rule_of_its_layers():
     z = torch.cartesian_prod(g, g)  # (z_1, z_2)
     density = p.log_prob(z).exp()
     assert abs(float(density.sum()) * float(g[1] - g[0]) ** 2 - 1) < 1e-6
-    mu, logvar = p.net(z[:, 1:]).chunk(2, -1)
-    chain = (Normal(0.0, 1.0).log_prob(z[:, 1])
-             + Normal(mu[:, 0], (0.5 * logvar[:, 0]).exp()).log_prob(z[:, 0]))
-    assert torch.allclose(p.log_prob(z), chain, atol=1e-10)
+    assert torch.allclose(p.log_prob(z), chain_rule(p.net, z), atol=1e-10)
 
 
 @torch.no_grad()
@@ -83,9 +87,7 @@ def test_importance_sampled_log_px_under_the_two_layer_prior_matches_quadrature(
     x = torch.bernoulli(torch.full((3, 6), 0.5, dtype=F64))
     g = torch.linspace(-12, 12, 801, dtype=F64)
     z = torch.cartesian_prod(g, g)
-    mu, logvar = model.prior.net(z[:, 1:]).chunk(2, -1)
-    log_pz = (Normal(0.0, 1.0).log_prob(z[:, 1])
-              + Normal(mu[:, 0], (0.5 * logvar[:, 0]).exp()).log_prob(z[:, 0]))
+    log_pz = chain_rule(model.prior.net, z)
     log_joint = torch.distributions.Bernoulli(logits=model.decoder(z)[:, None, :]).log_prob(x).sum(-1) \
         + log_pz[:, None]
     exact = torch.logsumexp(log_joint, 0) + 2 * math.log(float(g[1] - g[0]))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import math
+from functools import cached_property
 
 import torch
 from torch import Tensor, nn
@@ -236,20 +237,23 @@ class LayeredGaussian(Distribution):
         with torch.no_grad():
             return self.rsample(sample_shape, generator)
 
+    @cached_property
     def marginal_draws(self) -> Tensor:
-        """MARGINAL_DRAWS draws (n, L) with a fixed seed, as constants."""
+        """MARGINAL_DRAWS draws (n, L) with a fixed seed, as constants: drawn once per distribution
+        object, which `mean`, `variance` and `marginal_icdf` share (a traversal reads the first
+        two, the manifold all three)."""
         return self.sample((MARGINAL_DRAWS,), torch.Generator().manual_seed(0))
 
     @property
     def mean(self) -> Tensor:
         """Of the marginal (L,): z_1's the mean of the fixed draws, z_2's exactly 0."""
-        z1 = self.marginal_draws()[:, :self.bottom]
+        z1 = self.marginal_draws[:, :self.bottom]
         return torch.cat([z1.mean(0), torch.zeros(self.top, device=z1.device, dtype=z1.dtype)])
 
     @property
     def variance(self) -> Tensor:
         """Of the marginal (L,): z_1's the variance of the fixed draws, z_2's exactly 1."""
-        z1 = self.marginal_draws()[:, :self.bottom]
+        z1 = self.marginal_draws[:, :self.bottom]
         return torch.cat([z1.var(0), torch.ones(self.top, device=z1.device, dtype=z1.dtype)])
 
     def marginal_icdf(self, p: Tensor, dim: int) -> Tensor:
@@ -257,7 +261,7 @@ class LayeredGaussian(Distribution):
         the fixed draws' empirical quantiles for z_1."""
         if dim >= self.bottom:
             return Normal(0.0, 1.0).icdf(p.double())
-        return torch.quantile(self.marginal_draws()[:, dim].double().cpu(), p.double())
+        return torch.quantile(self.marginal_draws[:, dim].double().cpu(), p.double())
 
 
 MARGINAL_DRAWS = 20_000
