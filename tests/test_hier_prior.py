@@ -1,6 +1,6 @@
-"""The two-layer prior (`--prior hier`) against independent oracles: its density integrates to 1
-on a grid and agrees with its own draws, the chain rule through torch.distributions, and log p(x)
-by quadrature for importance sampling."""
+"""The two-layer priors (`--prior hier`, and `hier-vamp` with a VampPrior on top) against
+independent oracles: their densities integrate to 1 on a grid and agree with their own draws and
+the chain rule through torch.distributions, and log p(x) by quadrature for importance sampling."""
 
 import math
 
@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 from conftest import run_cli
-from torch.distributions import Normal
+from torch import Tensor
+from torch.distributions import Categorical, Independent, MixtureSameFamily, Normal
 
 import vaekit
 from vaekit.config import ModelConfig
@@ -179,3 +180,96 @@ def test_kl_from_an_iaf_posterior_to_the_two_layer_prior_is_unbiased_and_exact_a
     plain = q.log_prob(z) - p.log_prob(z)
     stderr = (plain.var(0) + spread_cv.square()).sqrt() / math.sqrt(S)
     assert ((kl.total - plain.mean(0)).abs() < 4 * stderr).all(), (kl.total, plain.mean(0), stderr)
+
+
+# --- hier-vamp: a VampPrior on the top layer ------------------------------------------------------
+def vamp_top_model(latent: int = 2, top: int = 1, components: int = 4, seed: int = 0) -> VAE:
+    torch.manual_seed(seed)
+    model = VAE(ModelConfig(likelihood="bernoulli", hidden=(8,), latent_dim=latent, prior="hier-vamp",
+                            top_latent=top, prior_components=components), (5,)).double()
+    with torch.no_grad():
+        for p in [*model.prior.parameters(), *model.encoder.parameters()]:
+            p.normal_(0, 0.6)
+    return model
+
+
+def vamp_top_chain_rule(model: VAE, z: Tensor) -> Tensor:
+    """log p(z_2) + log p(z_1|z_2) by torch.distributions: z_2's density a MixtureSameFamily of the
+    pseudo-inputs' posteriors on the last `top` dimensions (read from the encoder directly)."""
+    b = model.prior.bottom
+    loc, logvar = model.encoder(model.prior.top_prior.pseudo_inputs).chunk(2, -1)
+    k = len(loc)
+    top = MixtureSameFamily(Categorical(logits=torch.zeros(k, dtype=F64)),
+                            Independent(Normal(loc[:, b:], (0.5 * logvar[:, b:]).exp()), 1))
+    mu, lv = model.prior.net(z[:, b:]).chunk(2, -1)
+    return top.log_prob(z[:, b:]) + Independent(Normal(mu, (0.5 * lv).exp()), 1).log_prob(z[:, :b])
+
+
+@torch.no_grad()
+def test_vamp_top_density_is_the_chain_rule_of_its_layers_and_integrates_to_one():
+    model = vamp_top_model(latent=4, top=2, seed=1)
+    z = 2 * torch.randn(50, 4, dtype=F64)
+    assert torch.allclose(model.prior.dist().log_prob(z), vamp_top_chain_rule(model, z), atol=1e-10)
+    model = vamp_top_model()
+    g = torch.linspace(-14, 14, 1401, dtype=F64)
+    grid = torch.cartesian_prod(g, g)
+    mass = model.prior.dist().log_prob(grid).exp().sum() * float(g[1] - g[0]) ** 2
+    assert abs(float(mass) - 1) < 1e-6
+
+
+@torch.no_grad()
+def test_vamp_top_draws_follow_the_density_and_z2s_marginals_are_the_mixtures():
+    model = vamp_top_model(seed=3)
+    p = model.prior.dist()
+    g = torch.linspace(-14, 14, 1401, dtype=F64)
+    z = torch.cartesian_prod(g, g)
+    w = p.log_prob(z).exp() * float(g[1] - g[0]) ** 2
+    draws = p.sample((200_000,), torch.Generator().manual_seed(2))
+    for dim in (0, 1):
+        m1, m2 = float((w * z[:, dim]).sum()), float((w * z[:, dim] ** 2).sum())
+        sd = math.sqrt(m2 - m1 ** 2)
+        assert abs(float(draws[:, dim].mean()) - m1) < 4 * sd / math.sqrt(len(draws))
+        below = float(w[z[:, dim] < 0].sum())
+        assert abs(float((draws[:, dim] < 0).double().mean()) - below) < 4 * 0.5 / math.sqrt(len(draws))
+    m1, m2 = float((w * z[:, 1]).sum()), float((w * z[:, 1] ** 2).sum())
+    assert abs(float(p.mean[1]) - m1) < 1e-8 and abs(float(p.variance[1]) - (m2 - m1 ** 2)) < 1e-6
+    median = float(p.marginal_icdf(torch.tensor([0.5]), 1))
+    assert abs(float(w[z[:, 1] < median].sum()) - 0.5) < 2e-3
+
+
+@torch.no_grad()
+def test_kl_to_the_vamp_top_prior_is_unbiased():
+    """Closed form for z_1 given z_2, Monte Carlo for z_2 against the mixture: the mean of the
+    plain log q(z) - log p(z) over independent draws."""
+    model = vamp_top_model(latent=3, top=1, seed=5)
+    q = DiagonalGaussian(torch.randn(4, 3, dtype=F64), torch.randn(4, 3, dtype=F64) - 1)
+    p = model.prior.dist()
+    S = 40_000
+    kl = kl_terms(q, p, q.rsample((S,)))
+    z = q.rsample((S,))
+    plain = q.log_prob(z) - p.log_prob(z)
+    assert not kl.analytic
+    assert ((kl.total - plain.mean(0)).abs() < 4 * plain.std(0) / math.sqrt(S)).all()
+
+
+@torch.no_grad()
+def test_vamp_top_prior_in_float64_is_its_float32_density():
+    """`dist_like` (evaluation in float64) copies the prior's net and encodes the pseudo-inputs
+    through the model itself, which stays float32."""
+    model = vamp_top_model(latent=3, top=1, seed=6).float()
+    z = torch.randn(7, 3, dtype=F64)
+    p64 = model.prior.dist_like(z)
+    assert p64.log_prob(z).dtype == F64 and next(model.parameters()).dtype == torch.float32
+    assert torch.allclose(p64.log_prob(z), model.prior.dist().log_prob(z.float()).double(), atol=1e-4)
+
+
+@pytest.mark.parametrize(("options", "needle"), [
+    (["--prior", "hier-vamp", "--posterior", "iaf"], "--posterior gaussian"),
+    (["--prior", "vamp", "--top-latent", "2"], "--prior hier or --prior hier-vamp"),
+    (["--prior", "hier-vamp", "--latent-dim", "1"], "--latent-dim 2 or more"),
+])
+def test_bad_vamp_top_options_end_in_one_line(capsys, tmp_path, options, needle):
+    code, _, err = run_cli(capsys, "train", "--data", "digits", "--epochs", "1", *options,
+                           "--out", tmp_path / "r")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and needle in err, err
+    assert not (tmp_path / "r").exists()

@@ -80,11 +80,11 @@ class ModelConfig:
     posterior: str = opt("auto", described(POSTERIORS, "q(z|x): ") + "; auto: gaussian for "
                          "--model vae, point for ae")
     prior: str = opt("normal", described(PRIORS, "p(z): "))
-    prior_components: int | None = opt(None, "mixture components of the mog / vamp prior (default: "
-                                       + ", ".join(f"{e.components} for {n}" for n, e in PRIORS.items()
-                                                   if e.components) + ")")
-    top_latent: int | None = opt(None, "hier prior: dimensions of the top layer z_2, the last of "
-                                 "--latent-dim's (default: a third of them, at least 1)")
+    prior_components: int | None = opt(
+        None, "mixture components of the mog / vamp / hier-vamp prior (default: "
+        + ", ".join(f"{e.components} for {n}" for n, e in PRIORS.items() if e.components) + ")")
+    top_latent: int | None = opt(None, "hier / hier-vamp prior: dimensions of the top layer z_2, "
+                                 "the last of --latent-dim's (default: a third of them, at least 1)")
     flow_steps: int = opt(2, "iaf posterior: autoregressive (MADE) steps; 0 is the diagonal Gaussian")
     flow_hidden: int = opt(320, "iaf posterior: hidden units of each MADE's two layers")
     backbone: str = opt("auto", "encoder/decoder networks: mlp | linear | conv; auto: conv for "
@@ -279,6 +279,9 @@ def positive(value: int | None) -> bool:
 def validate(cfg: Config) -> None:
     """Collect every problem with a config into one message that says how to fix it."""
     d, m, t = cfg.data, cfg.model, cfg.train
+    entry = PRIORS.get(m.prior)
+    layered = entry is not None and entry.layered
+    layered_names = " or --prior ".join(n for n, e in PRIORS.items() if e.layered)
     checks = [
         (0 < d.test_fraction < 1, "--test-fraction must be in (0, 1)"),
         (0 < d.val_fraction < 1, "--val-fraction must be in (0, 1)"),
@@ -292,19 +295,20 @@ def validate(cfg: Config) -> None:
         (m.blocks >= 0, "--blocks must be >= 0"),
         (m.mixtures >= 1, "--mixtures must be >= 1"),
         (positive(m.prior_components), "--prior-components must be positive"),
-        (m.top_latent is None or (m.prior == "hier" and m.top_latent >= 1
+        (m.top_latent is None or (layered and m.top_latent >= 1
                                   and (m.latent_dim is None or m.top_latent < m.latent_dim)),
-         "--top-latent is the hier prior's top layer: give --prior hier and 1 <= --top-latent < "
-         "--latent-dim"),
-        (m.prior != "hier" or m.latent_dim is None or m.latent_dim >= 2,
-         "--prior hier has two layers: give --latent-dim 2 or more"),
+         f"--top-latent is the top layer of a two-layer prior: give --prior {layered_names} and "
+         "1 <= --top-latent < --latent-dim"),
+        (not layered or m.latent_dim is None or m.latent_dim >= 2,
+         f"--prior {m.prior} has two layers: give --latent-dim 2 or more"),
         (m.flow_steps >= 0, "--flow-steps must be >= 0"),
         (m.flow_hidden >= 1, "--flow-hidden must be >= 1"),
         (t.free_bits == 0 or (m.prior == "normal" and m.posterior_name != "iaf"),
          "--free-bits needs the KL of each latent dimension, which a mog/vamp/hier prior or an iaf "
          "posterior does not have (their KL is a Monte Carlo estimate of the whole): drop --free-bits"),
-        (m.prior != "vamp" or m.posterior_name == "gaussian",
-         "--prior vamp is a mixture of diagonal-Gaussian posteriors: use --posterior gaussian"),
+        (entry is None or not entry.gaussian_posterior or m.posterior_name == "gaussian",
+         f"--prior {m.prior} is made of the diagonal-Gaussian posteriors of its pseudo-inputs: use "
+         "--posterior gaussian"),
         (m.model == "vae" or m.posterior in ("auto", "point"),
          "--model ae is the point-mass posterior: drop --posterior"),
         (positive(t.epochs), "--epochs must be positive"),

@@ -12,7 +12,8 @@ The autoencoder's code is a `PointMass`: z = the code, no density, and by conven
 (its objective is the reconstruction alone; its rate is not measured and reported as 0).
 
 The registries POSTERIORS and PRIORS are at the end; entries with more code live in their own
-modules: the learned mixture priors (mog, vamp) in priors.py, the iaf posterior in flows.py.
+modules: the priors (normal, mog, vamp, hier, hier-vamp) in priors.py, the iaf posterior in
+flows.py.
 """
 
 from __future__ import annotations
@@ -24,11 +25,20 @@ from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
-from torch.distributions import Distribution, Normal, constraints, kl_divergence, register_kl
+from torch.distributions import Distribution, constraints, kl_divergence, register_kl
 
 from .errors import VaekitError
 from .flows import IAF, IAFPosterior
-from .priors import GaussianMixture, LayeredGaussian, LayeredPrior, MixturePrior, Prior, VampPrior
+from .priors import (
+    GaussianMixture,
+    LayeredGaussian,
+    LayeredPrior,
+    MixturePrior,
+    Prior,
+    StandardNormal,
+    StandardNormalPrior,
+    VampPrior,
+)
 
 if TYPE_CHECKING:
     from .config import ModelConfig
@@ -76,48 +86,6 @@ class DiagonalGaussian(Distribution):
 
     def entropy(self) -> Tensor:
         return 0.5 * (self.logvar + 1 + LOG_2PI).sum(-1)
-
-
-class StandardNormal(Distribution):
-    """p(z) = N(0, I) over L dimensions (broadcasts against any batch of z)."""
-
-    support = constraints.real_vector
-    arg_constraints: dict = {}
-    has_rsample = True
-    has_density = True
-
-    def __init__(self, latent_dim: int, device: torch.device | str = "cpu",
-                 dtype: torch.dtype = torch.float32):
-        self.latent_dim, self.device, self.dtype = latent_dim, torch.device(device), dtype
-        super().__init__(torch.Size(), torch.Size([latent_dim]), validate_args=False)
-
-    @property
-    def mean(self) -> Tensor:
-        return torch.zeros(self.latent_dim, device=self.device, dtype=self.dtype)
-
-    @property
-    def variance(self) -> Tensor:
-        return torch.ones(self.latent_dim, device=self.device, dtype=self.dtype)
-
-    def from_noise(self, eps: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        return eps
-
-    def marginal_icdf(self, p: Tensor, dim: int) -> Tensor:
-        """Quantiles of one dimension's marginal, N(0, 1), at probabilities p (S,)."""
-        return Normal(0.0, 1.0).icdf(p.double())
-
-    def rsample(self, sample_shape: torch.Size | tuple = (),
-                generator: torch.Generator | None = None) -> Tensor:
-        eps = torch.randn((*sample_shape, self.latent_dim), generator=generator, dtype=self.dtype)
-        return eps.to(self.device)
-
-    def sample(self, sample_shape: torch.Size | tuple = (),
-               generator: torch.Generator | None = None) -> Tensor:
-        with torch.no_grad():
-            return self.rsample(sample_shape, generator)
-
-    def log_prob(self, z: Tensor) -> Tensor:
-        return -0.5 * (z.square() + LOG_2PI).sum(-1)
 
 
 class PointMass(Distribution):
@@ -233,19 +201,21 @@ def _kl_iaf(q: IAFPosterior, p: Distribution, z: Tensor) -> Tensor | None:
     if base is None:
         return None
     z0, logdet = base
-    mc = -0.5 * (z0.square() + LOG_2PI).sum(-1) - p.log_prob(z) - logdet  # (S, B) or (B,)
+    mc = StandardNormal(z0.shape[-1]).log_prob(z0) - p.log_prob(z) - logdet  # (S, B) or (B,)
     return gaussian_kl(q.loc, q.logvar).sum(-1) + (mc.mean(0) if z.dim() == 3 else mc)
 
 
 def _kl_gaussian_layered(q: DiagonalGaussian, p: LayeredGaussian, z: Tensor) -> Tensor:
     """KL(q || p(z_2) p(z_1|z_2)) for a diagonal Gaussian q, whose layers are independent:
-    KL(q(z_2) || N(0, I)) + E_q(z_2) KL(q(z_1) || p(z_1|z_2)), both KLs in closed form and the
-    expectation over the z_2 of the draws z. Only z_2's draw is random: at the prior's start
-    (N(0, I)) this is the Gaussian KL exactly. The plain log q(z) - log p(z) over the 150 dimensions
-    of a two-layer MNIST model was noisy enough, at the start, to keep the encoder from learning
-    anything (every unit inactive after an epoch); this one starts as the standard VAE does."""
+    KL(q(z_2) || p(z_2)) + E_q(z_2) KL(q(z_1) || p(z_1|z_2)), the second KL in closed form and the
+    expectation over the z_2 of the draws z; the first in closed form under a N(0, I) top, else
+    (a VampPrior top, `hier-vamp`) by `kl_terms` from the same z_2. Under a N(0, I) top only z_2's
+    draw is random: at the prior's start (N(0, I)) this is the Gaussian KL exactly. The plain
+    log q(z) - log p(z) over the 150 dimensions of a two-layer MNIST model was noisy enough, at the
+    start, to keep the encoder from learning anything (every unit inactive after an epoch); this one
+    starts as the standard VAE does."""
     b = p.bottom
-    top = gaussian_kl(q.loc[..., b:], q.logvar[..., b:]).sum(-1)
+    top = kl_terms(DiagonalGaussian(q.loc[..., b:], q.logvar[..., b:]), p.top_dist, z[..., b:]).total
     mu_p, logvar_p = p.conditional(z[..., b:])
     bottom = gaussian_kl_between(q.loc[..., :b], q.logvar[..., :b], mu_p, logvar_p).sum(-1)
     return top + (bottom.mean(0) if z.dim() == 3 else bottom)
@@ -348,19 +318,13 @@ POSTERIORS: dict[str, PosteriorEntry] = {  # named functions, not lambdas: model
 }
 
 
-class StandardNormalPrior(Prior):
-    caption = "z ~ N(0, I)"
-    isotropic = True
-
-    def dist(self) -> StandardNormal:
-        return StandardNormal(self.latent_dim, self.anchor.device, self.anchor.dtype)
-
-
 @dataclass(frozen=True)
 class PriorEntry:
     build: Callable[[ModelConfig, tuple[int, ...]], Prior]
     about: str
     components: int = 0  # default --prior-components (0: the prior has none)
+    layered: bool = False  # two stochastic layers (--top-latent)
+    gaussian_posterior: bool = False  # built from the posteriors of pseudo-inputs: needs a Gaussian q
 
 
 def _normal(config: ModelConfig, input_shape: tuple[int, ...]) -> Prior:
@@ -376,9 +340,21 @@ def _vamp(config: ModelConfig, input_shape: tuple[int, ...]) -> Prior:
                      input_shape)
 
 
+def top_latent(config: ModelConfig) -> int:
+    """The top layer's dimensions of a layered prior: --top-latent, default a third of L."""
+    return config.top_latent or max(1, config.latent_dim // 3)
+
+
 def _hier(config: ModelConfig, input_shape: tuple[int, ...]) -> Prior:
-    top = config.top_latent or max(1, config.latent_dim // 3)
-    return LayeredPrior(config.latent_dim, top, config.hidden[-1] if config.hidden else 256)
+    return LayeredPrior(config.latent_dim, top_latent(config),
+                        config.hidden[-1] if config.hidden else 256)
+
+
+def _hier_vamp(config: ModelConfig, input_shape: tuple[int, ...]) -> Prior:
+    top = top_latent(config)
+    vamp = VampPrior(top, config.prior_components or PRIORS["hier-vamp"].components, input_shape,
+                     start=config.latent_dim - top)
+    return LayeredPrior(config.latent_dim, top, config.hidden[-1] if config.hidden else 256, vamp)
 
 
 PRIORS: dict[str, PriorEntry] = {
@@ -386,11 +362,16 @@ PRIORS: dict[str, PriorEntry] = {
     "mog": PriorEntry(_mog, "a learned mixture of --prior-components diagonal Gaussians", 10),
     "vamp": PriorEntry(_vamp, "VampPrior: the mixture of the posteriors of --prior-components "
                        "learned pseudo-inputs (Tomczak & Welling 2018; needs --posterior gaussian)",
-                       500),
+                       500, gaussian_posterior=True),
     "hier": PriorEntry(_hier, "two stochastic layers: z_2 ~ N(0, I) on the last --top-latent "
                        "dimensions of z, z_1 ~ N(mu(z_2), sigma(z_2)^2) on the others from a learned "
                        "MLP as wide as the last --hidden layer (the generative side of Burda et al. "
-                       "2015's two-layer model; the decoder reads all of z)"),
+                       "2015's two-layer model; the decoder reads all of z)", layered=True),
+    "hier-vamp": PriorEntry(_hier_vamp, "hier with a VampPrior on the top layer z_2: the mixture of "
+                            "the top-layer posteriors of --prior-components learned pseudo-inputs "
+                            "(Tomczak & Welling 2018's two-layer model, here with a mean-field "
+                            "posterior; needs --posterior gaussian)", 500, layered=True,
+                            gaussian_posterior=True),
 }
 
 

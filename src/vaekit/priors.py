@@ -1,6 +1,7 @@
-"""Learned priors p(z): a mixture of Gaussians (`mog`) and the VampPrior (`vamp`).
+"""Priors p(z): the standard normal (`normal`), learned mixtures (`mog`, `vamp`) and two
+stochastic layers (`hier`, `hier-vamp`).
 
-Both are mixtures of K diagonal Gaussians, one distribution class (`GaussianMixture`):
+The mixtures are of K diagonal Gaussians, one distribution class (`GaussianMixture`):
 - `mog`: K free components, loc and log-variance (K, L) and mixture logits (K,) learned with the
   model (as scvi-tools' MogPrior);
 - `vamp`: Tomczak & Welling (2018), "VAE with a VampPrior": p(z) = 1/K sum_k q(z | u_k), the
@@ -9,8 +10,13 @@ Both are mixtures of K diagonal Gaussians, one distribution class (`GaussianMixt
   drawn with torch's seeded generator; with replacement when there are fewer than K), else at
   small noise around 0. They are not clipped to the data's range.
 
+The layered prior (`LayeredGaussian`) is p(z_2) p(z_1 | z_2) with a learned Gaussian
+p(z_1 | z_2); its top p(z_2) is another prior of this module: N(0, I) (`hier`) or a VampPrior on
+the top layer's dimensions (`hier-vamp`).
+
 The KL term to a mixture has no closed form: `distributions.kl_terms` takes the Monte Carlo
-estimate log q(z|x) - log p(z) from the same draws z as the reconstruction term.
+estimate log q(z|x) - log p(z) from the same draws z as the reconstruction term (for the layered
+priors, with the closed-form parts taken exactly: `distributions.KL_FROM_DRAWS`).
 """
 
 from __future__ import annotations
@@ -27,6 +33,48 @@ from .errors import VaekitError
 
 LOG_2PI = math.log(2 * math.pi)
 BLOCK = 1 << 22  # rows x K values (float64) of one block of the mixture density (memory bound)
+
+
+class StandardNormal(Distribution):
+    """p(z) = N(0, I) over L dimensions (broadcasts against any batch of z)."""
+
+    support = constraints.real_vector
+    arg_constraints: dict = {}
+    has_rsample = True
+    has_density = True
+
+    def __init__(self, latent_dim: int, device: torch.device | str = "cpu",
+                 dtype: torch.dtype = torch.float32):
+        self.latent_dim, self.device, self.dtype = latent_dim, torch.device(device), dtype
+        super().__init__(torch.Size(), torch.Size([latent_dim]), validate_args=False)
+
+    @property
+    def mean(self) -> Tensor:
+        return torch.zeros(self.latent_dim, device=self.device, dtype=self.dtype)
+
+    @property
+    def variance(self) -> Tensor:
+        return torch.ones(self.latent_dim, device=self.device, dtype=self.dtype)
+
+    def from_noise(self, eps: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        return eps
+
+    def marginal_icdf(self, p: Tensor, dim: int) -> Tensor:
+        """Quantiles of one dimension's marginal, N(0, 1), at probabilities p (S,)."""
+        return Normal(0.0, 1.0).icdf(p.double())
+
+    def rsample(self, sample_shape: torch.Size | tuple = (),
+                generator: torch.Generator | None = None) -> Tensor:
+        eps = torch.randn((*sample_shape, self.latent_dim), generator=generator, dtype=self.dtype)
+        return eps.to(self.device)
+
+    def sample(self, sample_shape: torch.Size | tuple = (),
+               generator: torch.Generator | None = None) -> Tensor:
+        with torch.no_grad():
+            return self.rsample(sample_shape, generator)
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        return -0.5 * (z.square() + LOG_2PI).sum(-1)
 
 
 class GaussianMixture(Distribution):
@@ -141,6 +189,14 @@ class Prior(nn.Module):
         """Called with the training data (model space, (N, D)) before training starts."""
 
 
+class StandardNormalPrior(Prior):
+    caption = "z ~ N(0, I)"
+    isotropic = True
+
+    def dist(self) -> StandardNormal:
+        return StandardNormal(self.latent_dim, self.anchor.device, self.anchor.dtype)
+
+
 class MixturePrior(Prior):
     """`mog`: a learned mixture of K diagonal Gaussians; components start at N(0, I) draws."""
 
@@ -156,10 +212,15 @@ class MixturePrior(Prior):
 
 
 class VampPrior(Prior):
-    """`vamp`: p(z) = 1/K sum_k q(z | u_k) over K learned pseudo-inputs u_k (K, *input_shape)."""
+    """`vamp`: p(z) = 1/K sum_k q(z | u_k) over K learned pseudo-inputs u_k (K, *input_shape).
 
-    def __init__(self, latent_dim: int, components: int, input_shape: tuple[int, ...]):
+    `start`: the prior is over the posterior's dimensions start .. start + latent_dim - 1 (the
+    marginal of q(z | u_k) there; `hier-vamp` puts it on the top layer, the last dimensions)."""
+
+    def __init__(self, latent_dim: int, components: int, input_shape: tuple[int, ...],
+                 start: int = 0):
         super().__init__(latent_dim)
+        self.start = start
         self.pseudo_inputs = nn.Parameter(0.01 * torch.randn(components, *input_shape))
         self.caption = f"z ~ p(z), the VampPrior of {components} pseudo-inputs"
 
@@ -181,7 +242,8 @@ class VampPrior(Prior):
         if not hasattr(q, "logvar"):
             raise VaekitError("--prior vamp is a mixture of diagonal-Gaussian posteriors: use "
                               "--posterior gaussian")
-        return q.loc, q.logvar
+        dims = slice(self.start, self.start + self.latent_dim)
+        return q.loc[:, dims], q.logvar[:, dims]
 
     def dist(self) -> GaussianMixture:
         loc, logvar = self.mixture()
@@ -193,20 +255,23 @@ class VampPrior(Prior):
 
 
 class LayeredGaussian(Distribution):
-    """p(z) over z = (z_1, z_2), B + K dimensions: z_2 ~ N(0, I_K), and z_1 | z_2 ~ N(mu(z_2),
-    diag exp(logvar(z_2))) from `net` (K -> 2B). Its density is exact (log p(z_2) + log p(z_1|z_2));
-    its marginals have no closed form, so `mean`, `variance` and `marginal_icdf` are those of
-    MARGINAL_DRAWS ancestral draws with a fixed seed (the same figures at every call)."""
+    """p(z) over z = (z_1, z_2), B + K dimensions: z_2 ~ `top_dist` (a distribution over K
+    dimensions: N(0, I_K) by default, or a VampPrior's mixture), and z_1 | z_2 ~ N(mu(z_2), diag
+    exp(logvar(z_2))) from `net` (K -> 2B). Its density is exact (log p(z_2) + log p(z_1|z_2)).
+    z_2's marginals are the top's; z_1's have no closed form, so its `mean`, `variance` and
+    `marginal_icdf` are those of MARGINAL_DRAWS ancestral draws with a fixed seed (the same figures
+    at every call)."""
 
     arg_constraints: dict = {}
     support = constraints.real_vector
     has_rsample = True
     has_density = True
 
-    def __init__(self, net: nn.Module, bottom: int, top: int):
+    def __init__(self, net: nn.Module, bottom: int, top: int, top_dist: Distribution | None = None):
         self.net, self.bottom, self.top = net, bottom, top
         p = next(net.parameters())
         self.device, self.dtype = p.device, p.dtype
+        self.top_dist = top_dist if top_dist is not None else StandardNormal(top, p.device, p.dtype)
         super().__init__(torch.Size(), torch.Size([bottom + top]), validate_args=False)
 
     def conditional(self, z2: Tensor) -> tuple[Tensor, Tensor]:
@@ -216,21 +281,22 @@ class LayeredGaussian(Distribution):
     def log_prob(self, z: Tensor) -> Tensor:
         z1, z2 = z[..., :self.bottom], z[..., self.bottom:]
         mu, logvar = self.conditional(z2)
-        top = -0.5 * (z2.square() + LOG_2PI).sum(-1)
-        return top - 0.5 * ((z1 - mu).square() * torch.exp(-logvar) + logvar + LOG_2PI).sum(-1)
+        bottom = -0.5 * ((z1 - mu).square() * torch.exp(-logvar) + logvar + LOG_2PI).sum(-1)
+        return self.top_dist.log_prob(z2) + bottom
 
     def from_noise(self, eps: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Ancestral: z_2 = eps_2, z_1 = mu(z_2) + sigma(z_2) * eps_1 for eps = (eps_1, eps_2)
-        (..., L); a scaled eps (a temperature) scales the noise of both layers."""
+        """Ancestral: z_2 = the top's draw from eps_2 (eps_2 itself under N(0, I); a mixture also
+        draws its component, by `generator`), z_1 = mu(z_2) + sigma(z_2) * eps_1, for eps = (eps_1,
+        eps_2) (..., L); a scaled eps (a temperature) scales the noise of both layers."""
         eps = eps.to(self.device, self.dtype)
-        z2 = eps[..., self.bottom:]
+        z2 = self.top_dist.from_noise(eps[..., self.bottom:], generator)
         mu, logvar = self.conditional(z2)
         return torch.cat([mu + torch.exp(0.5 * logvar) * eps[..., :self.bottom], z2], -1)
 
     def rsample(self, sample_shape: torch.Size | tuple = (),
                 generator: torch.Generator | None = None) -> Tensor:
         eps = torch.randn((*sample_shape, self.bottom + self.top), generator=generator)
-        return self.from_noise(eps.to(self.dtype))
+        return self.from_noise(eps.to(self.dtype), generator)
 
     def sample(self, sample_shape: torch.Size | tuple = (),
                generator: torch.Generator | None = None) -> Tensor:
@@ -246,21 +312,21 @@ class LayeredGaussian(Distribution):
 
     @property
     def mean(self) -> Tensor:
-        """Of the marginal (L,): z_1's the mean of the fixed draws, z_2's exactly 0."""
+        """Of the marginal (L,): z_1's the mean of the fixed draws, z_2's the top's (exact)."""
         z1 = self.marginal_draws[:, :self.bottom]
-        return torch.cat([z1.mean(0), torch.zeros(self.top, device=z1.device, dtype=z1.dtype)])
+        return torch.cat([z1.mean(0), self.top_dist.mean.to(z1)])
 
     @property
     def variance(self) -> Tensor:
-        """Of the marginal (L,): z_1's the variance of the fixed draws, z_2's exactly 1."""
+        """Of the marginal (L,): z_1's the variance of the fixed draws, z_2's the top's (exact)."""
         z1 = self.marginal_draws[:, :self.bottom]
-        return torch.cat([z1.var(0), torch.ones(self.top, device=z1.device, dtype=z1.dtype)])
+        return torch.cat([z1.var(0), self.top_dist.variance.to(z1)])
 
     def marginal_icdf(self, p: Tensor, dim: int) -> Tensor:
-        """Quantiles of dimension `dim`'s marginal at probabilities p (S,): exact N(0, 1) for z_2,
-        the fixed draws' empirical quantiles for z_1."""
+        """Quantiles of dimension `dim`'s marginal at probabilities p (S,): the top's for z_2, the
+        fixed draws' empirical quantiles for z_1."""
         if dim >= self.bottom:
-            return Normal(0.0, 1.0).icdf(p.double())
+            return self.top_dist.marginal_icdf(p, dim - self.bottom)
         return torch.quantile(self.marginal_draws[:, dim].double().cpu(), p.double())
 
 
@@ -268,11 +334,12 @@ MARGINAL_DRAWS = 20_000
 
 
 class LayeredPrior(Prior):
-    """`hier`: two stochastic layers, z_2 ~ N(0, I) on the last `top` of the L dimensions and
-    z_1 | z_2 ~ N(mu(z_2), sigma(z_2)^2) from a 2-hidden-layer MLP of `width` units (ReLU).
-    Its output layer starts at zero, so the prior starts as N(0, I_L)."""
+    """`hier`: two stochastic layers, z_2 ~ `top_prior` on the last `top` of the L dimensions
+    (default N(0, I); `hier-vamp`: a VampPrior) and z_1 | z_2 ~ N(mu(z_2), sigma(z_2)^2) from a
+    2-hidden-layer MLP of `width` units (ReLU). Its output layer starts at zero, so p(z_1|z_2)
+    starts as N(0, I) whatever z_2 (and the whole prior as N(0, I_L) under the default top)."""
 
-    def __init__(self, latent_dim: int, top: int, width: int):
+    def __init__(self, latent_dim: int, top: int, width: int, top_prior: Prior | None = None):
         super().__init__(latent_dim)
         if not 1 <= top < latent_dim:
             raise VaekitError(f"the hier prior needs 1 <= --top-latent < --latent-dim; got "
@@ -283,8 +350,27 @@ class LayeredPrior(Prior):
         with torch.no_grad():
             self.net[-1].weight.zero_()
             self.net[-1].bias.zero_()
-        self.caption = (f"z_2 ~ N(0, I_{top}), z_1 ~ p(z_1|z_2) (learned), {self.bottom} + {top} "
+        self.top_prior = top_prior if top_prior is not None else StandardNormalPrior(top)
+        if self.top_prior.latent_dim != top:
+            raise VaekitError(f"the hier prior's top layer has {top} dimensions; its prior has "
+                              f"{self.top_prior.latent_dim}")
+        top_caption = (f"N(0, I_{top})" if isinstance(self.top_prior, StandardNormalPrior)
+                       else f"the VampPrior of {len(self.top_prior.pseudo_inputs)} pseudo-inputs"
+                       if isinstance(self.top_prior, VampPrior) else "a learned prior")
+        self.caption = (f"z_2 ~ {top_caption}, z_1 ~ p(z_1|z_2) (learned), {self.bottom} + {top} "
                         "dimensions")
 
+    def bind(self, model: nn.Module) -> None:
+        self.top_prior.bind(model)
+
+    def init_from_data(self, x: Tensor) -> None:
+        self.top_prior.init_from_data(x)
+
     def dist(self) -> LayeredGaussian:
-        return LayeredGaussian(self.net, self.bottom, self.top)
+        return LayeredGaussian(self.net, self.bottom, self.top, self.top_prior.dist())
+
+    def dist_like(self, like: Tensor) -> LayeredGaussian:
+        """On like's device and dtype: a copy of the net, and the top prior's own `dist_like` (a
+        VampPrior encodes through its model, which is not copied)."""
+        net = copy.deepcopy(self.net).to(like.device, like.dtype)
+        return LayeredGaussian(net, self.bottom, self.top, self.top_prior.dist_like(like))
