@@ -1,10 +1,12 @@
 """How VAEAnomalyDetector's defaults are chosen: candidates scored on inner splits only, then
 chosen by two protocols that cannot overfit the tables they are judged on (issue 12, [anomaly]).
 
-Candidates: gradient steps per fit (--steps) x score (--methods: elbo, reconstruction, kl) x
-ensemble size (1, or --members models with consecutive seeds, scores averaged in nats), every other
-option at its default. For each table of ../shared/data/odds and each seed, the stratified 60/40
-split of benchmarks/odds_anomaly.py (the same splits); the 60% is split again (stratified 60/40):
+Candidates: gradient steps per fit (--steps) x the fixed likelihood's sigma (--sigmas, standardized
+units; it weighs the reconstruction against the KL, in training and in the score) x score
+(--methods: elbo, reconstruction, kl) x ensemble size (1, or --members models with consecutive
+seeds, scores averaged in nats), every other option at its default. For each table of
+../shared/data/odds and each seed, the stratified 60/40 split of benchmarks/odds_anomaly.py (the
+same splits); the 60% is split again (stratified 60/40):
 each candidate is fit on the inner 60% and its *inner* AUROC is measured on the inner 40%, which is
 all a choice may look at. Each candidate is also fit on the whole 60% and its *test* AUROC
 measured on the 40%, which no choice looks at. Then:
@@ -48,9 +50,10 @@ def comma(kind):
 
 
 def fit_and_score(x_fit, x_eval, y_eval, steps: int, members: int, seed: int,
-                  methods: list[str]) -> dict[str, float]:
+                  methods: list[str], sigma: float = 1.0) -> dict[str, float]:
     """AUROC of every (method, ensemble size 1 or members) of models trained on x_fit."""
-    det = VAEAnomalyDetector(steps=steps, ensemble=members, random_state=seed).fit(x_fit)
+    det = VAEAnomalyDetector(steps=steps, ensemble=members, random_state=seed,
+                             sigma=sigma).fit(x_fit)
     out = {}
     for method in methods:
         per_member = det.member_scores(x_eval, method)
@@ -65,30 +68,38 @@ def collect(args, results: dict) -> None:
             x, y = data["X"].astype(np.float32), data["y"].astype(np.int64)
         for seed in range(args.seeds):
             inner_split, test_split = splits(x, y, seed, inner=True), splits(x, y, seed, inner=False)
-            for steps in args.steps:
-                key = f"{table}|{seed}|{steps}"
+            for steps, sigma in [(s, g) for s in args.steps for g in args.sigmas]:
+                key = f"{table}|{seed}|{variant(steps, sigma)}"
                 if key in results:
                     continue
                 tick = time.perf_counter()
-                inner = fit_and_score(*inner_split, steps, args.members, seed, args.methods)
-                test = fit_and_score(*test_split, steps, args.members, seed, args.methods)
+                inner = fit_and_score(*inner_split, steps, args.members, seed, args.methods, sigma)
+                test = fit_and_score(*test_split, steps, args.members, seed, args.methods, sigma)
                 results[key] = {"inner": inner, "test": test, "seconds": time.perf_counter() - tick}
                 tmp = args.out.with_suffix(".tmp")
                 tmp.write_text(json.dumps(results, indent=0))
                 os.replace(tmp, args.out)
-                print(f"  {table} seed {seed} steps {steps}: inner best "
+                print(f"  {table} seed {seed} {variant(steps, sigma)}: inner best "
                       f"{max(inner, key=inner.get)} {max(inner.values()):.3f}, "
                       f"{results[key]['seconds']:.0f}s", flush=True)
 
 
-def table_means(results: dict, tables: list[str], seeds: int, steps: list[int], part: str) -> dict:
-    """{candidate: {table: mean AUROC over seeds}}; a candidate is 'steps/method/ensemble'."""
+def variant(steps: int, sigma: float) -> str:
+    """A fit's name in the results: its steps, and its sigma unless the default 1 (so results
+    made before --sigmas existed keep their keys)."""
+    return str(steps) if sigma == 1.0 else f"{steps}|{sigma:g}"
+
+
+def table_means(results: dict, tables: list[str], seeds: int, steps: list[int],
+                sigmas: list[float], part: str) -> dict:
+    """{candidate: {table: mean AUROC over seeds}}; a candidate is 'steps[, sigma]/method/ensemble'."""
     out: dict[str, dict[str, float]] = {}
-    for s in steps:
+    for s, g in [(s, g) for s in steps for g in sigmas]:
+        name = f"{s} steps" + ("" if g == 1.0 else f", sigma {g:g}")
         for t in tables:
-            rows = [results[f"{t}|{seed}|{s}"][part] for seed in range(seeds)]
+            rows = [results[f"{t}|{seed}|{variant(s, g)}"][part] for seed in range(seeds)]
             for column in rows[0]:
-                out.setdefault(f"{s} steps, {column}", {})[t] = float(np.mean([r[column] for r in rows]))
+                out.setdefault(f"{name}, {column}", {})[t] = float(np.mean([r[column] for r in rows]))
     return out
 
 
@@ -98,8 +109,8 @@ def best(inner: dict, tables: list[str]) -> str:
 
 def report(args, results: dict) -> None:
     tables = args.tables
-    inner = table_means(results, tables, args.seeds, args.steps, "inner")
-    test = table_means(results, tables, args.seeds, args.steps, "test")
+    inner = table_means(results, tables, args.seeds, args.steps, args.sigmas, "inner")
+    test = table_means(results, tables, args.seeds, args.steps, args.sigmas, "test")
     halves = {h: [t for t in ts if t in tables] for h, ts in HALVES.items()}
     print("\nmean inner AUROC (what choices see) and test AUROC, per candidate "
           "(score/ensemble size)\n")
@@ -137,6 +148,8 @@ def main() -> None:
     p.add_argument("--tables", type=comma(str), default=[t for ts in HALVES.values() for t in ts])
     p.add_argument("--seeds", type=int, default=2)
     p.add_argument("--steps", type=comma(int), default=[100, 300, 1000])
+    p.add_argument("--sigmas", type=comma(float), default=[1.0],
+                   help="sigma of the fixed Gaussian likelihood (standardized units), comma list")
     p.add_argument("--members", type=int, default=3, help="ensemble size compared with 1")
     p.add_argument("--methods", type=comma(str), default=["elbo", "reconstruction", "kl"])
     p.add_argument("--threads", type=int, default=1)
@@ -144,7 +157,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     results = json.loads(args.out.read_text()) if args.out.is_file() else {}
-    print(f"{len(args.tables)} tables, {args.seeds} seeds, steps {args.steps}, scores "
+    print(f"{len(args.tables)} tables, {args.seeds} seeds, steps {args.steps}, sigmas {args.sigmas}, scores "
           f"{args.methods}, ensembles of 1 and {args.members}; results in {args.out}", flush=True)
     collect(args, results)
     report(args, results)
