@@ -222,6 +222,17 @@ def test_detector_ensemble_averages_its_members_scores():
     assert np.abs(one[0] - one[1]).max() > 1e-3  # the members differ
 
 
+def test_detector_dropout_reaches_its_nets_and_its_scores_stay_deterministic():
+    x, _ = planted(200, 0, seed=5)
+    det = VAEAnomalyDetector(dropout=0.3, **FAST).fit(x)
+    assert det.config_.model.dropout == 0.3
+    rates = [m.p for m in det.model_.modules() if isinstance(m, torch.nn.Dropout)]
+    assert rates and all(r == 0.3 for r in rates)
+    np.testing.assert_array_equal(det.score_samples(x[:20]), det.score_samples(x[:20]))
+    assert not any(isinstance(m, torch.nn.Dropout)
+                   for m in VAEAnomalyDetector(**FAST).fit(x).model_.modules())
+
+
 def test_detector_defaults_fixed_sigma_and_the_rules_patience():
     """A unit sigma that is not learned (a learned one collapses on discrete-valued features) and
     early stopping by the rule of `vaekit train` (10 epochs stopped small tables after ~10 steps)."""

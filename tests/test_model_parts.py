@@ -255,3 +255,54 @@ def test_the_standard_normal_prior_samples_n_0_i():
     assert (z.mean(0).abs() < 5 / math.sqrt(20_000)).all()
     assert ((z.var(0) - 1).abs() < 5 * math.sqrt(2 / 20_000)).all()
     assert torch.equal(p.mean, torch.zeros(3, dtype=torch.float64))
+
+
+# --- dropout in the mlp backbone --------------------------------------------------------------
+def test_dropout_zeroes_hidden_units_in_training_only_and_keeps_the_layer_names_without_it():
+    """With --dropout p the mlp nets zero about a fraction p of each hidden layer's units in train
+    mode (the survivors scaled by 1/(1-p)), and in eval mode compute the plain ReLU network of the
+    same Linear layers, written out here; with p = 0 the parameter names are those of before."""
+    torch.manual_seed(0)
+    plain = VAE(ModelConfig(likelihood="bernoulli", hidden=(64, 32), latent_dim=3), (10,))
+    assert [k for k in plain.encoder.state_dict()] == ["0.weight", "0.bias", "2.weight", "2.bias",
+                                                       "4.weight", "4.bias"]
+    model = VAE(ModelConfig(likelihood="bernoulli", hidden=(64, 32), latent_dim=3, dropout=0.25), (10,))
+    x = torch.rand(500, 10)
+    linears = [m for m in model.encoder if isinstance(m, torch.nn.Linear)]
+    h = x
+    for i, lin in enumerate(linears):
+        h = lin(h) if i == len(linears) - 1 else torch.relu(lin(h))
+    model.eval()
+    assert torch.allclose(model.encoder(x), h, atol=1e-6)
+    model.train()
+    first = torch.relu(linears[0](x))
+    hidden = model.encoder[2](model.encoder[1](model.encoder[0](x)))  # Linear, ReLU, Dropout
+    alive = first > 0
+    dropped = float((hidden[alive] == 0).double().mean())
+    assert abs(dropped - 0.25) < 0.02, dropped
+    kept = hidden[alive & (hidden != 0)] / first[alive & (hidden != 0)]
+    assert torch.allclose(kept, torch.full_like(kept, 1 / 0.75))
+    assert not torch.equal(model.encoder(x), model.encoder(x))
+
+
+def test_a_dropout_run_reloads_and_scores_deterministically(tmp_path):
+    run = vaekit.train(quick_config(data="digits", dropout=0.3, threads=1), out=tmp_path / "d",
+                       quiet=True, hooks=[])
+    loaded = vaekit.load(tmp_path / "d")
+    assert loaded.config.model.dropout == 0.3
+    assert sum(isinstance(m, torch.nn.Dropout) for m in loaded.model.decoder.modules()) == 1
+    x = torch.rand(20, 64) * 16
+    a = vaekit.score(loaded, x.numpy(), "elbo", seed=3)
+    b = vaekit.score(run, x.numpy(), "elbo", seed=3)
+    assert np.allclose(a, b)
+
+
+@pytest.mark.parametrize(("options", "needle"), [
+    (["--dropout", "1"], "--dropout must be in [0, 1)"),
+    (["--dropout", "0.2", "--backbone", "conv"], "--dropout is an option of the mlp backbone"),
+])
+def test_bad_dropout_options_end_in_one_line(capsys, tmp_path, options, needle):
+    code, _, err = run_cli(capsys, "train", "--data", "digits", "--epochs", "1", *options,
+                           "--out", tmp_path / "r")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and needle in err, err
+    assert not (tmp_path / "r").exists()

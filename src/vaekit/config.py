@@ -95,6 +95,8 @@ class ModelConfig:
     channels: tuple[int, ...] = opt((32, 64, 128), "conv backbone: channels per resolution "
                                     "level, finest first, comma list")
     blocks: int = opt(1, "conv backbone: residual blocks per resolution level")
+    dropout: float = opt(0.0, "mlp backbone: dropout rate after each hidden layer of the encoder and "
+                         "decoder, in training only (0: none)")
     latent_dim: int | None = opt(None, f"number of latent dimensions ({FROM_DATA}: 20 for images)")
 
     @property
@@ -293,6 +295,7 @@ def validate(cfg: Config) -> None:
         (len(m.channels) > 0 and all(c > 0 for c in m.channels),
          "--channels must be a comma list of positive channel counts, e.g. 32,64,128"),
         (m.blocks >= 0, "--blocks must be >= 0"),
+        (0 <= m.dropout < 1, "--dropout must be in [0, 1): the probability of zeroing a hidden unit"),
         (m.mixtures >= 1, "--mixtures must be >= 1"),
         (positive(m.prior_components), "--prior-components must be positive"),
         (m.top_latent is None or (layered and m.top_latent >= 1

@@ -49,6 +49,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
     rows (patience: early stopping on the validation ELBO after about 500 steps without progress);
     epochs given override steps, and patience given stops a steps-long fit early.
     likelihood: gaussian-fixed (sigma, standardized units; default 1) or gaussian (learned sigma).
+    dropout: dropout rate after each hidden layer of the nets, in training only (0: none).
     ensemble: models trained with consecutive seeds; their scores (nats) are averaged.
     samples: Monte Carlo draws per score (None: the score's default); random_state: int seed.
     """
@@ -65,6 +66,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         "steps": [Interval(Integral, 1, None, closed="left"), None],
         "likelihood": [StrOptions({"gaussian", "gaussian-fixed"})],
         "sigma": [Interval(Real, 0, None, closed="neither")],
+        "dropout": [Interval(Real, 0, 1, closed="left")],
         "ensemble": [Interval(Integral, 1, None, closed="left")],
         "samples": [Interval(Integral, 1, None, closed="left"), None],
         "random_state": ["random_state"],
@@ -74,8 +76,8 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
                  latent_dim: int | None = None, hidden: tuple[int, ...] | None = None,
                  epochs: int | None = None, batch_size: int | None = None, lr: float = 1e-3,
                  patience: int | None = None, steps: int | None = STEPS, samples: int | None = None,
-                 likelihood: str = "gaussian-fixed", sigma: float = 1.0, ensemble: int = 1,
-                 random_state: int | None = 0):
+                 likelihood: str = "gaussian-fixed", sigma: float = 1.0, dropout: float = 0.0,
+                 ensemble: int = 1, random_state: int | None = 0):
         self.method = method
         self.contamination = contamination
         self.latent_dim = latent_dim
@@ -88,6 +90,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         self.samples = samples
         self.likelihood = likelihood
         self.sigma = sigma
+        self.dropout = dropout
         self.ensemble = ensemble
         self.random_state = random_state
 
@@ -102,6 +105,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
                  "hidden": None if self.hidden is None else [int(h) for h in self.hidden]}
         return Config.from_flat({**{k: v for k, v in sizes.items() if v is not None},
                                  "likelihood": self.likelihood, "sigma": self.sigma,
+                                 "dropout": self.dropout,
                                  "standardize": "on", "lr": self.lr,
                                  "seed": self._seed() + member})
 

@@ -41,7 +41,11 @@ class VAE(nn.Module):
         self.posterior_kind = posterior_entry(config.posterior_name)
         self.stochastic = self.posterior_kind.has_density
         nets = backbone(config.backbone, self.input_shape)
-        opts = NetOptions(tuple(config.hidden or ()), tuple(config.channels), config.blocks)
+        if config.dropout > 0 and config.backbone != "mlp":
+            raise VaekitError(f"--dropout is an option of the mlp backbone, not of --backbone "
+                              f"{config.backbone}: drop --dropout or pass --backbone mlp")
+        opts = NetOptions(tuple(config.hidden or ()), tuple(config.channels), config.blocks,
+                          config.dropout)
         likelihood = build_likelihood(config.likelihood, self.input_shape,
                                       LikelihoodOptions.from_config(config))
         self.encoder = nets.encoder(self.input_shape, self.posterior_kind.params(config.latent_dim),

@@ -26,22 +26,26 @@ class NetOptions:
     hidden: tuple[int, ...] = (400,)  # mlp: hidden widths, encoder order (the decoder reverses them)
     channels: tuple[int, ...] = (32, 64, 128)  # conv: channels per resolution level, finest first
     blocks: int = 1  # conv: residual blocks per level
+    dropout: float = 0.0  # mlp: dropout after each hidden layer's ReLU (training only)
 
 
-def mlp_layers(widths: Sequence[int]) -> list[nn.Module]:
-    """Linear layers with ReLU between them: widths[0] -> ... -> widths[-1] (no final ReLU)."""
+def mlp_layers(widths: Sequence[int], dropout: float = 0.0) -> list[nn.Module]:
+    """Linear layers with ReLU between them: widths[0] -> ... -> widths[-1] (no final ReLU), and
+    dropout after each ReLU if `dropout` > 0 (none otherwise: the layer indices of older
+    checkpoints)."""
     layers: list[nn.Module] = []
     for a, b in zip(widths[:-1], widths[1:], strict=True):
-        layers += [nn.Linear(a, b), nn.ReLU()]
-    return layers[:-1]
+        layers += [nn.Linear(a, b), nn.ReLU()] + ([nn.Dropout(dropout)] if dropout > 0 else [])
+    return layers[:-2] if dropout > 0 else layers[:-1]
 
 
 class FlatMLP(nn.Sequential):
     """Layers over flattened examples: (..., *in_shape) -> (..., *out_shape), any leading
     dimensions. Its parameters are named as a plain nn.Sequential's, as in vaekit 0.1 checkpoints."""
 
-    def __init__(self, widths: Sequence[int], in_shape: tuple[int, ...], out_shape: tuple[int, ...]):
-        super().__init__(*mlp_layers(widths))
+    def __init__(self, widths: Sequence[int], in_shape: tuple[int, ...], out_shape: tuple[int, ...],
+                 dropout: float = 0.0):
+        super().__init__(*mlp_layers(widths, dropout))
         self.in_ndim, self.out_shape = len(in_shape), tuple(out_shape)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -62,11 +66,13 @@ class FlatLinear(nn.Linear):
 
 
 def mlp_encoder(in_shape: tuple[int, ...], out_features: int, opts: NetOptions) -> nn.Module:
-    return FlatMLP([math.prod(in_shape), *opts.hidden, out_features], in_shape, (out_features,))
+    return FlatMLP([math.prod(in_shape), *opts.hidden, out_features], in_shape, (out_features,),
+                   opts.dropout)
 
 
 def mlp_decoder(latent_dim: int, out_shape: tuple[int, ...], opts: NetOptions) -> nn.Module:
-    return FlatMLP([latent_dim, *opts.hidden[::-1], math.prod(out_shape)], (latent_dim,), out_shape)
+    return FlatMLP([latent_dim, *opts.hidden[::-1], math.prod(out_shape)], (latent_dim,), out_shape,
+                   opts.dropout)
 
 
 def linear_encoder(in_shape: tuple[int, ...], out_features: int, opts: NetOptions) -> nn.Module:
