@@ -2,7 +2,8 @@
 chosen by two protocols that cannot overfit the tables they are judged on (issue 12, [anomaly]).
 
 Candidates: gradient steps per fit (--steps) x the fixed likelihood's sigma (--sigmas, standardized
-units; it weighs the reconstruction against the KL, in training and in the score) x score
+units; it weighs the reconstruction against the KL, in training and in the score) x the nets'
+dropout rate in training (--dropouts) x score
 (--methods: elbo, reconstruction, kl) x ensemble size (1, or --members models with consecutive
 seeds, scores averaged in nats), every other option at its default. For each table of
 ../shared/data/odds and each seed, the stratified 60/40 split of benchmarks/odds_anomaly.py (the
@@ -50,10 +51,10 @@ def comma(kind):
 
 
 def fit_and_score(x_fit, x_eval, y_eval, steps: int, members: int, seed: int,
-                  methods: list[str], sigma: float = 1.0) -> dict[str, float]:
+                  methods: list[str], sigma: float = 1.0, dropout: float = 0.0) -> dict[str, float]:
     """AUROC of every (method, ensemble size 1 or members) of models trained on x_fit."""
-    det = VAEAnomalyDetector(steps=steps, ensemble=members, random_state=seed,
-                             sigma=sigma).fit(x_fit)
+    det = VAEAnomalyDetector(steps=steps, ensemble=members, random_state=seed, sigma=sigma,
+                             dropout=dropout).fit(x_fit)
     out = {}
     for method in methods:
         per_member = det.member_scores(x_eval, method)
@@ -68,36 +69,45 @@ def collect(args, results: dict) -> None:
             x, y = data["X"].astype(np.float32), data["y"].astype(np.int64)
         for seed in range(args.seeds):
             inner_split, test_split = splits(x, y, seed, inner=True), splits(x, y, seed, inner=False)
-            for steps, sigma in [(s, g) for s in args.steps for g in args.sigmas]:
-                key = f"{table}|{seed}|{variant(steps, sigma)}"
+            for steps, sigma, dropout in fits(args):
+                key = f"{table}|{seed}|{variant(steps, sigma, dropout)}"
                 if key in results:
                     continue
                 tick = time.perf_counter()
-                inner = fit_and_score(*inner_split, steps, args.members, seed, args.methods, sigma)
-                test = fit_and_score(*test_split, steps, args.members, seed, args.methods, sigma)
+                inner = fit_and_score(*inner_split, steps, args.members, seed, args.methods, sigma,
+                                      dropout)
+                test = fit_and_score(*test_split, steps, args.members, seed, args.methods, sigma,
+                                     dropout)
                 results[key] = {"inner": inner, "test": test, "seconds": time.perf_counter() - tick}
                 tmp = args.out.with_suffix(".tmp")
                 tmp.write_text(json.dumps(results, indent=0))
                 os.replace(tmp, args.out)
-                print(f"  {table} seed {seed} {variant(steps, sigma)}: inner best "
+                print(f"  {table} seed {seed} {variant(steps, sigma, dropout)}: inner best "
                       f"{max(inner, key=inner.get)} {max(inner.values()):.3f}, "
                       f"{results[key]['seconds']:.0f}s", flush=True)
 
 
-def variant(steps: int, sigma: float) -> str:
-    """A fit's name in the results: its steps, and its sigma unless the default 1 (so results
-    made before --sigmas existed keep their keys)."""
-    return str(steps) if sigma == 1.0 else f"{steps}|{sigma:g}"
+def fits(args) -> list[tuple[int, float, float]]:
+    """(steps, sigma, dropout) of every fit a candidate needs."""
+    return [(s, g, d) for s in args.steps for g in args.sigmas for d in args.dropouts]
 
 
-def table_means(results: dict, tables: list[str], seeds: int, steps: list[int],
-                sigmas: list[float], part: str) -> dict:
-    """{candidate: {table: mean AUROC over seeds}}; a candidate is 'steps[, sigma]/method/ensemble'."""
+def variant(steps: int, sigma: float, dropout: float) -> str:
+    """A fit's name in the results: its steps, then its sigma and dropout where not the defaults
+    (so results made before --sigmas and --dropouts existed keep their keys)."""
+    return (str(steps) + ("" if sigma == 1.0 else f"|{sigma:g}")
+            + ("" if dropout == 0.0 else f"|dropout {dropout:g}"))
+
+
+def table_means(results: dict, args, part: str) -> dict:
+    """{candidate: {table: mean AUROC over seeds}}; a candidate is 'steps[, sigma][, dropout],
+    method/ensemble'."""
     out: dict[str, dict[str, float]] = {}
-    for s, g in [(s, g) for s in steps for g in sigmas]:
-        name = f"{s} steps" + ("" if g == 1.0 else f", sigma {g:g}")
-        for t in tables:
-            rows = [results[f"{t}|{seed}|{variant(s, g)}"][part] for seed in range(seeds)]
+    for s, g, d in fits(args):
+        name = (f"{s} steps" + ("" if g == 1.0 else f", sigma {g:g}")
+                + ("" if d == 0.0 else f", dropout {d:g}"))
+        for t in args.tables:
+            rows = [results[f"{t}|{seed}|{variant(s, g, d)}"][part] for seed in range(args.seeds)]
             for column in rows[0]:
                 out.setdefault(f"{name}, {column}", {})[t] = float(np.mean([r[column] for r in rows]))
     return out
@@ -109,8 +119,8 @@ def best(inner: dict, tables: list[str]) -> str:
 
 def report(args, results: dict) -> None:
     tables = args.tables
-    inner = table_means(results, tables, args.seeds, args.steps, args.sigmas, "inner")
-    test = table_means(results, tables, args.seeds, args.steps, args.sigmas, "test")
+    inner = table_means(results, args, "inner")
+    test = table_means(results, args, "test")
     halves = {h: [t for t in ts if t in tables] for h, ts in HALVES.items()}
     print("\nmean inner AUROC (what choices see) and test AUROC, per candidate "
           "(score/ensemble size)\n")
@@ -150,6 +160,8 @@ def main() -> None:
     p.add_argument("--steps", type=comma(int), default=[100, 300, 1000])
     p.add_argument("--sigmas", type=comma(float), default=[1.0],
                    help="sigma of the fixed Gaussian likelihood (standardized units), comma list")
+    p.add_argument("--dropouts", type=comma(float), default=[0.0],
+                   help="dropout rate of the nets in training, comma list")
     p.add_argument("--members", type=int, default=3, help="ensemble size compared with 1")
     p.add_argument("--methods", type=comma(str), default=["elbo", "reconstruction", "kl"])
     p.add_argument("--threads", type=int, default=1)
@@ -157,8 +169,9 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     results = json.loads(args.out.read_text()) if args.out.is_file() else {}
-    print(f"{len(args.tables)} tables, {args.seeds} seeds, steps {args.steps}, sigmas {args.sigmas}, scores "
-          f"{args.methods}, ensembles of 1 and {args.members}; results in {args.out}", flush=True)
+    print(f"{len(args.tables)} tables, {args.seeds} seeds, steps {args.steps}, sigmas "
+          f"{args.sigmas}, dropouts {args.dropouts}, scores {args.methods}, ensembles of 1 and "
+          f"{args.members}; results in {args.out}", flush=True)
     collect(args, results)
     report(args, results)
 
