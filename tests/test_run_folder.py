@@ -335,3 +335,30 @@ def test_sigterm_ends_training_in_one_line_leaves_no_temp_file_and_the_run_resum
     code, (_, err) = proc.wait(timeout=120), proc.communicate()
     assert code == 0, err
     assert len(vaekit.load(out).metrics) == done + 2
+
+
+def test_a_run_trained_on_relative_paths_is_evaluated_and_resumed_from_another_directory(
+        capsys, tmp_path, monkeypatch):
+    """--data, --test-data and --data-dir given relative to the training directory are saved
+    absolute: `vaekit eval RUN` and `--resume` from elsewhere read the same files (they were read
+    against the new directory: a run trained with `--data-dir ../shared/data/mnist` could not be
+    evaluated from any other)."""
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    work.mkdir(), elsewhere.mkdir()
+    rng = np.random.default_rng(0)
+    np.save(work / "x.npy", rng.normal(size=(300, 4)).astype(np.float32))
+    np.save(work / "t.npy", rng.normal(size=(50, 4)).astype(np.float32))
+    monkeypatch.chdir(work)
+    code, _, err = run_cli(capsys, "train", "--data", "x.npy", "--test-data", "t.npy", "--data-dir",
+                           "cache", "--epochs", "2", "--hidden", "8", "--latent-dim", "2", "--quiet",
+                           "--out", "../run")
+    assert code == 0, err
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["data"] == str(work / "x.npy") and saved["test_data"] == str(work / "t.npy")
+    assert saved["data_dir"] == str(work / "cache")
+    monkeypatch.chdir(elsewhere)
+    code, out, err = run_cli(capsys, "eval", "../run", "--json")
+    assert code == 0, err
+    assert json.loads(out)["elbo"] == pytest.approx(vaekit.load(tmp_path / "run").summary["test"]["elbo"])
+    code, _, err = run_cli(capsys, "train", "--resume", "../run", "--epochs", "3", "--quiet")
+    assert code == 0, err

@@ -54,6 +54,7 @@ from .runs import (
     write_metrics,
 )
 from .runtime import resolve_amp, resolve_device, set_threads
+from .sources import BUILTINS
 
 
 @dataclass
@@ -106,6 +107,20 @@ def default_run_dir(cfg: Config) -> Path:
     while run_dir.exists():
         run_dir, i = base.with_name(f"{base.name}-{i}"), i + 1
     return run_dir
+
+
+def absolute_paths(cfg: Config) -> Config:
+    """cfg with its data paths made absolute (a file or folder given as --data or --test-data, and
+    --data-dir), so that the run folder's config finds the same data whatever directory `vaekit
+    eval RUN`, `--resume` or `vaekit.load` runs from (relative, they were read against that
+    directory: a run trained with `--data-dir ../shared/data/mnist` could not be evaluated from
+    another one)."""
+    def absolute(path: str | None) -> str | None:
+        return path if path is None or path in BUILTINS else str(Path(path).expanduser().absolute())
+
+    return replace(cfg, data=replace(cfg.data, data=absolute(cfg.data.data),
+                                     test_data=absolute(cfg.data.test_data),
+                                     data_dir=str(Path(cfg.data.data_dir).expanduser().absolute())))
 
 
 def resolved(cfg: Config, data: Dataset) -> Config:
@@ -231,6 +246,7 @@ def train_rank(cfg: Config, run_dir: Path, resume: bool, quiet: bool, hooks: lis
     torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank
     data, cfg = agree(lambda: (dataset, resolved(cfg, dataset)) if dataset is not None
                       else load_dataset(cfg), group)
+    cfg = absolute_paths(cfg)
     cfg = cfg.with_sizes(len(data.x_train), math.prod(data.shape), data.image)
     if cfg.train.batch_size < group.world_size:
         raise VaekitError(f"--batch-size {cfg.train.batch_size} is the global batch, split over "
