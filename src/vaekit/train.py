@@ -115,8 +115,11 @@ def absolute_paths(cfg: Config) -> Config:
     eval RUN`, `--resume` or `vaekit.load` runs from (relative, they were read against that
     directory: a run trained with `--data-dir ../shared/data/mnist` could not be evaluated from
     another one)."""
-    def absolute(path: str | None) -> str | None:
-        return path if path is None or path in BUILTINS else str(Path(path).expanduser().absolute())
+    def absolute(path: str | None) -> str | None:  # a file or folder read (not a built-in name,
+        # nor the marker of arrays passed in memory)
+        if path is None or path in BUILTINS or not Path(path).expanduser().exists():
+            return path
+        return str(Path(path).expanduser().absolute())
 
     return replace(cfg, data=replace(cfg.data, data=absolute(cfg.data.data),
                                      test_data=absolute(cfg.data.test_data),
