@@ -88,3 +88,12 @@ def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
         code = e.code
     out = capsys.readouterr()
     return code, out.out, out.err
+
+
+def assert_train_refused(capsys, tmp_path, options, needle: str) -> None:
+    """`vaekit train --data digits --epochs 1 OPTIONS` ends in one line naming `needle`, exit 2,
+    and writes no run folder."""
+    code, _, err = run_cli(capsys, "train", "--data", "digits", "--epochs", "1", *options,
+                           "--out", tmp_path / "r")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and needle in err, err
+    assert not (tmp_path / "r").exists()
