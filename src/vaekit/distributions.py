@@ -340,21 +340,27 @@ def _vamp(config: ModelConfig, input_shape: tuple[int, ...]) -> Prior:
                      input_shape)
 
 
+def _layered(config: ModelConfig, top_prior: Prior | None = None) -> LayeredPrior:
+    """The two-layer prior of --top-latent top dimensions (default a third of L), its net as wide
+    as the last --hidden layer (256 for a conv backbone), over `top_prior` (default N(0, I))."""
+    top = top_latent(config)
+    return LayeredPrior(config.latent_dim, top, config.hidden[-1] if config.hidden else 256,
+                        top_prior)
+
+
 def top_latent(config: ModelConfig) -> int:
     """The top layer's dimensions of a layered prior: --top-latent, default a third of L."""
     return config.top_latent or max(1, config.latent_dim // 3)
 
 
 def _hier(config: ModelConfig, input_shape: tuple[int, ...]) -> Prior:
-    return LayeredPrior(config.latent_dim, top_latent(config),
-                        config.hidden[-1] if config.hidden else 256)
+    return _layered(config)
 
 
 def _hier_vamp(config: ModelConfig, input_shape: tuple[int, ...]) -> Prior:
     top = top_latent(config)
-    vamp = VampPrior(top, config.prior_components or PRIORS["hier-vamp"].components, input_shape,
-                     start=config.latent_dim - top)
-    return LayeredPrior(config.latent_dim, top, config.hidden[-1] if config.hidden else 256, vamp)
+    return _layered(config, VampPrior(top, config.prior_components or PRIORS["hier-vamp"].components,
+                                      input_shape, start=config.latent_dim - top))
 
 
 PRIORS: dict[str, PriorEntry] = {
