@@ -20,6 +20,7 @@ from tqdm import tqdm
 from .distributions import has_pairwise, kl_terms, pairwise_log_prob
 from .errors import VaekitError
 from .model import VAE
+from .runtime import release_memory
 
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al. (2015): unit u is active if Cov_x(E_q[z_u]) > 0.01
 CHUNK_SIZE = 2048  # draws of z decoded in one pass by log_likelihood (examples x samples)
@@ -27,8 +28,11 @@ MI_BLOCK = 512  # draws of z per block of the (block, N) density matrix in aggre
 
 
 def batches(x: Tensor, batch_size: int):
+    """Slices x[i:i + batch_size] in order; between two, freed heap pages go back to the system
+    (`runtime.release_memory`: without it, multi-threaded evaluation loops grow without bound)."""
     for i in range(0, len(x), batch_size):
         yield x[i:i + batch_size]
+        release_memory()
 
 
 def active_mask(mu: Tensor, threshold: float = ACTIVE_UNIT_THRESHOLD) -> Tensor:

@@ -3,11 +3,39 @@ so every command (train, eval, score, encode, ...) accepts and rejects the same 
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import sys
+
 import torch
 
 from .errors import VaekitError
 
 MAX_SEED = 2**31 - 1  # numpy's RandomState takes < 2**32, and splits use seed + small offsets
+
+
+def _malloc_trim():
+    """glibc's malloc_trim, or None (another C library or system: nothing to do)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # musl and others have no malloc_trim
+        return None
+
+
+_TRIM = _malloc_trim()
+
+
+def release_memory() -> bool:
+    """Hand freed heap pages back to the system (glibc's malloc_trim(0)); True if it could.
+
+    With more than one CPU thread, glibc gives each of torch's worker threads its own malloc arena
+    and keeps what is freed there: a long evaluation loop (K=5000 importance samples of each of
+    10,000 MNIST images with --threads 2) grew by 3-25 MB a second until the kernel killed it at
+    24 GB, while its live tensors stayed under 1 GB. Loops over batches call this between batches
+    (`evaluate.batches`); it costs microseconds."""
+    return bool(_TRIM(0)) if _TRIM is not None else False
 
 
 def parse_device(name: str) -> torch.device | None:
