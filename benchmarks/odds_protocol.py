@@ -3,7 +3,7 @@ chosen by two protocols that cannot overfit the tables they are judged on (issue
 
 Candidates: gradient steps per fit (--steps) x the fixed likelihood's sigma (--sigmas, standardized
 units; it weighs the reconstruction against the KL, in training and in the score) x the nets'
-dropout rate in training (--dropouts) x score
+dropout rate in training (--dropouts) x the likelihood (--likelihoods) x score
 (--methods: elbo, reconstruction, kl) x ensemble size (1, or --members models with consecutive
 seeds, scores averaged in nats), every other option at its default. For each table of
 ../shared/data/odds and each seed, the stratified 60/40 split of benchmarks/odds_anomaly.py (the
@@ -35,6 +35,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -50,11 +51,32 @@ def comma(kind):
     return lambda text: [kind(v) for v in text.split(",")]
 
 
-def fit_and_score(x_fit, x_eval, y_eval, steps: int, members: int, seed: int,
-                  methods: list[str], sigma: float = 1.0, dropout: float = 0.0) -> dict[str, float]:
+class Fit(NamedTuple):
+    """The options of one fit; those at their defaults are left out of its key and name, so
+    results made before an option existed keep their keys."""
+
+    steps: int
+    sigma: float = 1.0
+    dropout: float = 0.0
+    likelihood: str = "gaussian-fixed"
+
+    def key(self) -> str:
+        return (str(self.steps) + ("" if self.sigma == 1.0 else f"|{self.sigma:g}")
+                + ("" if self.dropout == 0.0 else f"|dropout {self.dropout:g}")
+                + ("" if self.likelihood == "gaussian-fixed" else f"|{self.likelihood}"))
+
+    def name(self) -> str:
+        return (f"{self.steps} steps" + ("" if self.sigma == 1.0 else f", sigma {self.sigma:g}")
+                + ("" if self.dropout == 0.0 else f", dropout {self.dropout:g}")
+                + ("" if self.likelihood == "gaussian-fixed" else f", {self.likelihood}"))
+
+
+def fit_and_score(x_fit, x_eval, y_eval, fit: Fit, members: int, seed: int,
+                  methods: list[str]) -> dict[str, float]:
     """AUROC of every (method, ensemble size 1 or members) of models trained on x_fit."""
-    det = VAEAnomalyDetector(steps=steps, ensemble=members, random_state=seed, sigma=sigma,
-                             dropout=dropout).fit(x_fit)
+    det = VAEAnomalyDetector(steps=fit.steps, ensemble=members, random_state=seed,
+                             sigma=fit.sigma, dropout=fit.dropout,
+                             likelihood=fit.likelihood).fit(x_fit)
     out = {}
     for method in methods:
         per_member = det.member_scores(x_eval, method)
@@ -69,47 +91,38 @@ def collect(args, results: dict) -> None:
             x, y = data["X"].astype(np.float32), data["y"].astype(np.int64)
         for seed in range(args.seeds):
             inner_split, test_split = splits(x, y, seed, inner=True), splits(x, y, seed, inner=False)
-            for steps, sigma, dropout in fits(args):
-                key = f"{table}|{seed}|{variant(steps, sigma, dropout)}"
+            for fit in fits(args):
+                key = f"{table}|{seed}|{fit.key()}"
                 if key in results:
                     continue
                 tick = time.perf_counter()
-                inner = fit_and_score(*inner_split, steps, args.members, seed, args.methods, sigma,
-                                      dropout)
-                test = fit_and_score(*test_split, steps, args.members, seed, args.methods, sigma,
-                                     dropout)
+                inner = fit_and_score(*inner_split, fit, args.members, seed, args.methods)
+                test = fit_and_score(*test_split, fit, args.members, seed, args.methods)
                 results[key] = {"inner": inner, "test": test, "seconds": time.perf_counter() - tick}
                 tmp = args.out.with_suffix(".tmp")
                 tmp.write_text(json.dumps(results, indent=0))
                 os.replace(tmp, args.out)
-                print(f"  {table} seed {seed} {variant(steps, sigma, dropout)}: inner best "
+                print(f"  {table} seed {seed} {fit.key()}: inner best "
                       f"{max(inner, key=inner.get)} {max(inner.values()):.3f}, "
                       f"{results[key]['seconds']:.0f}s", flush=True)
 
 
-def fits(args) -> list[tuple[int, float, float]]:
-    """(steps, sigma, dropout) of every fit a candidate needs."""
-    return [(s, g, d) for s in args.steps for g in args.sigmas for d in args.dropouts]
-
-
-def variant(steps: int, sigma: float, dropout: float) -> str:
-    """A fit's name in the results: its steps, then its sigma and dropout where not the defaults
-    (so results made before --sigmas and --dropouts existed keep their keys)."""
-    return (str(steps) + ("" if sigma == 1.0 else f"|{sigma:g}")
-            + ("" if dropout == 0.0 else f"|dropout {dropout:g}"))
+def fits(args) -> list[Fit]:
+    """Every fit a candidate needs: the product of the options' lists."""
+    return [Fit(s, g, d, lik) for s in args.steps for g in args.sigmas for d in args.dropouts
+            for lik in args.likelihoods]
 
 
 def table_means(results: dict, args, part: str) -> dict:
-    """{candidate: {table: mean AUROC over seeds}}; a candidate is 'steps[, sigma][, dropout],
-    method/ensemble'."""
+    """{candidate: {table: mean AUROC over seeds}}; a candidate is 'steps[, sigma][, dropout]
+    [, likelihood], method/ensemble'."""
     out: dict[str, dict[str, float]] = {}
-    for s, g, d in fits(args):
-        name = (f"{s} steps" + ("" if g == 1.0 else f", sigma {g:g}")
-                + ("" if d == 0.0 else f", dropout {d:g}"))
+    for fit in fits(args):
         for t in args.tables:
-            rows = [results[f"{t}|{seed}|{variant(s, g, d)}"][part] for seed in range(args.seeds)]
+            rows = [results[f"{t}|{seed}|{fit.key()}"][part] for seed in range(args.seeds)]
             for column in rows[0]:
-                out.setdefault(f"{name}, {column}", {})[t] = float(np.mean([r[column] for r in rows]))
+                out.setdefault(f"{fit.name()}, {column}", {})[t] = float(
+                    np.mean([r[column] for r in rows]))
     return out
 
 
@@ -162,6 +175,9 @@ def main() -> None:
                    help="sigma of the fixed Gaussian likelihood (standardized units), comma list")
     p.add_argument("--dropouts", type=comma(float), default=[0.0],
                    help="dropout rate of the nets in training, comma list")
+    p.add_argument("--likelihoods", type=comma(str), default=["gaussian-fixed"],
+                   help="the detector's likelihood (gaussian-fixed, gaussian, gaussian-shared), "
+                        "comma list")
     p.add_argument("--members", type=int, default=3, help="ensemble size compared with 1")
     p.add_argument("--methods", type=comma(str), default=["elbo", "reconstruction", "kl"])
     p.add_argument("--threads", type=int, default=1)
@@ -170,8 +186,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     results = json.loads(args.out.read_text()) if args.out.is_file() else {}
     print(f"{len(args.tables)} tables, {args.seeds} seeds, steps {args.steps}, sigmas "
-          f"{args.sigmas}, dropouts {args.dropouts}, scores {args.methods}, ensembles of 1 and "
-          f"{args.members}; results in {args.out}", flush=True)
+          f"{args.sigmas}, dropouts {args.dropouts}, likelihoods {args.likelihoods}, scores "
+          f"{args.methods}, ensembles of 1 and {args.members}; results in {args.out}", flush=True)
     collect(args, results)
     report(args, results)
 

@@ -5,6 +5,8 @@
   (Lucas et al. 2019, "Don't blame the ELBO"); the ELBO is a lower bound, so it may not exceed it.
 - gaussian (sigma learned per feature), linear: at least pPCA's maximum (isotropic ML sigma), at
   most the full-covariance Gaussian's maximum.
+- gaussian-shared (one learned sigma), linear: exactly probabilistic PCA (Tipping & Bishop 1999), whose
+  maximum and ML sigma^2 (the mean of the discarded eigenvalues) are closed forms.
 - bernoulli on a two-prototype binary source with flip noise: the true log p(x) is known, so the
   validation ELBO is bounded above by it (on average) and must close most of the gap from the
   independent-pixels model to it.
@@ -15,6 +17,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 import torch
 from conftest import quick_config
 
@@ -103,6 +106,26 @@ def test_gaussian_learned_sigma_linear_lies_between_ppca_and_the_full_gaussian(t
     log_p = float(exact_log_p(run.model, ds.x_train).mean())
     assert log_p <= gaussian_loglik(lam, lam) + 1e-6  # no Gaussian fits the rows better
     assert elbo >= gaussian_loglik(lam, ppca) - MARGIN
+
+
+def test_gaussian_shared_linear_is_ppca_its_maximum_and_its_noise_variance(tmp_path):
+    """One learned sigma for all features with a linear decoder is pPCA: the ELBO reaches pPCA's
+    maximum log-likelihood, never exceeds it, and sigma^2 is the ML noise variance (the mean of the
+    eigenvalues beyond the latent dimension; the table's noise sd is SIGMA)."""
+    data = linear_gaussian_table(tmp_path / "t.npy")
+    run, ds = fit(tmp_path, data, likelihood="gaussian-shared", **LINEAR)
+    lam = eigenvalues(ds.x_train)
+    ppca = lam.clone()
+    ppca[2:] = lam[2:].mean()
+    best = gaussian_loglik(lam, ppca)
+    elbo, _ = mean_elbo(run.model, ds.x_train)
+    gap, se = below_log_p(run.model, ds.x_train)
+    assert gap <= 4 * se
+    assert float(exact_log_p(run.model, ds.x_train).mean()) <= best + 1e-6
+    assert elbo >= best - MARGIN
+    sigma2 = run.model.likelihood.sigma_log().detach().exp().square()
+    assert torch.allclose(sigma2, sigma2[0].expand(6))  # one value for all features
+    assert float(sigma2[0]) == pytest.approx(float(lam[2:].mean()), rel=0.05)  # measured 1.3%
 
 
 PROTOTYPES = torch.tensor([[i % 2 for i in range(12)], [(i + 1) % 2 for i in range(12)]],

@@ -43,18 +43,21 @@ def test_bernoulli_log_prob_matches_torch_distributions():
     assert torch.allclose(ours, Bernoulli(logits=logits).log_prob(x).sum(-1), atol=1e-5)
 
 
-@pytest.mark.parametrize("name,sigma", [("gaussian", None), ("gaussian-fixed", 0.3)])
+@pytest.mark.parametrize("name,sigma", [("gaussian", None), ("gaussian-fixed", 0.3),
+                                        ("gaussian-shared", None)])
 def test_gaussian_log_prob_matches_torch_distributions(name, sigma):
     lik = build_likelihood(name, 5, sigma or 1.0)
     if sigma is None:
         with torch.no_grad():
-            lik.log_sigma.copy_(torch.randn(5) * 0.5)
+            lik.log_sigma.copy_(torch.randn(lik.log_sigma.shape) * 0.5)
     mean, x = torch.randn(3, 5), torch.randn(3, 5)
     std = torch.exp(lik.sigma_log())
     ref = Normal(mean, std).log_prob(x).sum(-1)
     assert torch.allclose(lik.log_prob(x, mean), ref, atol=1e-5)
     if sigma is not None:
         assert torch.allclose(std, torch.full((5,), sigma))
+    if name == "gaussian-shared":  # one parameter, the same sigma for every value
+        assert lik.log_sigma.numel() == 1 and torch.allclose(std, std[0].expand(5))
 
 
 def test_learned_sigma_has_a_floor_of_1e_3_and_a_fixed_sigma_is_taken_as_given():

@@ -71,8 +71,9 @@ class ModelConfig:
     model: str = opt("vae", "vae, or ae: a plain deterministic autoencoder (the baseline; its "
                      "posterior is a point mass)", choices=("vae", "ae"))
     likelihood: str = opt("auto", "p(x|z): bernoulli | gaussian (learned sigma per value) | "
-                          "gaussian-fixed (--sigma) | discretized-logistic (8-bit images, a "
-                          "mixture of --mixtures) | categorical (256 levels) | poisson | "
+                          "gaussian-fixed (--sigma) | gaussian-shared (one learned sigma for all "
+                          "values) | discretized-logistic (8-bit images, a mixture of --mixtures) | "
+                          "categorical (256 levels) | poisson | "
                           "negative-binomial (count tables); auto: discretized-logistic for 8-bit "
                           "colour images, bernoulli for other images in [0,1], else gaussian")
     sigma: float = opt(1.0, "standard deviation of the gaussian-fixed likelihood, in model units")

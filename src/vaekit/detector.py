@@ -48,7 +48,8 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
     latent_dim, hidden, epochs, batch_size, patience: None = `config.default_sizes` of the training
     rows (patience: early stopping on the validation ELBO after about 500 steps without progress);
     epochs given override steps, and patience given stops a steps-long fit early.
-    likelihood: gaussian-fixed (sigma, standardized units; default 1) or gaussian (learned sigma).
+    likelihood: gaussian-fixed (sigma, standardized units; default 1), gaussian (a learned sigma
+        per feature) or gaussian-shared (one learned sigma for all features).
     dropout: dropout rate after each hidden layer of the nets, in training only (0: none).
     ensemble: models trained with consecutive seeds; their scores (nats) are averaged.
     samples: Monte Carlo draws per score (None: the score's default); random_state: int seed.
@@ -64,7 +65,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         "lr": [Interval(Real, 0, None, closed="neither")],
         "patience": [Interval(Integral, 0, None, closed="left"), None],
         "steps": [Interval(Integral, 1, None, closed="left"), None],
-        "likelihood": [StrOptions({"gaussian", "gaussian-fixed"})],
+        "likelihood": [StrOptions({"gaussian", "gaussian-fixed", "gaussian-shared"})],
         "sigma": [Interval(Real, 0, None, closed="neither")],
         "dropout": [Interval(Real, 0, 1, closed="left")],
         "ensemble": [Interval(Integral, 1, None, closed="left")],

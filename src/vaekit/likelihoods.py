@@ -85,14 +85,16 @@ class Bernoulli(Likelihood):
 
 
 class Gaussian(Likelihood):
-    """p(x|z) = prod_d N(x_d; mu_d, sigma_d^2), sigma learned (one per value) or fixed."""
+    """p(x|z) = prod_d N(x_d; mu_d, sigma_d^2), sigma learned (one per value, or with shared=True
+    one for all values) or fixed."""
 
-    def __init__(self, event_shape: tuple[int, ...] | int, sigma: float | None = None):
+    def __init__(self, event_shape: tuple[int, ...] | int, sigma: float | None = None,
+                 shared: bool = False):
         super().__init__(event_shape)
-        dim = math.prod(self.event_shape)
+        dim = 1 if shared else math.prod(self.event_shape)
         self.learned = sigma is None
         log_sigma = torch.zeros(dim) if sigma is None else torch.full((dim,), math.log(sigma))
-        if self.learned:  # flat (D,): the name and shape of vaekit 0.1 checkpoints
+        if self.learned:  # flat (D,) or (1,): (D,) is the name and shape of vaekit 0.1 checkpoints
             self.log_sigma = nn.Parameter(log_sigma)
         else:
             self.register_buffer("log_sigma", log_sigma)
@@ -100,7 +102,7 @@ class Gaussian(Likelihood):
     def sigma_log(self) -> Tensor:
         """log sigma (*event_shape), with the floor for a learned sigma."""
         log_sigma = self.log_sigma.clamp(min=MIN_LOG_SIGMA) if self.learned else self.log_sigma
-        return log_sigma.reshape(self.event_shape)
+        return log_sigma.expand(math.prod(self.event_shape)).reshape(self.event_shape)
 
     def log_prob(self, x: Tensor, mean: Tensor) -> Tensor:
         log_sigma = self.sigma_log()
@@ -151,6 +153,9 @@ LIKELIHOODS: dict[str, Entry] = {
                       standardize=True),
     "gaussian-fixed": Entry(lambda shape, o: Gaussian(shape, o.sigma), "a fixed --sigma",
                             standardize=True),
+    "gaussian-shared": Entry(lambda shape, o: Gaussian(shape, shared=True),
+                             "one learned standard deviation shared by all values (the calibrated "
+                             "decoder of the sigma-VAE, Rybkin et al. 2021)", standardize=True),
     "discretized-logistic": Entry(lambda shape, o: DiscretizedLogistic(shape, o.mixtures, o.coupled),
                                   "8-bit images: a mixture of --mixtures discretized logistics per "
                                   "pixel, colour channels coupled (PixelCNN++)"),
