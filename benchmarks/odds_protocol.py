@@ -3,7 +3,8 @@ chosen by two protocols that cannot overfit the tables they are judged on (issue
 
 Candidates: gradient steps per fit (--steps) x the fixed likelihood's sigma (--sigmas, standardized
 units; it weighs the reconstruction against the KL, in training and in the score) x the nets'
-dropout rate in training (--dropouts) x the likelihood (--likelihoods) x score
+dropout rate in training (--dropouts) x the likelihood (--likelihoods) x the fraction of each
+training batch trimmed from the loss (--trims) x score
 (--methods: elbo, reconstruction, kl) x ensemble size (1, or --members models with consecutive
 seeds, scores averaged in nats), every other option at its default. For each table of
 ../shared/data/odds and each seed, the stratified 60/40 split of benchmarks/odds_anomaly.py (the
@@ -59,16 +60,19 @@ class Fit(NamedTuple):
     sigma: float = 1.0
     dropout: float = 0.0
     likelihood: str = "gaussian-fixed"
+    trim: float = 0.0
 
     def key(self) -> str:
         return (str(self.steps) + ("" if self.sigma == 1.0 else f"|{self.sigma:g}")
                 + ("" if self.dropout == 0.0 else f"|dropout {self.dropout:g}")
-                + ("" if self.likelihood == "gaussian-fixed" else f"|{self.likelihood}"))
+                + ("" if self.likelihood == "gaussian-fixed" else f"|{self.likelihood}")
+                + ("" if self.trim == 0.0 else f"|trim {self.trim:g}"))
 
     def name(self) -> str:
         return (f"{self.steps} steps" + ("" if self.sigma == 1.0 else f", sigma {self.sigma:g}")
                 + ("" if self.dropout == 0.0 else f", dropout {self.dropout:g}")
-                + ("" if self.likelihood == "gaussian-fixed" else f", {self.likelihood}"))
+                + ("" if self.likelihood == "gaussian-fixed" else f", {self.likelihood}")
+                + ("" if self.trim == 0.0 else f", trim {self.trim:g}"))
 
 
 def fit_and_score(x_fit, x_eval, y_eval, fit: Fit, members: int, seed: int,
@@ -76,7 +80,7 @@ def fit_and_score(x_fit, x_eval, y_eval, fit: Fit, members: int, seed: int,
     """AUROC of every (method, ensemble size 1 or members) of models trained on x_fit."""
     det = VAEAnomalyDetector(steps=fit.steps, ensemble=members, random_state=seed,
                              sigma=fit.sigma, dropout=fit.dropout,
-                             likelihood=fit.likelihood).fit(x_fit)
+                             likelihood=fit.likelihood, trim=fit.trim).fit(x_fit)
     out = {}
     for method in methods:
         per_member = det.member_scores(x_eval, method)
@@ -109,8 +113,8 @@ def collect(args, results: dict) -> None:
 
 def fits(args) -> list[Fit]:
     """Every fit a candidate needs: the product of the options' lists."""
-    return [Fit(s, g, d, lik) for s in args.steps for g in args.sigmas for d in args.dropouts
-            for lik in args.likelihoods]
+    return [Fit(s, g, d, lik, t) for s in args.steps for g in args.sigmas for d in args.dropouts
+            for lik in args.likelihoods for t in args.trims]
 
 
 def table_means(results: dict, args, part: str) -> dict:
@@ -178,6 +182,9 @@ def main() -> None:
     p.add_argument("--likelihoods", type=comma(str), default=["gaussian-fixed"],
                    help="the detector's likelihood (gaussian-fixed, gaussian, gaussian-shared), "
                         "comma list")
+    p.add_argument("--trims", type=comma(float), default=[0.0],
+                   help="fraction of each training batch left out of the loss (lowest ELBO), "
+                        "comma list")
     p.add_argument("--members", type=int, default=3, help="ensemble size compared with 1")
     p.add_argument("--methods", type=comma(str), default=["elbo", "reconstruction", "kl"])
     p.add_argument("--threads", type=int, default=1)
@@ -186,8 +193,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     results = json.loads(args.out.read_text()) if args.out.is_file() else {}
     print(f"{len(args.tables)} tables, {args.seeds} seeds, steps {args.steps}, sigmas "
-          f"{args.sigmas}, dropouts {args.dropouts}, likelihoods {args.likelihoods}, scores "
-          f"{args.methods}, ensembles of 1 and {args.members}; results in {args.out}", flush=True)
+          f"{args.sigmas}, dropouts {args.dropouts}, likelihoods {args.likelihoods}, trims "
+          f"{args.trims}, scores {args.methods}, ensembles of 1 and {args.members}; results in "
+          f"{args.out}", flush=True)
     collect(args, results)
     report(args, results)
 

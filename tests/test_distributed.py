@@ -242,6 +242,16 @@ def test_free_bits_under_two_processes_are_the_loss_and_gradient_of_one(tmp_path
     assert torch.allclose(kl.grad, torch.tensor([1 / 3, 0, 1 / 3, 0]).expand(3, 4).double())
 
 
+def test_trim_is_refused_under_data_parallelism_before_any_file(tmp_path, capfd):
+    """--trim ranks a whole batch, which the ranks split: one line, exit 2, no run folder."""
+    with pytest.raises(mp.ProcessExitedException) as e:
+        spawn(["train", *TINY, "--trim", "0.1", "--out", tmp_path / "r"])
+    assert e.value.exit_code == 2
+    lines = [line for line in capfd.readouterr().err.splitlines() if "error" in line]
+    assert len(lines) == 1 and "--trim" in lines[0], lines
+    assert not (tmp_path / "r").exists()
+
+
 def test_a_two_process_run_with_free_bits_trains(tmp_path):
     """The floor's collective inside DistributedDataParallel's forward: every rank takes part at
     every step (digits' 1455 training rows in batches of 2: the last batch leaves rank 1 empty)."""

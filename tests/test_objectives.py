@@ -144,6 +144,39 @@ def test_free_bits_change_the_loss_as_documented_and_never_the_kl(model_and_batc
         assert torch.allclose(terms.kl.mean(), kl_j.sum(), atol=1e-5)
 
 
+@pytest.mark.parametrize("objective", ["elbo", "iwae"])
+def test_trim_leaves_the_worst_explained_examples_out_of_the_loss_and_its_gradient(
+        model_and_batch, objective):
+    """--trim 0.25 on a batch of 8: the loss is minus the mean objective of the 6 best examples
+    (from torch.distributions, the draws replayed), and the 2 worst have no gradient at all."""
+    model, x = model_and_batch
+    k = 4 if objective == "iwae" else 1
+    with torch.no_grad():
+        if objective == "iwae":
+            log_w, _ = oracle_log_weights(model, x, seed=11, k=k)
+            per_example = torch.logsumexp(log_w, 0) - math.log(k)
+        else:  # E_q log p(x|z) at the replayed draw, minus the closed-form KL
+            _q = model.encode(x)
+            q = Normal(_q.loc, torch.exp(0.5 * _q.logvar))
+            torch.manual_seed(11)
+            z = q.loc + q.scale * torch.randn(1, *q.loc.shape)
+            per_example = (Bernoulli(logits=model.decoder(z)).log_prob(x).sum(-1)[0]
+                           - kl_divergence(q, Normal(0.0, 1.0)).sum(-1))
+    order = per_example.argsort()
+    worst, kept = order[:2], order[2:]
+    x = x.clone().requires_grad_(True)  # the Bernoulli log-pmf is linear in x: a gradient per row
+    cfg = quick_config(objective=objective, iw_train_samples=k, trim=0.25).train
+    torch.manual_seed(11)
+    loss, _ = OBJECTIVES[objective](model, x, 1.0, cfg)
+    assert torch.allclose(loss, -per_example[kept].mean(), atol=1e-4)
+    loss.backward()
+    assert torch.all(x.grad[worst] == 0) and torch.all(x.grad[kept].abs().sum(1) > 0)
+    untrimmed = quick_config(objective=objective, iw_train_samples=k).train
+    torch.manual_seed(11)
+    assert torch.allclose(OBJECTIVES[objective](model, x, 1.0, untrimmed)[0],
+                          -per_example.mean(), atol=1e-4)
+
+
 def test_warmup_schedule_is_linear_from_zero():
     assert [beta_at(e, 2.0, 4) for e in range(6)] == [0.0, 0.5, 1.0, 1.5, 2.0, 2.0]
     assert beta_at(0, 2.0, 0) == 2.0

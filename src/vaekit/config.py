@@ -126,6 +126,9 @@ class TrainConfig:
     iw_train_samples: int = opt(5, "importance samples per example for --objective iwae")
     kl_warmup: int = opt(0, "epochs over which beta rises linearly from 0 to --beta")
     free_bits: float = opt(0.0, "per-dimension KL floor in nats (loss only, never reported)")
+    trim: float = opt(0.0, "leave out of each batch's loss the fraction TRIM of its examples with "
+                      "the lowest objective (a least-trimmed fit that the worst-explained rows, "
+                      "e.g. anomalies in the training data, do not pull on; 0: off)")
     patience: int | None = opt(None, "stop after this many epochs without a better validation "
                                "ELBO, E log p(x|z) - beta*KL with the target beta (0: never; "
                                f"{FROM_DATA}: 10 for images)")
@@ -327,6 +330,9 @@ def validate(cfg: Config) -> None:
         (t.iw_train_samples >= 1, "--iw-train-samples must be >= 1"),
         (t.kl_warmup >= 0, "--kl-warmup must be >= 0"),
         (t.free_bits >= 0, "--free-bits must be >= 0"),
+        (0 <= t.trim < 1, "--trim must be in [0, 1): the fraction of each batch left out of the loss"),
+        (t.trim == 0 or t.free_bits == 0, "--trim and --free-bits do not combine: the floor applies "
+         "to a batch mean of the KL, the trim to single examples; drop one"),
         (t.patience is None or t.patience >= 0, "--patience must be >= 0"),
         (t.workers >= 0, "--workers must be >= 0"),
         (m.posterior_name != "point" or (t.objective == "elbo" and t.free_bits == 0

@@ -51,6 +51,8 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
     likelihood: gaussian-fixed (sigma, standardized units; default 1), gaussian (a learned sigma
         per feature) or gaussian-shared (one learned sigma for all features).
     dropout: dropout rate after each hidden layer of the nets, in training only (0: none).
+    trim: the fraction of each training batch with the lowest ELBO left out of the loss (`--trim`:
+        rows the model explains worst, such as the outliers, pull on no gradient; 0: none).
     ensemble: models trained with consecutive seeds; their scores (nats) are averaged.
     samples: Monte Carlo draws per score (None: the score's default); random_state: int seed.
     """
@@ -68,6 +70,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         "likelihood": [StrOptions({"gaussian", "gaussian-fixed", "gaussian-shared"})],
         "sigma": [Interval(Real, 0, None, closed="neither")],
         "dropout": [Interval(Real, 0, 1, closed="left")],
+        "trim": [Interval(Real, 0, 1, closed="left")],
         "ensemble": [Interval(Integral, 1, None, closed="left")],
         "samples": [Interval(Integral, 1, None, closed="left"), None],
         "random_state": ["random_state"],
@@ -78,7 +81,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
                  epochs: int | None = None, batch_size: int | None = None, lr: float = 1e-3,
                  patience: int | None = None, steps: int | None = STEPS, samples: int | None = None,
                  likelihood: str = "gaussian-fixed", sigma: float = 1.0, dropout: float = 0.0,
-                 ensemble: int = 1, random_state: int | None = 0):
+                 trim: float = 0.0, ensemble: int = 1, random_state: int | None = 0):
         self.method = method
         self.contamination = contamination
         self.latent_dim = latent_dim
@@ -92,6 +95,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         self.likelihood = likelihood
         self.sigma = sigma
         self.dropout = dropout
+        self.trim = trim
         self.ensemble = ensemble
         self.random_state = random_state
 
@@ -106,7 +110,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
                  "hidden": None if self.hidden is None else [int(h) for h in self.hidden]}
         return Config.from_flat({**{k: v for k, v in sizes.items() if v is not None},
                                  "likelihood": self.likelihood, "sigma": self.sigma,
-                                 "dropout": self.dropout,
+                                 "dropout": self.dropout, "trim": self.trim,
                                  "standardize": "on", "lr": self.lr,
                                  "seed": self._seed() + member})
 

@@ -254,6 +254,9 @@ def train_rank(cfg: Config, run_dir: Path, resume: bool, quiet: bool, hooks: lis
     if cfg.train.batch_size < group.world_size:
         raise VaekitError(f"--batch-size {cfg.train.batch_size} is the global batch, split over "
                           f"{group.world_size} processes: give at least {group.world_size}")
+    if cfg.train.trim > 0 and group.world_size > 1:  # before any file is written
+        raise VaekitError("--trim ranks the examples of a whole batch, which data-parallel "
+                          "training splits across processes: train in one process or drop --trim")
     if not group.master:
         hooks = []
     hooks = default_hooks(cfg, run_dir) if hooks is None else hooks  # before any file is written
