@@ -233,11 +233,15 @@ def test_detector_dropout_reaches_its_nets_and_its_scores_stay_deterministic():
                    for m in VAEAnomalyDetector(**FAST).fit(x).model_.modules())
 
 
-def test_detector_defaults_fixed_sigma_and_the_rules_patience():
-    """A unit sigma that is not learned (a learned one collapses on discrete-valued features) and
-    early stopping by the rule of `vaekit train` (10 epochs stopped small tables after ~10 steps)."""
+def test_detector_defaults_fixed_sigma_trim_and_the_rules_patience():
+    """A unit sigma that is not learned (a learned one collapses on discrete-valued features), a
+    trimmed fit (the 20% of each batch with the lowest ELBO out of the loss; trim=0 a plain one),
+    and early stopping by the rule of `vaekit train` (10 epochs stopped small tables after ~10
+    steps)."""
     x, _ = planted(150, 0, seed=7)
     det = VAEAnomalyDetector(epochs=3).fit(x)
+    assert det.config_.train.trim == 0.2
+    assert VAEAnomalyDetector(epochs=1, trim=0).fit(x).config_.train.trim == 0
     assert not det.model_.likelihood.learned
     np.testing.assert_array_equal(det.model_.likelihood.sigma_log().numpy(), 0.0)
     assert det.config_.data.standardize == "on"
