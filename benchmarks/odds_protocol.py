@@ -62,17 +62,21 @@ class Fit(NamedTuple):
     likelihood: str = "gaussian-fixed"
     trim: float = 0.0
 
+    def _label(self, part: int) -> str:
+        """The options away from their defaults, each as LABELS[option][part] writes it."""
+        return "".join(LABELS[f][part].format(getattr(self, f)) for f in LABELS
+                       if getattr(self, f) != self._field_defaults[f])
+
     def key(self) -> str:
-        return (str(self.steps) + ("" if self.sigma == 1.0 else f"|{self.sigma:g}")
-                + ("" if self.dropout == 0.0 else f"|dropout {self.dropout:g}")
-                + ("" if self.likelihood == "gaussian-fixed" else f"|{self.likelihood}")
-                + ("" if self.trim == 0.0 else f"|trim {self.trim:g}"))
+        return str(self.steps) + self._label(0)
 
     def name(self) -> str:
-        return (f"{self.steps} steps" + ("" if self.sigma == 1.0 else f", sigma {self.sigma:g}")
-                + ("" if self.dropout == 0.0 else f", dropout {self.dropout:g}")
-                + ("" if self.likelihood == "gaussian-fixed" else f", {self.likelihood}")
-                + ("" if self.trim == 0.0 else f", trim {self.trim:g}"))
+        return f"{self.steps} steps" + self._label(1)
+
+
+# How an option away from its default shows in a fit's key (results JSON) and in its name (tables)
+LABELS = {"sigma": ("|{:g}", ", sigma {:g}"), "dropout": ("|dropout {:g}", ", dropout {:g}"),
+          "likelihood": ("|{}", ", {}"), "trim": ("|trim {:g}", ", trim {:g}")}
 
 
 def fit_and_score(x_fit, x_eval, y_eval, fit: Fit, members: int, seed: int,
@@ -118,8 +122,7 @@ def fits(args) -> list[Fit]:
 
 
 def table_means(results: dict, args, part: str) -> dict:
-    """{candidate: {table: mean AUROC over seeds}}; a candidate is 'steps[, sigma][, dropout]
-    [, likelihood], method/ensemble'."""
+    """{candidate: {table: mean AUROC over seeds}}; a candidate is '`Fit.name`, method/ensemble'."""
     out: dict[str, dict[str, float]] = {}
     for fit in fits(args):
         for t in args.tables:
