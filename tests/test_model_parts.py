@@ -300,15 +300,9 @@ def test_a_dropout_run_reloads_and_scores_deterministically(tmp_path):
 @pytest.mark.parametrize(("options", "needle"), [
     (["--dropout", "1"], "--dropout must be in [0, 1)"),
     (["--dropout", "0.2", "--backbone", "conv"], "--dropout is an option of the mlp backbone"),
-])
-def test_bad_dropout_options_end_in_one_line(capsys, tmp_path, options, needle):
-    assert_train_refused(capsys, tmp_path, options, needle)
-
-
-@pytest.mark.parametrize(("options", "needle"), [
     (["--trim", "1"], "--trim must be in [0, 1)"),
     (["--trim", "-0.1"], "--trim must be in [0, 1)"),
     (["--trim", "0.1", "--free-bits", "0.5"], "--trim and --free-bits do not combine"),
 ])
-def test_bad_trim_options_end_in_one_line(capsys, tmp_path, options, needle):
+def test_bad_dropout_and_trim_options_end_in_one_line(capsys, tmp_path, options, needle):
     assert_train_refused(capsys, tmp_path, options, needle)
