@@ -2,9 +2,10 @@
 chosen by two protocols that cannot overfit the tables they are judged on (issue 12, [anomaly]).
 
 Candidates: gradient steps per fit (--steps) x the fixed likelihood's sigma (--sigmas, standardized
-units; it weighs the reconstruction against the KL, in training and in the score) x the nets'
-dropout rate in training (--dropouts) x the likelihood (--likelihoods) x the fraction of each
-training batch trimmed from the loss (--trims) x score
+units: gaussian-fixed's standard deviation or laplace-fixed's scale; it weighs the reconstruction
+against the KL, in training and in the score) x the nets' dropout rate in training (--dropouts) x
+the likelihood (--likelihoods) x the fraction of each training batch trimmed from the loss
+(--trims) x score
 (--methods: elbo, reconstruction, kl) x ensemble size (1, or --members models with consecutive
 seeds, scores averaged in nats), every other option at its default. For each table of
 ../shared/data/odds and each seed, the stratified 60/40 split of benchmarks/odds_anomaly.py (the
@@ -179,12 +180,13 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=2)
     p.add_argument("--steps", type=comma(int), default=[100, 300, 1000])
     p.add_argument("--sigmas", type=comma(float), default=[1.0],
-                   help="sigma of the fixed Gaussian likelihood (standardized units), comma list")
+                   help="sigma of the fixed Gaussian likelihood, or the fixed Laplace's scale "
+                        "(standardized units), comma list")
     p.add_argument("--dropouts", type=comma(float), default=[0.0],
                    help="dropout rate of the nets in training, comma list")
     p.add_argument("--likelihoods", type=comma(str), default=["gaussian-fixed"],
-                   help="the detector's likelihood (gaussian-fixed, gaussian, gaussian-shared), "
-                        "comma list")
+                   help="the detector's likelihood (gaussian-fixed, gaussian, gaussian-shared, "
+                        "laplace-fixed), comma list")
     p.add_argument("--trims", type=comma(float), default=[0.0],
                    help="fraction of each training batch left out of the loss (lowest ELBO), "
                         "comma list")

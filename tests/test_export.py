@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import low_rank_table, quick_config, run_cli
-from torch.distributions import Bernoulli, Normal
+from torch.distributions import Bernoulli, Laplace, Normal
 
 import vaekit
 from vaekit.errors import VaekitError
@@ -185,6 +185,24 @@ def test_a_graph_that_would_freeze_its_batch_is_refused(dl_run, tmp_path, monkey
     z = np.random.default_rng(1).normal(size=(7, 4)).astype(np.float32)
     got = runner(export(run.model, "decoder", "onnx", tmp_path / "d.onnx"), "onnx")(z)[0]
     np.testing.assert_allclose(got, vaekit.decode(run, z), rtol=1e-5, atol=1e-3)
+
+
+def test_a_laplace_scorer_gives_the_laplace_reconstruction_in_data_units(tmp_path):
+    """laplace-fixed: the ONNX scorer's -log p(x | z = mu) is torch.distributions' Laplace of
+    scale --sigma in standardized units, minus the standardization's log-Jacobian."""
+    np.save(tmp_path / "t.npy", low_rank_table())
+    run = vaekit.train(quick_config(data=str(tmp_path / "t.npy"), epochs=1,
+                                    likelihood="laplace-fixed", sigma=0.5), out=tmp_path / "r",
+                       quiet=True)
+    x = low_rank_table()[:7]
+    kl, rec = runner(export(run.model, "scorer", "onnx", tmp_path / "s.onnx"), "onnx")(x)
+    m = run.model
+    xm = (torch.from_numpy(x) - m.shift) / m.scale
+    with torch.no_grad():
+        mu = m.encoder(xm).chunk(2, -1)[0]
+        want = -(Laplace(m.decoder(mu), 0.5).log_prob(xm).sum(-1) - torch.log(m.scale).sum())
+    np.testing.assert_allclose(rec, want.numpy(), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(kl, vaekit.score(run, x, "kl"), rtol=1e-5, atol=1e-6)
 
 
 def test_missing_onnx_names_the_extra(runs, tmp_path, monkeypatch):

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from torch.distributions import Bernoulli, Normal, kl_divergence
+from torch.distributions import Bernoulli, Laplace, Normal, kl_divergence
 
 from vaekit import VAE, ModelConfig
 from vaekit.distributions import DiagonalGaussian, StandardNormal, gaussian_kl
@@ -58,6 +58,19 @@ def test_gaussian_log_prob_matches_torch_distributions(name, sigma):
         assert torch.allclose(std, torch.full((5,), sigma))
     if name == "gaussian-shared":  # one parameter, the same sigma for every value
         assert lik.log_sigma.numel() == 1 and torch.allclose(std, std[0].expand(5))
+
+
+def test_laplace_log_prob_matches_torch_distributions_and_its_samples_follow_it():
+    lik = build_likelihood("laplace-fixed", 5, 0.7)
+    mean, x = torch.randn(3, 5), torch.randn(3, 5) * 3
+    ref = Laplace(mean, 0.7).log_prob(x).sum(-1)
+    assert torch.allclose(lik.log_prob(x, mean), ref, atol=1e-5)
+    draws = lik.sample(torch.full((20000, 5), 2.0), torch.Generator().manual_seed(0))
+    # Kolmogorov-Smirnov distance to Laplace(2, 0.7)'s CDF (1% critical value: 1.63 / sqrt(n))
+    flat = draws.flatten().sort().values
+    ecdf = torch.arange(1, len(flat) + 1) / len(flat)
+    assert float((ecdf - Laplace(2.0, 0.7).cdf(flat)).abs().max()) < 1.63 / len(flat) ** 0.5
+    assert abs(float((draws - 2.0).abs().mean()) - 0.7) < 0.01  # E|x - mu| = b
 
 
 def test_learned_sigma_has_a_floor_of_1e_3_and_a_fixed_sigma_is_taken_as_given():

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import quick_config, run_cli
-from torch.distributions import Bernoulli, Normal, kl_divergence
+from torch.distributions import Bernoulli, Laplace, Normal, kl_divergence
 
 import vaekit
 from vaekit import VAE, ModelConfig, VaekitError, anomaly
@@ -35,7 +35,7 @@ PREP = {  # (shift, scale): pixels 0/255 for bernoulli; standardized-looking fea
     "gaussian": (torch.tensor([10.0, -3.0, 0.5, 100.0], dtype=torch.float64),
                  torch.tensor([2.0, 0.5, 4.0, 10.0], dtype=torch.float64)),
 }
-LIKELIHOODS = ("bernoulli", "gaussian", "gaussian-fixed")
+LIKELIHOODS = ("bernoulli", "gaussian", "gaussian-fixed", "laplace-fixed")
 
 
 def prep(likelihood: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -86,6 +86,8 @@ def oracle(likelihood: str, rows: np.ndarray) -> dict[str, torch.Tensor]:
     params = mu @ DEC.T + DEC_B  # (N, D), model units
     if likelihood == "bernoulli":  # a pmf of the 0/1 pixels: no Jacobian for the 0..255 scaling
         rec = Bernoulli(logits=params).log_prob(x / 255).sum(-1)
+    elif likelihood == "laplace-fixed":  # scale --sigma in model units: SIGMA_FIXED * scale here
+        rec = Laplace(params * scale + shift, SIGMA_FIXED * scale).log_prob(x).sum(-1)
     else:
         sigma = (LOG_SIGMA.exp().clamp(min=SIGMA_FLOOR) if likelihood == "gaussian"
                  else torch.full((D,), SIGMA_FIXED, dtype=torch.float64))

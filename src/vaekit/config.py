@@ -72,11 +72,12 @@ class ModelConfig:
                      "posterior is a point mass)", choices=("vae", "ae"))
     likelihood: str = opt("auto", "p(x|z): bernoulli | gaussian (learned sigma per value) | "
                           "gaussian-fixed (--sigma) | gaussian-shared (one learned sigma for all "
-                          "values) | discretized-logistic (8-bit images, a mixture of --mixtures) | "
+                          "values) | laplace-fixed (scale --sigma) | discretized-logistic (8-bit images, a mixture of --mixtures) | "
                           "categorical (256 levels) | poisson | "
                           "negative-binomial (count tables); auto: discretized-logistic for 8-bit "
                           "colour images, bernoulli for other images in [0,1], else gaussian")
-    sigma: float = opt(1.0, "standard deviation of the gaussian-fixed likelihood, in model units")
+    sigma: float = opt(1.0, "standard deviation of the gaussian-fixed likelihood, or the scale b "
+                       "of laplace-fixed, in model units")
     mixtures: int = opt(10, "discretized-logistic: logistic components per pixel")
     posterior: str = opt("auto", described(POSTERIORS, "q(z|x): ") + "; auto: gaussian for "
                          "--model vae, point for ae")

@@ -52,7 +52,8 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
     rows (patience: early stopping on the validation ELBO after about 500 steps without progress);
     epochs given override steps, and patience given stops a steps-long fit early.
     likelihood: gaussian-fixed (sigma, standardized units; default 1), gaussian (a learned sigma
-        per feature) or gaussian-shared (one learned sigma for all features).
+        per feature), gaussian-shared (one learned sigma for all features) or laplace-fixed
+        (a Laplace density of scale sigma).
     dropout: dropout rate after each hidden layer of the nets, in training only (0: none).
     trim: the fraction of each training batch with the lowest ELBO left out of the loss (`--trim`:
         rows the model explains worst, such as the outliers, pull on no gradient; default 0.2;
@@ -71,7 +72,8 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         "lr": [Interval(Real, 0, None, closed="neither")],
         "patience": [Interval(Integral, 0, None, closed="left"), None],
         "steps": [Interval(Integral, 1, None, closed="left"), None],
-        "likelihood": [StrOptions({"gaussian", "gaussian-fixed", "gaussian-shared"})],
+        "likelihood": [StrOptions({"gaussian", "gaussian-fixed", "gaussian-shared",
+                                   "laplace-fixed"})],
         "sigma": [Interval(Real, 0, None, closed="neither")],
         "dropout": [Interval(Real, 0, 1, closed="left")],
         "trim": [Interval(Real, 0, 1, closed="left")],

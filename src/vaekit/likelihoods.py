@@ -11,7 +11,7 @@ turns them into a distribution over x:
 `continuous` says whether log_prob is a density (then the model adds the log-Jacobian of its
 preprocessing) or a probability mass function. Adding one is one registry entry.
 
-Here: bernoulli and the gaussians; pixels.py: the 8-bit pmfs (discretized-logistic, categorical);
+Here: bernoulli, the gaussians and laplace-fixed; pixels.py: the 8-bit pmfs (discretized-logistic, categorical);
 counts.py: poisson and negative-binomial. The registry LIKELIHOODS below holds them all.
 """
 
@@ -120,11 +120,37 @@ class Gaussian(Likelihood):
         return mean + noise * self.sigma_log().exp()
 
 
+class Laplace(Likelihood):
+    """p(x|z) = prod_d Laplace(x_d; mu_d, b) = prod_d exp(-|x_d - mu_d| / b) / (2b), with a fixed
+    scale b (the variance is 2b^2). Its log-density falls linearly, not quadratically, with the
+    distance from the mean, so no single value far from its reconstruction (a rare level of a
+    near-constant feature, an outlier in the training data) dominates the loss or a score."""
+
+    def __init__(self, event_shape: tuple[int, ...] | int, scale: float):
+        super().__init__(event_shape)
+        self.register_buffer("log_scale", torch.tensor(math.log(scale)))
+
+    def log_prob(self, x: Tensor, mean: Tensor) -> Tensor:
+        values = -(x - mean).abs() * torch.exp(-self.log_scale) - self.log_scale - math.log(2)
+        return sum_event(values, len(self.event_shape))
+
+    def mean(self, mean: Tensor) -> Tensor:
+        return mean
+
+    def params_for_mean(self, mean: Tensor) -> Tensor:
+        return mean
+
+    def sample(self, mean: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Inverse CDF: u ~ U(-1/2, 1/2), x = mu - b sign(u) log(1 - 2|u|)."""
+        u = torch.rand(mean.shape, generator=generator, device=mean.device) - 0.5
+        return mean - self.log_scale.exp() * torch.sign(u) * torch.log1p(-2 * u.abs())
+
+
 @dataclass(frozen=True)
 class LikelihoodOptions:
     """What the likelihoods read from the model config (each takes what it needs)."""
 
-    sigma: float = 1.0  # gaussian-fixed: the standard deviation, model units
+    sigma: float = 1.0  # gaussian-fixed: the standard deviation; laplace-fixed: the scale b (model units)
     mixtures: int = 10  # discretized-logistic: logistic components per pixel
     coupled: bool = True  # discretized-logistic: later channels' centres depend on earlier ones
 
@@ -156,6 +182,9 @@ LIKELIHOODS: dict[str, Entry] = {
     "gaussian-shared": Entry(lambda shape, o: Gaussian(shape, shared=True),
                              "one learned standard deviation shared by all values (the calibrated "
                              "decoder of the sigma-VAE, Rybkin et al. 2021)", standardize=True),
+    "laplace-fixed": Entry(lambda shape, o: Laplace(shape, o.sigma), "a Laplace density of fixed "
+                           "scale --sigma (heavier tails than the gaussian: a value far from its "
+                           "reconstruction costs its distance, not its square)", standardize=True),
     "discretized-logistic": Entry(lambda shape, o: DiscretizedLogistic(shape, o.mixtures, o.coupled),
                                   "8-bit images: a mixture of --mixtures discretized logistics per "
                                   "pixel, colour channels coupled (PixelCNN++)"),
