@@ -27,6 +27,7 @@ is missing, so a run can be continued).
 
     python benchmarks/odds_protocol.py --out /tmp/odds-protocol.json            # 20 tables, 2 seeds
     python benchmarks/odds_protocol.py --out /tmp/p.json --tables wine,glass --seeds 1 --steps 100,300
+    python benchmarks/odds_protocol.py --out /tmp/odds-protocol.json --all --methods elbo --members 1
 """
 
 from __future__ import annotations
@@ -74,6 +75,22 @@ class Fit(NamedTuple):
     def name(self) -> str:
         return f"{self.steps} steps" + self._label(1)
 
+    @classmethod
+    def from_key(cls, key: str) -> Fit:
+        """The fit a key (as `key` writes it) stands for."""
+        steps, *parts = key.split("|")
+        options: dict = {}
+        for part in parts:
+            word, _, value = part.partition(" ")
+            if word in ("dropout", "trim"):
+                options[word] = float(value)
+            else:
+                try:
+                    options["sigma"] = float(part)
+                except ValueError:
+                    options["likelihood"] = part
+        return cls(int(steps), **options)
+
 
 # How an option away from its default shows in a fit's key (results JSON) and in its name (tables)
 LABELS = {"sigma": ("|{:g}", ", sigma {:g}"), "dropout": ("|dropout {:g}", ", dropout {:g}"),
@@ -116,8 +133,13 @@ def collect(args, results: dict) -> None:
                       f"{results[key]['seconds']:.0f}s", flush=True)
 
 
-def fits(args) -> list[Fit]:
-    """Every fit a candidate needs: the product of the options' lists."""
+def fits(args, results: dict | None = None) -> list[Fit]:
+    """Every fit a candidate needs: the product of the options' lists; with --all, every fit
+    that `results` holds for all the tables and seeds."""
+    if args.all and results is not None:
+        keys = [{k.split("|", 2)[2] for k in results if k.startswith(f"{t}|{seed}|")}
+                for t in args.tables for seed in range(args.seeds)]
+        return sorted((Fit.from_key(k) for k in set.intersection(*keys)), key=Fit.key)
     return [Fit(s, g, d, lik, t) for s in args.steps for g in args.sigmas for d in args.dropouts
             for lik in args.likelihoods for t in args.trims]
 
@@ -125,7 +147,7 @@ def fits(args) -> list[Fit]:
 def table_means(results: dict, args, part: str) -> dict:
     """{candidate: {table: mean AUROC over seeds}}; a candidate is '`Fit.name`, method/ensemble'."""
     out: dict[str, dict[str, float]] = {}
-    for fit in fits(args):
+    for fit in fits(args, results):
         for t in args.tables:
             rows = [results[f"{t}|{seed}|{fit.key()}"][part] for seed in range(args.seeds)]
             for column in rows[0]:
@@ -191,17 +213,25 @@ def main() -> None:
                    help="fraction of each training batch left out of the loss (lowest ELBO), "
                         "comma list")
     p.add_argument("--members", type=int, default=3, help="ensemble size compared with 1")
+    p.add_argument("--all", action="store_true",
+                   help="fit nothing; report every candidate the results file holds for all the "
+                        "tables and seeds (the union of earlier runs' lists)")
     p.add_argument("--methods", type=comma(str), default=["elbo", "reconstruction", "kl"])
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--odds-dir", type=Path, default=ODDS)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     results = json.loads(args.out.read_text()) if args.out.is_file() else {}
-    print(f"{len(args.tables)} tables, {args.seeds} seeds, steps {args.steps}, sigmas "
-          f"{args.sigmas}, dropouts {args.dropouts}, likelihoods {args.likelihoods}, trims "
-          f"{args.trims}, scores {args.methods}, ensembles of 1 and {args.members}; results in "
-          f"{args.out}", flush=True)
-    collect(args, results)
+    if args.all:
+        print(f"{len(args.tables)} tables, {args.seeds} seeds: every candidate in {args.out}",
+              flush=True)
+    else:
+        print(f"{len(args.tables)} tables, {args.seeds} seeds, steps {args.steps}, sigmas "
+              f"{args.sigmas}, dropouts {args.dropouts}, likelihoods {args.likelihoods}, trims "
+              f"{args.trims}, scores {args.methods}, ensembles of 1 and {args.members}; results "
+              f"in {args.out}", flush=True)
+    if not args.all:
+        collect(args, results)
     report(args, results)
 
 
