@@ -19,6 +19,7 @@ import vaekit
 from vaekit import VAEAnomalyDetector, anomaly
 from vaekit.data import load_for_model
 from vaekit.detector import default_sizes
+from vaekit.likelihoods import Laplace
 
 
 def planted(n_normal: int, n_anomalies: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -233,20 +234,27 @@ def test_detector_dropout_reaches_its_nets_and_its_scores_stay_deterministic():
                    for m in VAEAnomalyDetector(**FAST).fit(x).model_.modules())
 
 
-def test_detector_defaults_fixed_sigma_trim_and_the_rules_patience():
-    """A unit sigma that is not learned (a learned one collapses on discrete-valued features), a
-    trimmed fit (the 20% of each batch with the lowest ELBO out of the loss; trim=0 a plain one),
-    and early stopping by the rule of `vaekit train` (10 epochs stopped small tables after ~10
-    steps)."""
+def test_detector_defaults_fixed_laplace_of_unit_variance_trim_and_the_rules_patience():
+    """A Laplace likelihood whose scale is fixed (a learned one collapses on discrete-valued
+    features) at unit variance in standardized units (2 b^2 = 1; sigma=None gives a fixed
+    Gaussian sigma 1), a trimmed fit (the 20% of each batch with the lowest ELBO out of the loss;
+    trim=0 a plain one), and early stopping by the rule of `vaekit train` (10 epochs stopped small
+    tables after ~10 steps)."""
     x, _ = planted(150, 0, seed=7)
     det = VAEAnomalyDetector(epochs=3).fit(x)
+    assert det.config_.model.likelihood == "laplace-fixed"
+    assert isinstance(det.model_.likelihood, Laplace)
+    assert 2 * float(det.model_.likelihood.log_scale.exp()) ** 2 == pytest.approx(1.0, rel=1e-6)
     assert det.config_.train.trim == 0.2
     assert VAEAnomalyDetector(epochs=1, trim=0).fit(x).config_.train.trim == 0
-    assert not det.model_.likelihood.learned
-    np.testing.assert_array_equal(det.model_.likelihood.sigma_log().numpy(), 0.0)
     assert det.config_.data.standardize == "on"
     # about 135 rows trained on (validation 10% held out): 2 steps per epoch, patience 250 epochs
     assert det.config_.train.patience == default_sizes(135, 8)["patience"] == 250
+    gauss = VAEAnomalyDetector(epochs=1, likelihood="gaussian-fixed").fit(x).model_.likelihood
+    assert not gauss.learned
+    np.testing.assert_array_equal(gauss.sigma_log().numpy(), 0.0)
+    given = VAEAnomalyDetector(epochs=1, sigma=0.3).fit(x).model_.likelihood
+    assert float(given.log_scale.exp()) == pytest.approx(0.3, rel=1e-6)
 
 
 def test_detector_steps_set_the_epochs_without_early_stopping():

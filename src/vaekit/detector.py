@@ -1,8 +1,10 @@
 """`VAEAnomalyDetector`: a scikit-learn outlier detector trained by vaekit's one training loop.
 
-Tabular data: features standardized with the training statistics (kept in the model), a Gaussian
-likelihood with a fixed unit variance in standardized units (a learned variance per feature
-collapses onto discrete-valued features, whose reconstruction then dominates every score), net
+Tabular data: features standardized with the training statistics (kept in the model), a Laplace
+likelihood of fixed unit variance in standardized units (LIKELIHOOD: a learned variance per
+feature collapses onto discrete-valued features, whose reconstruction then dominates every score;
+and under a Gaussian one rare level of a near-constant feature, its square in the exponent, can
+outweigh the rest of a row), net
 and batch sizes by the same rule as `vaekit train` (`config.default_sizes`, on the rows trained
 on), and a short, trimmed fit: STEPS gradient steps (the training rule's ~20000 let the model
 learn the anomalies in its training data as well; see docs/anomaly.md), each leaving the fraction
@@ -33,6 +35,9 @@ from .train import train
 
 STEPS = 400  # gradient steps of a fit by default: chosen by the protocol of docs/anomaly.md
 TRIM = 0.2  # fraction of each training batch left out of the loss (lowest ELBO): the same protocol
+LIKELIHOOD = "laplace-fixed"  # the same protocol, at the scale of unit variance (UNIT_VARIANCE)
+# sigma=None: the fixed likelihood's scale of unit variance in standardized units
+UNIT_VARIANCE = {"gaussian-fixed": 1.0, "laplace-fixed": math.sqrt(0.5)}  # Laplace: 2 b^2 = 1
 
 __all__ = ["VAEAnomalyDetector", "default_sizes"]  # default_sizes: the rule `vaekit train` uses too
 
@@ -51,9 +56,11 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
     latent_dim, hidden, epochs, batch_size, patience: None = `config.default_sizes` of the training
     rows (patience: early stopping on the validation ELBO after about 500 steps without progress);
     epochs given override steps, and patience given stops a steps-long fit early.
-    likelihood: gaussian-fixed (sigma, standardized units; default 1), gaussian (a learned sigma
-        per feature), gaussian-shared (one learned sigma for all features) or laplace-fixed
-        (a Laplace density of scale sigma).
+    likelihood: laplace-fixed (the default: a Laplace density of fixed scale sigma),
+        gaussian-fixed (a Gaussian of fixed standard deviation sigma), gaussian (a learned sigma
+        per feature) or gaussian-shared (one learned sigma for all features).
+    sigma: the fixed likelihood's scale, standardized units; None (the default): the scale of
+        unit variance (1 for gaussian-fixed, 1/sqrt(2) for laplace-fixed).
     dropout: dropout rate after each hidden layer of the nets, in training only (0: none).
     trim: the fraction of each training batch with the lowest ELBO left out of the loss (`--trim`:
         rows the model explains worst, such as the outliers, pull on no gradient; default 0.2;
@@ -74,7 +81,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         "steps": [Interval(Integral, 1, None, closed="left"), None],
         "likelihood": [StrOptions({"gaussian", "gaussian-fixed", "gaussian-shared",
                                    "laplace-fixed"})],
-        "sigma": [Interval(Real, 0, None, closed="neither")],
+        "sigma": [Interval(Real, 0, None, closed="neither"), None],
         "dropout": [Interval(Real, 0, 1, closed="left")],
         "trim": [Interval(Real, 0, 1, closed="left")],
         "ensemble": [Interval(Integral, 1, None, closed="left")],
@@ -86,7 +93,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
                  latent_dim: int | None = None, hidden: tuple[int, ...] | None = None,
                  epochs: int | None = None, batch_size: int | None = None, lr: float = 1e-3,
                  patience: int | None = None, steps: int | None = STEPS, samples: int | None = None,
-                 likelihood: str = "gaussian-fixed", sigma: float = 1.0, dropout: float = 0.0,
+                 likelihood: str = LIKELIHOOD, sigma: float | None = None, dropout: float = 0.0,
                  trim: float = TRIM, ensemble: int = 1, random_state: int | None = 0):
         self.method = method
         self.contamination = contamination
@@ -108,6 +115,10 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
     def _seed(self) -> int:
         return int(self.random_state) if isinstance(self.random_state, Integral) else 0
 
+    def _sigma(self) -> float:
+        """sigma, or the fixed likelihood's scale of unit variance (a learned one ignores it)."""
+        return UNIT_VARIANCE.get(self.likelihood, 1.0) if self.sigma is None else float(self.sigma)
+
     def _config(self, member: int) -> Config:
         """The sizes given here; those left None are set by the training loop from the data.
         Ensemble member k trains with seed + k (its own validation split and initialization)."""
@@ -115,7 +126,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
                  "batch_size": self.batch_size, "patience": self.patience,
                  "hidden": None if self.hidden is None else [int(h) for h in self.hidden]}
         return Config.from_flat({**{k: v for k, v in sizes.items() if v is not None},
-                                 "likelihood": self.likelihood, "sigma": self.sigma,
+                                 "likelihood": self.likelihood, "sigma": self._sigma(),
                                  "dropout": self.dropout, "trim": self.trim,
                                  "standardize": "on", "lr": self.lr,
                                  "seed": self._seed() + member})
