@@ -72,8 +72,8 @@ class ModelConfig:
                      "posterior is a point mass)", choices=("vae", "ae"))
     likelihood: str = opt("auto", "p(x|z): bernoulli | gaussian (learned sigma per value) | "
                           "gaussian-fixed (--sigma) | gaussian-shared (one learned sigma for all "
-                          "values) | laplace-fixed (scale --sigma) | discretized-logistic (8-bit images, a mixture of --mixtures) | "
-                          "categorical (256 levels) | poisson | "
+                          "values) | laplace-fixed (scale --sigma) | discretized-logistic (8-bit "
+                          "images, a mixture of --mixtures) | categorical (256 levels) | poisson | "
                           "negative-binomial (count tables); auto: discretized-logistic for 8-bit "
                           "colour images, bernoulli for other images in [0,1], else gaussian")
     sigma: float = opt(1.0, "standard deviation of the gaussian-fixed likelihood, or the scale b "

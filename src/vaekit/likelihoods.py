@@ -11,8 +11,8 @@ turns them into a distribution over x:
 `continuous` says whether log_prob is a density (then the model adds the log-Jacobian of its
 preprocessing) or a probability mass function. Adding one is one registry entry.
 
-Here: bernoulli, the gaussians and laplace-fixed; pixels.py: the 8-bit pmfs (discretized-logistic, categorical);
-counts.py: poisson and negative-binomial. The registry LIKELIHOODS below holds them all.
+Here: bernoulli, the gaussians and laplace-fixed; pixels.py: the 8-bit pmfs (discretized-logistic,
+categorical); counts.py: poisson and negative-binomial. The registry LIKELIHOODS below holds them all.
 """
 
 from __future__ import annotations
