@@ -141,9 +141,11 @@ class Laplace(Likelihood):
         return mean
 
     def sample(self, mean: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Inverse CDF: u ~ U(-1/2, 1/2), x = mu - b sign(u) log(1 - 2|u|)."""
-        u = torch.rand(mean.shape, generator=generator, device=mean.device) - 0.5
-        return mean - self.log_scale.exp() * torch.sign(u) * torch.log1p(-2 * u.abs())
+        """x = mu + b (e_1 - e_2), e_1 and e_2 standard exponentials: finite for every draw (the
+        inverse CDF takes log(0) where a uniform draw lands on its lower end)."""
+        e = torch.empty((2, *mean.shape), dtype=mean.dtype, device=mean.device)
+        e.exponential_(generator=generator)
+        return mean + self.log_scale.exp() * (e[0] - e[1])
 
 
 @dataclass(frozen=True)
