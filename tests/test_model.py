@@ -73,6 +73,16 @@ def test_laplace_log_prob_matches_torch_distributions_and_its_samples_follow_it(
     assert abs(float((draws - 2.0).abs().mean()) - 0.7) < 0.01  # E|x - mu| = b
 
 
+def test_laplace_draws_are_finite_where_a_uniform_draw_lands_on_zero():
+    """2^25 values, seeded so that a float32 U[0, 1) draw of that size holds exact zeros (3 of
+    them), where an inverse-CDF sampler takes log(0)."""
+    g = torch.Generator().manual_seed(1)
+    assert int((torch.rand(2**25, generator=g) == 0).sum()) > 0  # the case is there
+    lik = build_likelihood("laplace-fixed", 2**25, 1.0)
+    draws = lik.sample(torch.zeros(1, 2**25), torch.Generator().manual_seed(1))
+    assert bool(torch.isfinite(draws).all())
+
+
 def test_learned_sigma_has_a_floor_of_1e_3_and_a_fixed_sigma_is_taken_as_given():
     """A learned per-feature sigma never goes below 1e-3 (model units), so a constant pixel
     cannot drive log p(x|z) to +inf; --sigma is the user's and is not floored."""
