@@ -5,7 +5,7 @@ Candidates: gradient steps per fit (--steps) x the fixed likelihood's sigma (--s
 units: gaussian-fixed's standard deviation or laplace-fixed's scale; it weighs the reconstruction
 against the KL, in training and in the score) x the nets' dropout rate in training (--dropouts) x
 the likelihood (--likelihoods) x the fraction of each training batch trimmed from the loss
-(--trims) x score
+(--trims) x weight decay (--weight-decays) x the latent dimensions (--latents) x score
 (--methods: elbo, reconstruction, kl) x ensemble size (1, or --members models with consecutive
 seeds, scores averaged in nats), every other option at its default. For each table of
 ../shared/data/odds and each seed, the stratified 60/40 split of benchmarks/odds_anomaly.py (the
@@ -63,6 +63,16 @@ class Fit(NamedTuple):
     dropout: float = 0.0
     likelihood: str = "gaussian-fixed"
     trim: float = 0.0
+    weight_decay: float = 0.0
+    latent: str = "rule"  # latent dimensions: "rule" (config.default_sizes), "N", or "Fd" (F x d)
+
+    def latent_dim(self, d: int) -> int | None:
+        """The latent dimensions of a fit on d features (None: the detector's default rule)."""
+        if self.latent == "rule":
+            return None
+        if self.latent.endswith("d"):
+            return max(1, round(float(self.latent[:-1]) * d))
+        return int(self.latent)
 
     def _label(self, part: int) -> str:
         """The options away from their defaults, each as LABELS[option][part] writes it."""
@@ -82,8 +92,10 @@ class Fit(NamedTuple):
         options: dict = {}
         for part in parts:
             word, _, value = part.partition(" ")
-            if word in ("dropout", "trim"):
+            if word in ("dropout", "trim", "weight_decay"):
                 options[word] = float(value)
+            elif word == "latent":
+                options[word] = value
             else:
                 try:
                     options["sigma"] = float(part)
@@ -94,7 +106,9 @@ class Fit(NamedTuple):
 
 # How an option away from its default shows in a fit's key (results JSON) and in its name (tables)
 LABELS = {"sigma": ("|{:g}", ", sigma {:g}"), "dropout": ("|dropout {:g}", ", dropout {:g}"),
-          "likelihood": ("|{}", ", {}"), "trim": ("|trim {:g}", ", trim {:g}")}
+          "likelihood": ("|{}", ", {}"), "trim": ("|trim {:g}", ", trim {:g}"),
+          "weight_decay": ("|weight_decay {:g}", ", weight decay {:g}"),
+          "latent": ("|latent {}", ", latent {}")}
 
 
 def fit_and_score(x_fit, x_eval, y_eval, fit: Fit, members: int, seed: int,
@@ -102,7 +116,9 @@ def fit_and_score(x_fit, x_eval, y_eval, fit: Fit, members: int, seed: int,
     """AUROC of every (method, ensemble size 1 or members) of models trained on x_fit."""
     det = VAEAnomalyDetector(steps=fit.steps, ensemble=members, random_state=seed,
                              sigma=fit.sigma, dropout=fit.dropout,
-                             likelihood=fit.likelihood, trim=fit.trim).fit(x_fit)
+                             likelihood=fit.likelihood, trim=fit.trim,
+                             weight_decay=fit.weight_decay,
+                             latent_dim=fit.latent_dim(x_fit.shape[1])).fit(x_fit)
     out = {}
     for method in methods:
         per_member = det.member_scores(x_eval, method)
@@ -140,8 +156,9 @@ def fits(args, results: dict | None = None) -> list[Fit]:
         keys = [{k.split("|", 2)[2] for k in results if k.startswith(f"{t}|{seed}|")}
                 for t in args.tables for seed in range(args.seeds)]
         return sorted((Fit.from_key(k) for k in set.intersection(*keys)), key=Fit.key)
-    return [Fit(s, g, d, lik, t) for s in args.steps for g in args.sigmas for d in args.dropouts
-            for lik in args.likelihoods for t in args.trims]
+    return [Fit(s, g, d, lik, t, w, z) for s in args.steps for g in args.sigmas
+            for d in args.dropouts for lik in args.likelihoods for t in args.trims
+            for w in args.weight_decays for z in args.latents]
 
 
 def table_means(results: dict, args, part: str) -> dict:
@@ -212,6 +229,11 @@ def main() -> None:
     p.add_argument("--trims", type=comma(float), default=[0.0],
                    help="fraction of each training batch left out of the loss (lowest ELBO), "
                         "comma list")
+    p.add_argument("--weight-decays", type=comma(float), default=[0.0],
+                   help="decoupled weight decay of the fits (AdamW), comma list")
+    p.add_argument("--latents", type=comma(str), default=["rule"],
+                   help="latent dimensions: rule (the detector's default, d/2 within [2, 16]), N, "
+                        "or Fd (F times the table's d features, at least 1), comma list")
     p.add_argument("--members", type=int, default=3, help="ensemble size compared with 1")
     p.add_argument("--all", action="store_true",
                    help="fit nothing; report every candidate the results file holds for all the "

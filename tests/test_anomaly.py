@@ -234,6 +234,24 @@ def test_detector_dropout_reaches_its_nets_and_its_scores_stay_deterministic():
                    for m in VAEAnomalyDetector(**FAST).fit(x).model_.modules())
 
 
+def test_detector_weight_decay_reaches_its_optimizer_and_a_negative_one_is_refused(monkeypatch):
+    import importlib
+    train_module = importlib.import_module("vaekit.train")  # the module, not vaekit.train()
+    seen = []
+    real = train_module.make_optimizer
+    monkeypatch.setattr(train_module, "make_optimizer",
+                        lambda *a, **k: seen.append(real(*a, **k)) or seen[-1])
+    x, _ = planted(200, 0, seed=5)
+    det = VAEAnomalyDetector(weight_decay=0.5, **FAST).fit(x)
+    assert det.config_.train.weight_decay == 0.5
+    assert isinstance(seen[-1], torch.optim.AdamW)
+    assert seen[-1].param_groups[0]["weight_decay"] == 0.5
+    VAEAnomalyDetector(**FAST).fit(x)
+    assert type(seen[-1]) is torch.optim.Adam  # no decay: plain Adam, as before
+    with pytest.raises(ValueError, match="weight_decay"):
+        VAEAnomalyDetector(weight_decay=-1.0).fit(x)
+
+
 def test_detector_defaults_fixed_laplace_of_unit_variance_trim_and_the_rules_patience():
     """A Laplace likelihood whose scale is fixed (a learned one collapses on discrete-valued
     features) at unit variance in standardized units (2 b^2 = 1; sigma=None gives a fixed

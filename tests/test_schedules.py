@@ -65,6 +65,40 @@ def test_the_optimizer_steps_with_the_schedules_rate(tmp_path, monkeypatch, sche
     assert [r["lr"] for r in vaekit.load(tmp_path / "r").metrics] == pytest.approx(expected, rel=1e-12)
 
 
+def test_weight_decay_is_decoupled_the_first_step_shrinks_each_weight_by_lr_times_decay(
+        tmp_path, monkeypatch):
+    """AdamW's definition (Loshchilov & Hutter 2019): w <- w (1 - lr wd) - lr * adam_step. The same
+    seed gives both runs the same initial weights, batch and gradient, so after the first step the
+    decayed run's weights differ from plain Adam's by exactly -lr * wd * w0."""
+    lr, wd, after = 0.01, 0.5, {}
+    real = Compute.step
+
+    for decay in (0.0, wd):
+        first = {}
+
+        def step(self, loss, opt, first=first):
+            if not first:
+                first["w0"] = {k: v.detach().double().clone()
+                               for k, v in self.forward.named_parameters()}
+                real(self, loss, opt)
+                first["w1"] = {k: v.detach().double().clone()
+                               for k, v in self.forward.named_parameters()}
+            else:
+                real(self, loss, opt)
+
+        monkeypatch.setattr(Compute, "step", step)
+        vaekit.train(quick_config(epochs=1, lr=lr, weight_decay=decay, threads=1),
+                     out=tmp_path / f"r{decay}", quiet=True, hooks=[])
+        after[decay] = first
+    w0 = after[0.0]["w0"]
+    assert all(torch.equal(w0[k], after[wd]["w0"][k]) for k in w0)  # the same start
+    for k in w0:
+        torch.testing.assert_close(after[wd]["w1"][k] - after[0.0]["w1"][k], -lr * wd * w0[k],
+                                   rtol=1e-4, atol=1e-7)
+    assert any(float(w0[k].abs().max()) > 0.1 for k in w0)  # the decay is measurable
+    assert vaekit.load(tmp_path / f"r{wd}").config.train.weight_decay == wd
+
+
 def test_polyak_weights_are_the_moving_average_of_the_steps(tmp_path, monkeypatch):
     seen = stepping(monkeypatch)
     decay = 0.95  # the warm-up's k / (9 + k) passes 0.95 at step 171, in epoch 12: use both
@@ -147,6 +181,7 @@ def test_perturb_of_a_table_draws_reals_over_its_range(tmp_path, monkeypatch, ti
     ({"lr_min": 0.5}, "--lr-min must be in [0, --lr]"),
     ({"perturb": 1.5}, "--perturb must be in [0, 1]"),
     ({"lr_schedule": "step"}, "unknown --lr-schedule 'step'"),
+    ({"weight_decay": -0.1}, "--weight-decay must be >= 0"),
 ])
 def test_bad_values_are_one_message(flat, message):
     with pytest.raises(VaekitError, match=re.escape(message)):

@@ -116,6 +116,8 @@ class TrainConfig:
     lr: float = opt(1e-3, "Adam learning rate (the schedule's starting rate)")
     lr_schedule: str = opt("constant", described(SCHEDULES, "learning rate per epoch: "))
     lr_min: float = opt(0.0, "cosine schedule: the rate it falls to at --epochs")
+    weight_decay: float = opt(0.0, "decoupled weight decay (AdamW): each step shrinks every "
+                              "weight by lr * WEIGHT_DECAY of itself (0: plain Adam)")
     polyak: float = opt(0.0, "Polyak averaging: decay of an exponential moving average of the "
                         "weights, updated every step (after n steps the decay is min(POLYAK, "
                         "(1+n)/(10+n))), which validation, best.pt and the test figures use (e.g. "
@@ -323,6 +325,7 @@ def validate(cfg: Config) -> None:
         (positive(t.batch_size), "--batch-size must be positive"),
         (t.lr > 0, "--lr must be positive"),
         (0 <= t.lr_min <= t.lr, "--lr-min must be in [0, --lr]"),
+        (0 <= t.weight_decay, "--weight-decay must be >= 0 (0: none)"),
         (0 <= t.polyak < 1, "--polyak must be in [0, 1): the averaging decay, e.g. 0.999 (0: off)"),
         (0 <= d.perturb <= 1, "--perturb must be in [0, 1]: the probability of replacing a value"),
         (t.beta >= 0, "--beta must be >= 0"),

@@ -62,6 +62,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
     sigma: the fixed likelihood's scale, standardized units; None (the default): the scale of
         unit variance (1 for gaussian-fixed, 1/sqrt(2) for laplace-fixed).
     dropout: dropout rate after each hidden layer of the nets, in training only (0: none).
+    weight_decay: decoupled weight decay of the fit (AdamW; 0: plain Adam).
     trim: the fraction of each training batch with the lowest ELBO left out of the loss (`--trim`:
         rows the model explains worst, such as the outliers, pull on no gradient; default 0.2;
         0: a plain fit).
@@ -83,6 +84,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
                                    "laplace-fixed"})],
         "sigma": [Interval(Real, 0, None, closed="neither"), None],
         "dropout": [Interval(Real, 0, 1, closed="left")],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
         "trim": [Interval(Real, 0, 1, closed="left")],
         "ensemble": [Interval(Integral, 1, None, closed="left")],
         "samples": [Interval(Integral, 1, None, closed="left"), None],
@@ -94,7 +96,8 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
                  epochs: int | None = None, batch_size: int | None = None, lr: float = 1e-3,
                  patience: int | None = None, steps: int | None = STEPS, samples: int | None = None,
                  likelihood: str = LIKELIHOOD, sigma: float | None = None, dropout: float = 0.0,
-                 trim: float = TRIM, ensemble: int = 1, random_state: int | None = 0):
+                 weight_decay: float = 0.0, trim: float = TRIM, ensemble: int = 1,
+                 random_state: int | None = 0):
         self.method = method
         self.contamination = contamination
         self.latent_dim = latent_dim
@@ -108,6 +111,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         self.likelihood = likelihood
         self.sigma = sigma
         self.dropout = dropout
+        self.weight_decay = weight_decay
         self.trim = trim
         self.ensemble = ensemble
         self.random_state = random_state
@@ -128,6 +132,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         return Config.from_flat({**{k: v for k, v in sizes.items() if v is not None},
                                  "likelihood": self.likelihood, "sigma": self._sigma(),
                                  "dropout": self.dropout, "trim": self.trim,
+                                 "weight_decay": self.weight_decay,
                                  "standardize": "on", "lr": self.lr,
                                  "seed": self._seed() + member})
 

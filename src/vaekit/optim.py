@@ -67,12 +67,17 @@ def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
-def make_optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
-    """Adam; the fused kernel (one op for all parameters) where this torch has it for the device."""
+def make_optimizer(model: torch.nn.Module, lr: float,
+                   weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    """Adam, or AdamW (Loshchilov & Hutter 2019: the decay decoupled from the adaptive step) when
+    weight_decay > 0; the fused kernel (one op for all parameters) where this torch has it for the
+    device. Their states have the same layout, so a checkpoint resumes under either."""
+    kind, extra = ((torch.optim.AdamW, {"weight_decay": weight_decay}) if weight_decay > 0
+                   else (torch.optim.Adam, {}))
     try:
-        return torch.optim.Adam(model.parameters(), lr=lr, fused=True)
+        return kind(model.parameters(), lr=lr, fused=True, **extra)
     except (RuntimeError, TypeError):
-        return torch.optim.Adam(model.parameters(), lr=lr)
+        return kind(model.parameters(), lr=lr, **extra)
 
 
 def warm_decay(decay: float, n: int) -> float:

@@ -265,7 +265,7 @@ def train_rank(cfg: Config, run_dir: Path, resume: bool, quiet: bool, hooks: lis
     model.init_output_bias(data.x_train if isinstance(data.x_train, torch.Tensor)
                            else data.x_train.mean_row())
     model.to(device)
-    opt = make_optimizer(model, cfg.train.lr)
+    opt = make_optimizer(model, cfg.train.lr, cfg.train.weight_decay)
     average = make_average(model, cfg.train.polyak)
     state = TrainState(run_dir=run_dir, model=average.module if average else model, data=data,
                        average=average, perturbation=Perturbation.of(
