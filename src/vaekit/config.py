@@ -289,7 +289,7 @@ def validate(cfg: Config) -> None:
     """Collect every problem with a config into one message that says how to fix it."""
     d, m, t = cfg.data, cfg.model, cfg.train
     entry = PRIORS.get(m.prior)
-    layered = entry is not None and entry.layered
+    layered = (entry is not None and entry.layered) or m.posterior_name == "layered"
     layered_names = " or --prior ".join(n for n, e in PRIORS.items() if e.layered)
     checks = [
         (0 < d.test_fraction < 1, "--test-fraction must be in (0, 1)"),
@@ -307,18 +307,21 @@ def validate(cfg: Config) -> None:
         (positive(m.prior_components), "--prior-components must be positive"),
         (m.top_latent is None or (layered and m.top_latent >= 1
                                   and (m.latent_dim is None or m.top_latent < m.latent_dim)),
-         f"--top-latent is the top layer of a two-layer prior: give --prior {layered_names} and "
-         "1 <= --top-latent < --latent-dim"),
+         f"--top-latent is the top layer of a two-layer prior or posterior: give --prior "
+         f"{layered_names} or --posterior layered, and 1 <= --top-latent < --latent-dim"),
         (not layered or m.latent_dim is None or m.latent_dim >= 2,
-         f"--prior {m.prior} has two layers: give --latent-dim 2 or more"),
+         f"--prior {m.prior} / --posterior {m.posterior_name} has two layers: give --latent-dim 2 "
+         "or more"),
         (m.flow_steps >= 0, "--flow-steps must be >= 0"),
         (m.flow_hidden >= 1, "--flow-hidden must be >= 1"),
-        (t.free_bits == 0 or (m.prior == "normal" and m.posterior_name != "iaf"),
-         "--free-bits needs the KL of each latent dimension, which a mog/vamp/hier prior or an iaf "
-         "posterior does not have (their KL is a Monte Carlo estimate of the whole): drop --free-bits"),
-        (entry is None or not entry.gaussian_posterior or m.posterior_name == "gaussian",
+        (t.free_bits == 0 or (m.prior == "normal" and getattr(
+            POSTERIORS.get(m.posterior_name), "factorized", True)),
+         "--free-bits needs the KL of each latent dimension, which a mog/vamp/hier prior or an "
+         "iaf/layered posterior does not have (their KL is not a sum over dimensions): drop "
+         "--free-bits"),
+        (entry is None or not entry.posteriors or m.posterior_name in entry.posteriors,
          f"--prior {m.prior} is made of the diagonal-Gaussian posteriors of its pseudo-inputs: use "
-         "--posterior gaussian"),
+         f"--posterior {' or '.join(entry.posteriors) if entry else ''}"),
         (m.model == "vae" or m.posterior in ("auto", "point"),
          "--model ae is the point-mass posterior: drop --posterior"),
         (positive(t.epochs), "--epochs must be positive"),

@@ -13,7 +13,7 @@ The autoencoder's code is a `PointMass`: z = the code, no density, and by conven
 
 The registries POSTERIORS and PRIORS are at the end; entries with more code live in their own
 modules: the priors (normal, mog, vamp, hier, hier-vamp) in priors.py, the iaf posterior in
-flows.py.
+flows.py, the layered posterior in layered.py.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from torch.distributions import Distribution, constraints, kl_divergence, regist
 
 from .errors import VaekitError
 from .flows import IAF, IAFPosterior
+from .layered import LayeredHead, LayeredPosterior
 from .priors import (
     GaussianMixture,
     LayeredGaussian,
@@ -86,6 +87,10 @@ class DiagonalGaussian(Distribution):
 
     def entropy(self) -> Tensor:
         return 0.5 * (self.logvar + 1 + LOG_2PI).sum(-1)
+
+    def gaussian_marginal(self, start: int, stop: int) -> tuple[Tensor, Tensor]:
+        """(loc, logvar) of the marginal over dimensions start..stop-1 (a VampPrior's mixture)."""
+        return self.loc[..., start:stop], self.logvar[..., start:stop]
 
 
 class PointMass(Distribution):
@@ -221,11 +226,32 @@ def _kl_gaussian_layered(q: DiagonalGaussian, p: LayeredGaussian, z: Tensor) -> 
     return top + (bottom.mean(0) if z.dim() == 3 else bottom)
 
 
+def _kl_layered(q: LayeredPosterior, p: Distribution, z: Tensor) -> Tensor | None:
+    """KL(q(z_2|x) q(z_1|x, z_2) || p) for p = N(0, I) or a two-layer prior of the same split:
+    KL(q(z_2|x) || p(z_2)) + E_q(z_2) KL(q(z_1|x, z_2) || p(z_1|z_2)), both inner KLs between
+    diagonal Gaussians in closed form, the expectation over the z_2 of the draws z (the first KL by
+    `kl_terms` from the same z_2 under a VampPrior top). None where the split differs."""
+    b = q.bottom
+    z2 = z[..., b:]
+    mu1, logvar1 = q.conditional(z2)
+    if isinstance(p, StandardNormal):
+        top = gaussian_kl(*q.top()).sum(-1)
+        bottom = gaussian_kl(mu1, logvar1).sum(-1)
+    elif p.bottom == b:
+        top = kl_terms(DiagonalGaussian(*q.top()), p.top_dist, z2).total
+        bottom = gaussian_kl_between(mu1, logvar1, *p.conditional(z2)).sum(-1)
+    else:
+        return None
+    return top + (bottom.mean(0) if z.dim() == 3 else bottom)
+
+
 # Monte Carlo KL estimates with less variance than log q(z) - log p(z), per pair (None: not here).
 KL_FROM_DRAWS: dict[tuple[type, type], Callable[[Distribution, Distribution, Tensor], Tensor | None]] = {
     (IAFPosterior, StandardNormal): _kl_iaf,
     (IAFPosterior, LayeredGaussian): _kl_iaf,
     (DiagonalGaussian, LayeredGaussian): _kl_gaussian_layered,
+    (LayeredPosterior, StandardNormal): _kl_layered,
+    (LayeredPosterior, LayeredGaussian): _kl_layered,
 }
 
 
@@ -271,6 +297,7 @@ class PosteriorEntry:
     about: str
     has_density: bool = True  # log q(z|x) exists (importance sampling, MI, the kl score)
     head: Callable[[ModelConfig], nn.Module] | None = None
+    factorized: bool = True  # independent dimensions: the KL of each one exists (--free-bits)
 
 
 def _gaussian(h: Tensor, latent_dim: int, head: nn.Module | None = None) -> DiagonalGaussian:
@@ -296,6 +323,19 @@ def _iaf_head(config: ModelConfig) -> IAF:
     return IAF(config.latent_dim, config.flow_steps, config.flow_hidden)
 
 
+def _layered_posterior(h: Tensor, latent_dim: int,
+                       head: nn.Module | None = None) -> LayeredPosterior:
+    mu, logvar = h.chunk(2, dim=-1)
+    return LayeredPosterior(mu, logvar, head)
+
+
+def _layered_head(config: ModelConfig) -> LayeredHead:
+    """The conditional q(z_1|x, z_2) of --top-latent top dimensions (the two-layer priors' split),
+    two ReLU layers as wide as the last --hidden layer (256 for a conv backbone)."""
+    top = top_latent(config)
+    return LayeredHead(config.latent_dim - top, top, config.hidden[-1] if config.hidden else 256)
+
+
 def _two_per_dim(latent_dim: int) -> int:
     return 2 * latent_dim
 
@@ -314,7 +354,12 @@ POSTERIORS: dict[str, PosteriorEntry] = {  # named functions, not lambdas: model
                             has_density=False),
     "iaf": PosteriorEntry(_three_per_dim, _iaf, "inverse autoregressive flow: --flow-steps MADE "
                           "steps of --flow-hidden units on a diagonal Gaussian (Kingma et al. "
-                          "2016)", head=_iaf_head),
+                          "2016)", head=_iaf_head, factorized=False),
+    "layered": PosteriorEntry(_two_per_dim, _layered_posterior, "two stochastic layers, "
+                              "q(z_2|x) q(z_1|x, z_2): z_2 on the last --top-latent dimensions a "
+                              "diagonal Gaussian, z_1 given z_2 a diagonal Gaussian from a learned "
+                              "MLP (Tomczak & Welling 2018's two-layer posterior; for --prior hier "
+                              "or hier-vamp)", head=_layered_head, factorized=False),
 }
 
 
@@ -324,7 +369,8 @@ class PriorEntry:
     about: str
     components: int = 0  # default --prior-components (0: the prior has none)
     layered: bool = False  # two stochastic layers (--top-latent)
-    gaussian_posterior: bool = False  # built from the posteriors of pseudo-inputs: needs a Gaussian q
+    posteriors: tuple[str, ...] = ()  # the posteriors it takes (built from the posteriors of
+    # pseudo-inputs: those whose marginal there is a diagonal Gaussian); empty: any
 
 
 def _normal(config: ModelConfig, input_shape: tuple[int, ...]) -> Prior:
@@ -368,16 +414,16 @@ PRIORS: dict[str, PriorEntry] = {
     "mog": PriorEntry(_mog, "a learned mixture of --prior-components diagonal Gaussians", 10),
     "vamp": PriorEntry(_vamp, "VampPrior: the mixture of the posteriors of --prior-components "
                        "learned pseudo-inputs (Tomczak & Welling 2018; needs --posterior gaussian)",
-                       500, gaussian_posterior=True),
+                       500, posteriors=("gaussian",)),
     "hier": PriorEntry(_hier, "two stochastic layers: z_2 ~ N(0, I) on the last --top-latent "
                        "dimensions of z, z_1 ~ N(mu(z_2), sigma(z_2)^2) on the others from a learned "
                        "MLP as wide as the last --hidden layer (the generative side of Burda et al. "
                        "2015's two-layer model; the decoder reads all of z)", layered=True),
     "hier-vamp": PriorEntry(_hier_vamp, "hier with a VampPrior on the top layer z_2: the mixture of "
                             "the top-layer posteriors of --prior-components learned pseudo-inputs "
-                            "(Tomczak & Welling 2018's two-layer model, here with a mean-field "
-                            "posterior; needs --posterior gaussian)", 500, layered=True,
-                            gaussian_posterior=True),
+                            "(Tomczak & Welling 2018's two-layer model; needs --posterior "
+                            "gaussian or layered)", 500, layered=True,
+                            posteriors=("gaussian", "layered")),
 }
 
 

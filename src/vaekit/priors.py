@@ -239,11 +239,10 @@ class VampPrior(Prior):
         if model is None:
             raise VaekitError("a VampPrior needs its model: build it through VAE(...)")
         q = model.posterior(model.encoder(self.pseudo_inputs))
-        if not hasattr(q, "logvar"):
+        if not hasattr(q, "gaussian_marginal"):
             raise VaekitError("--prior vamp is a mixture of diagonal-Gaussian posteriors: use "
                               "--posterior gaussian")
-        dims = slice(self.start, self.start + self.latent_dim)
-        return q.loc[:, dims], q.logvar[:, dims]
+        return q.gaussian_marginal(self.start, self.start + self.latent_dim)
 
     def dist(self) -> GaussianMixture:
         loc, logvar = self.mixture()
