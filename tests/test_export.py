@@ -224,3 +224,22 @@ def test_a_scorer_without_a_closed_form_kl_is_refused_in_one_line(tmp_path, caps
     assert not (tmp_path / "s.onnx").exists()
     code, out, err = run_cli(capsys, "export", run.dir, "--part", "encoder", "--out", tmp_path / "e.onnx")
     assert code == 0 and (tmp_path / "e.onnx").is_file(), err
+
+
+@pytest.mark.parametrize("posterior", ["iaf", "layered"])
+def test_an_encoder_without_a_posterior_variance_exports_its_mean_alone(tmp_path, posterior):
+    """An iaf or layered q(z|x) has no per-dimension variance: the file gives `mean` (vaekit's
+    posterior mean) and no `logvar` (it had given the encoder's base log-variance as q's)."""
+    np.save(tmp_path / "t.npy", low_rank_table())
+    run = vaekit.train(quick_config(data=str(tmp_path / "t.npy"), epochs=1, posterior=posterior,
+                                    flow_steps=1, flow_hidden=8), out=tmp_path / posterior,
+                       quiet=True)
+    x = low_rank_table()[:6]
+    with pytest.raises(VaekitError, match="no variance"):
+        vaekit.encode(run, x, logvar=True)
+    for fmt in ("onnx", "torchscript"):
+        outputs = runner(export(run.model, "encoder", fmt, tmp_path / f"e.{fmt}"), fmt)(x)
+        assert len(outputs) == 1
+        np.testing.assert_allclose(outputs[0], vaekit.encode(run, x), rtol=1e-5, atol=1e-5)
+    names = [o.name for o in ort.InferenceSession(str(tmp_path / "e.onnx")).get_outputs()]
+    assert names == ["mean"]

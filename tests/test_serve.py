@@ -225,3 +225,18 @@ def test_missing_fastapi_names_the_extra(table, monkeypatch):
     monkeypatch.setitem(sys.modules, "fastapi", None)
     with pytest.raises(VaekitError, match=r"pip install 'vaekit\[serve\]'"):
         serve.create_app(table[0])
+
+
+@pytest.mark.parametrize("posterior", ["iaf", "layered"])
+def test_encode_of_a_posterior_without_a_variance_gives_its_mean_and_null(table, tmp_path, posterior):
+    """An iaf or layered q(z|x) has no per-dimension variance: /encode gives vaekit's posterior
+    mean and logvar null (it had failed every request)."""
+    _, x = table
+    np.save(tmp_path / "t.npy", x)
+    run = vaekit.train(quick_config(data=str(tmp_path / "t.npy"), epochs=1, posterior=posterior,
+                                    flow_steps=1, flow_hidden=8), out=tmp_path / "r", quiet=True)
+    with TestClient(serve.create_app(run)) as c:
+        reply = c.post("/encode", json={"x": x[:5].tolist()})
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["logvar"] is None
+    np.testing.assert_allclose(reply.json()["mean"], vaekit.encode(run, x[:5]), rtol=1e-6, atol=1e-7)

@@ -3,7 +3,8 @@
 Each part is a small module around the model with the run's preprocessing x_model = (x - shift) / scale
 inside the graph, so the file's input is the raw values (feature values, pixel levels) the run was
 trained on, (B, *example shape) or (B, D), any batch size B:
-  encoder  x -> mean (B, L), logvar (B, L) of q(z|x)  (a point-mass posterior, --model ae: code (B, L))
+  encoder  x -> mean (B, L), logvar (B, L) of q(z|x)  (an iaf or layered posterior: mean only;
+           a point-mass posterior, --model ae: code (B, L))
   decoder  z (B, L) -> the mean of p(x|z) in the data's units, (B, *example shape)
   scorer   x -> kl (B,), reconstruction (B,): the deterministic anomaly scores in nats,
            KL(q(z|x) || p(z)) in closed form (anomaly.py's `kl`) and -log p(x | z = E_q[z])
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from . import latent
 from .distributions import closed_form_kl
 from .errors import VaekitError
 from .model import VAE
@@ -48,10 +50,14 @@ class Part(nn.Module):
         return x.reshape(-1, *m.input_shape)
 
 
+def encoder_outputs(model: VAE) -> list[str]:
+    return ["mean", "logvar"] if latent.has_variance(model) else ["mean"] if model.stochastic else ["code"]
+
+
 class Encoder(Part):
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
         q = self.model.posterior(self.model.encoder(self.prepare(x)))
-        return (q.mean, q.logvar) if self.model.stochastic else (q.mean,)
+        return (q.mean, q.logvar) if latent.has_variance(self.model) else (q.mean,)
 
 
 class Decoder(Part):
@@ -94,8 +100,7 @@ def data_example(model: VAE, b: int) -> Tensor:
 
 
 PARTS: dict[str, PartEntry] = {
-    "encoder": PartEntry(Encoder, lambda m: ["x"],
-                         lambda m: ["mean", "logvar"] if m.stochastic else ["code"], data_example),
+    "encoder": PartEntry(Encoder, lambda m: ["x"], encoder_outputs, data_example),
     "decoder": PartEntry(Decoder, lambda m: ["z"], lambda m: ["x_mean"],
                          lambda m, b: torch.zeros(b, m.latent_dim, device=m.device)),
     "scorer": PartEntry(Scorer, lambda m: ["x"], lambda m: ["kl", "reconstruction"], data_example),

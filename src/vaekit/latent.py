@@ -27,6 +27,13 @@ def encode(model, x: Tensor, batch_size: int = 1000) -> Distribution:
     return model.posterior(torch.cat(params))
 
 
+def has_variance(model) -> bool:
+    """Whether q(z|x) has a per-dimension variance: the factorized (diagonal-Gaussian) posterior;
+    not the point mass, nor the iaf or layered posteriors, whose `logvar` is an encoder output,
+    not q's variance (their marginals have no closed form)."""
+    return model.stochastic and model.posterior_kind.factorized
+
+
 def log_variance(q: Distribution) -> Tensor:
     """log Var q(z_u|x) per example and dimension (N, L), or one clear error where q has none."""
     try:

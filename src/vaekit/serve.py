@@ -121,7 +121,7 @@ def compute(model, key: tuple, x: torch.Tensor) -> torch.Tensor:
     codes, or (N,) scores (float64)."""
     if key[0] == "encode":
         q = latent.encode(model, x)
-        return torch.cat([q.mean, latent.log_variance(q)], 1) if model.stochastic else q.mean
+        return torch.cat([q.mean, latent.log_variance(q)], 1) if latent.has_variance(model) else q.mean
     _, method, samples, seed = key
     return anomaly.score(model, x, method, samples, seed).double()
 
@@ -254,7 +254,7 @@ def create_app(run_or_folder: Run | str | Path, token: str | None = None, max_ba
     async def encode(request: Request):
         x = rows_of(await read_json(request, max_body_bytes), model, max_batch)
         out = (await batcher.submit(("encode",), x)).double()
-        if not model.stochastic:
+        if not latent.has_variance(model):  # the autoencoder's code, or an iaf/layered q's mean
             return {"mean": as_json(out), "logvar": None}
         mean, logvar = out.chunk(2, 1)
         return {"mean": as_json(mean), "logvar": as_json(logvar)}
