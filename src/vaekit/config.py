@@ -85,8 +85,9 @@ class ModelConfig:
     prior_components: int | None = opt(
         None, "mixture components of the mog / vamp / hier-vamp prior (default: "
         + ", ".join(f"{e.components} for {n}" for n, e in PRIORS.items() if e.components) + ")")
-    top_latent: int | None = opt(None, "hier / hier-vamp prior: dimensions of the top layer z_2, "
-                                 "the last of --latent-dim's (default: a third of them, at least 1)")
+    top_latent: int | None = opt(None, "hier / hier-vamp prior, layered posterior: dimensions of "
+                                 "the top layer z_2, the last of --latent-dim's (default: a third "
+                                 "of them, at least 1)")
     flow_steps: int = opt(2, "iaf posterior: autoregressive (MADE) steps; 0 is the diagonal Gaussian")
     flow_hidden: int = opt(320, "iaf posterior: hidden units of each MADE's two layers")
     backbone: str = opt("auto", "encoder/decoder networks: mlp | linear | conv; auto: conv for "
