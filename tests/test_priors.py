@@ -235,7 +235,8 @@ def test_traversal_and_manifold_codes_follow_the_mixture_marginals():
         assert torch.allclose(cdf, p, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["mnist-nll-vamp", "mnist-nll-iaf", "mnist-nll-hier"])
+@pytest.mark.parametrize("name", ["mnist-nll-vamp", "mnist-nll-iaf", "mnist-nll-hier",
+                                  "mnist-nll-hier-vamp"])
 def test_nll_presets_match_their_shipped_config_files(name):
     import yaml
 
@@ -243,7 +244,7 @@ def test_nll_presets_match_their_shipped_config_files(name):
     shipped = yaml.safe_load((Path(__file__).parents[1] / "configs" / f"{name}.yaml").read_text())
     assert shipped == PRESETS[name]
     cfg = Config.from_flat(shipped)
-    assert cfg.model.prior in ("vamp", "hier") or cfg.model.posterior == "iaf"
+    assert cfg.model.prior in ("vamp", "hier", "hier-vamp") or cfg.model.posterior == "iaf"
 
 
 @pytest.mark.parametrize("part", [{"prior": "mog"}, {"prior": "vamp"}, {"posterior": "iaf"}])
