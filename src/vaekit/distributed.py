@@ -249,7 +249,11 @@ def make_compute(model: torch.nn.Module, group: Group, amp: torch.dtype | None) 
         ddp = torch.nn.parallel.DistributedDataParallel
         no_sync = ("forward_sync_buffers" if "forward_sync_buffers" in
                    inspect.signature(ddp).parameters else "broadcast_buffers")  # torch < 2.13
+        # DDP on a process group of its own: torch keeps the group a DDP was built on alive
+        # after destroy_process_group (its gloo worker threads with it), so the default group,
+        # whose object broadcasts are a run's last collectives, can be destroyed, and its
+        # workers joined, before the interpreter exits (`teardown`).
         forward = ddp(model, device_ids=[model.device.index] if model.device.type == "cuda"
-                      else None, **{no_sync: False})
+                      else None, process_group=dist.new_group(), **{no_sync: False})
     scaler = torch.amp.GradScaler("cuda") if amp == torch.float16 else None
     return Compute(forward, group, amp, scaler, pin=model.device.type == "cuda")
