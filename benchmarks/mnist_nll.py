@@ -78,8 +78,9 @@ def main() -> None:
     ap.add_argument("--data-dir", default="data", help="folder holding mnist/ (the IDX files)")
     ap.add_argument("--epochs", type=int, default=None,
                     help="train each run up to this many epochs (default: each preset's own, the "
-                         "3 CPU-hour budget on one thread: 800, vamp 900, vamp-iwae 500, iaf 560, "
-                         "hier 720, hier-vamp 1000)")
+                         "3 CPU-hour budget on one thread: "
+                         + ", ".join(f"{name} {flat['epochs']}" for name, flat in PRESETS.items())
+                         + ")")
     ap.add_argument("--presets", type=lambda text: text.split(","),
                     default=["mnist-nll", "mnist-nll-vamp", "mnist-nll-vamp-iwae"],
                     help="comma-separated presets to train and measure, in this order "
