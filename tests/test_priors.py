@@ -147,6 +147,34 @@ def test_vamp_log_density_is_the_logsumexp_over_the_pseudo_inputs_posteriors():
     assert model.prior.pseudo_inputs.grad.abs().sum() > 0
 
 
+def test_iwae_terms_take_the_kl_from_the_weights_draws_without_a_second_prior_density(monkeypatch):
+    """Under a VampPrior the IWAE step's logged KL is the mean over its K draws of
+    log q(z|x) - log p(z) (torch.distributions' mixture as the oracle), and the mixture density is
+    evaluated once a step: the weights already hold it."""
+    torch.manual_seed(4)
+    model = tiny_model("vamp", latent=3, d=6, prior_components=7)
+    model.init_output_bias(torch.rand(20, 6, dtype=F64))
+    x = torch.bernoulli(torch.full((5, 6), 0.4, dtype=F64))
+    calls = []
+    density = GaussianMixture.log_prob
+    monkeypatch.setattr(GaussianMixture, "log_prob", lambda self, z: calls.append(1) or density(self, z))
+    torch.manual_seed(5)
+    log_w, terms = model.log_weights(x, 4, with_terms=True)
+    assert len(calls) == 1
+    torch.manual_seed(5)  # the same draws z, written out here
+    q = model.encode(x)
+    z = q.rsample((4,))  # (K, B, L)
+    mu, logvar = model.encoder(model.prior.pseudo_inputs).chunk(2, -1)
+    prior = oracle_mixture(mu, logvar, torch.zeros(7, dtype=F64))
+    qn = Independent(Normal(q.loc, torch.exp(0.5 * q.logvar)), 1)
+    log_ratio = qn.log_prob(z) - prior.log_prob(z)  # (K, B)
+    assert torch.allclose(terms.kl, log_ratio.mean(0), rtol=0, atol=1e-10)
+    assert not terms.kl_analytic and terms.kl_per_dim is None
+    rec = torch.distributions.Bernoulli(logits=model.decoder(z)).log_prob(x).sum(-1)
+    assert torch.allclose(log_w, rec - log_ratio, rtol=0, atol=1e-10)
+    assert torch.allclose(terms.reconstruction, rec.mean(0), rtol=0, atol=1e-10)
+
+
 def test_vamp_pseudo_inputs_start_at_training_examples():
     model = tiny_model("vamp", latent=2, d=4, prior_components=3)
     x = torch.arange(40, dtype=F64).reshape(10, 4)

