@@ -1,0 +1,133 @@
+"""Scores built on the default detector, measured by the protocol of docs/anomaly.md (issue 12):
+combinations across likelihoods and with model-free distances, and two-sided scores.
+
+For each table of ../shared/data/odds and each seed, the splits of benchmarks/odds_anomaly.py: fit
+on the inner 60% of the 60% and judged on the rest of the 60% (*inner*, what a choice may look
+at), and fit on the 60% and judged on the 40% (*test*). Per split, two fits of VAEAnomalyDetector:
+the default (Laplace, `L`) and the Gaussian of unit variance (`G`, likelihood="gaussian-fixed"),
+both -ELBO. Model-free scores of the standardized row (fit rows' mean and standard deviation):
+`D`, its squared norm (the distance from the mean), and `M`, its largest absolute value.
+Combinations (`LG`, `LD`, `LM`, `LGM`) average the members' scores, each standardized by its own
+scores on the fit rows (mean, standard deviation). Two-sided scores flag rows too likely as well
+as too unlikely, as the typicality test does for images: `|L - mean|` and `|L - median|` (of the
+fit rows' L). Prints mean AUROC per half and all 20, paired against L (mean difference over tables
++- its standard error, tables better / worse), and the mean over tables of the best of L, G and D
+chosen per table *with* the labels: an upper bound for any per-table choice among them.
+
+    python benchmarks/odds_scores.py --out odds-scores.json          # 20 tables, 2 seeds
+    python benchmarks/odds_scores.py --out /tmp/s.json --tables wine,glass --seeds 1
+
+Results per split go to --out (JSON, kept: a rerun with the same file only fits what is missing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from odds_anomaly import HALVES, ODDS, splits  # noqa: E402  (the same halves, folder and splits)
+
+from vaekit import VAEAnomalyDetector  # noqa: E402
+
+COMBINATIONS = {"LG": ["L", "G"], "LD": ["L", "D"], "LM": ["L", "M"], "LGM": ["L", "G", "M"]}
+TABLES = [t for ts in HALVES.values() for t in ts]
+
+
+def standardized(scores: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    return (scores - ref.mean()) / (ref.std() + 1e-12)
+
+
+def scores_of(x_fit: np.ndarray, x_eval: np.ndarray, seed: int) -> dict[str, tuple]:
+    """{name: (scores of the fit rows, scores of the evaluation rows)}, higher = more anomalous."""
+    mean, std = x_fit.mean(0), x_fit.std(0)
+    std[std == 0] = 1.0
+    out = {}
+    for name, options in {"L": {}, "G": {"likelihood": "gaussian-fixed"}}.items():
+        det = VAEAnomalyDetector(random_state=seed, **options).fit(x_fit)
+        out[name] = (det.member_scores(x_fit)[0], det.member_scores(x_eval)[0])
+    for name, reduce in {"D": lambda u: np.square(u).sum(1), "M": lambda u: np.abs(u).max(1)}.items():
+        out[name] = tuple(reduce((x - mean) / std) for x in (x_fit, x_eval))
+    return out
+
+
+def aurocs(x_fit: np.ndarray, x_eval: np.ndarray, y_eval: np.ndarray, seed: int) -> dict[str, float]:
+    s = scores_of(x_fit, x_eval, seed)
+    z = {k: standardized(ev, fit) for k, (fit, ev) in s.items()}
+    cols = {k: ev for k, (_, ev) in s.items()}
+    cols |= {c: sum(z[m] for m in members) for c, members in COMBINATIONS.items()}
+    fit_l, ev_l = s["L"]
+    cols["|L - mean|"] = np.abs(ev_l - fit_l.mean())
+    cols["|L - median|"] = np.abs(ev_l - np.median(fit_l))
+    return {c: float(roc_auc_score(y_eval, v)) for c, v in cols.items()}
+
+
+def collect(args, results: dict) -> None:
+    for table in args.tables:
+        with np.load(args.odds_dir / f"{table}.npz", allow_pickle=False) as data:
+            x, y = data["X"].astype(np.float32), data["y"].astype(np.int64)
+        for seed in range(args.seeds):
+            key = f"{table}|{seed}"
+            if key in results:
+                continue
+            tick = time.perf_counter()
+            results[key] = {"inner": aurocs(*splits(x, y, seed, inner=True), seed),
+                            "test": aurocs(*splits(x, y, seed, inner=False), seed),
+                            "seconds": time.perf_counter() - tick}
+            tmp = args.out.with_suffix(".tmp")
+            tmp.write_text(json.dumps(results, indent=0))
+            os.replace(tmp, args.out)
+            print(f"  {table} seed {seed}: test L {results[key]['test']['L']:.3f}, "
+                  f"{results[key]['seconds']:.0f}s", flush=True)
+
+
+def report(args, results: dict) -> None:
+    def mean(table: str, part: str, col: str) -> float:
+        return float(np.mean([results[f"{table}|{s}"][part][col] for s in range(args.seeds)]))
+
+    tables = args.tables
+    halves = {h: [t for t in ts if t in tables] for h, ts in HALVES.items()}
+    cols = list(results[f"{tables[0]}|0"]["test"])
+    for part in ("inner", "test"):
+        print(f"\n{part} AUROC: mean per half, and paired against L over the {len(tables)} tables\n")
+        print("| score | dev | confirm | all | - L (+- s.e.) | tables better / worse |")
+        print("|---|---|---|---|---|---|")
+        for c in cols:
+            cells = [np.mean([mean(t, part, c) for t in ts]) if ts else float("nan")
+                     for ts in (halves["dev"], halves["confirm"], tables)]
+            d = np.array([mean(t, part, c) - mean(t, part, "L") for t in tables])
+            se = d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("nan")
+            print(f"| {c} | " + " | ".join(f"{v:.4f}" for v in cells)
+                  + f" | {d.mean():+.4f} +- {se:.4f} | {(d > 0).sum()} / {(d < 0).sum()} |")
+        for h, ts in halves.items():
+            if ts:
+                bound = np.mean([max(mean(t, part, c) for c in ("L", "G", "D")) for t in ts])
+                print(f"best of L, G, D per table chosen with the labels ({part}, {h}): {bound:.4f}")
+    print(f"\nfit seconds in all: {sum(r['seconds'] for r in results.values()):.0f}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", type=Path, required=True, help="results JSON (continued if it exists)")
+    p.add_argument("--tables", type=lambda s: s.split(","), default=TABLES)
+    p.add_argument("--seeds", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--odds-dir", type=Path, default=ODDS)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    results = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    print(f"{len(args.tables)} tables, {args.seeds} seeds; results in {args.out}", flush=True)
+    collect(args, results)
+    report(args, results)
+
+
+if __name__ == "__main__":
+    main()
