@@ -264,7 +264,8 @@ def test_traversal_and_manifold_codes_follow_the_mixture_marginals():
 
 
 @pytest.mark.parametrize("name", ["mnist-nll-vamp", "mnist-nll-iaf", "mnist-nll-hier",
-                                  "mnist-nll-hier-vamp", "mnist-nll-vamp-iwae"])
+                                  "mnist-nll-hier-vamp", "mnist-nll-vamp-iwae",
+                                  "mnist-nll-hier-vamp-iwae"])
 def test_nll_presets_match_their_shipped_config_files(name):
     import yaml
 
