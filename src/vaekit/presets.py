@@ -68,10 +68,10 @@ MNIST_NLL_HIER_VAMP: dict[str, Any] = MNIST_NLL_VAMP | {"prior": "hier-vamp", "l
                                                          "top_latent": 40, "epochs": 1000}
 
 # mnist-nll-vamp trained on the IWAE bound with k = 5 (Burda et al. 2015's objective; the test
-# figure is the same K=5000 estimate of log p(x)). Its first run, 300 epochs at a median 20.6 s
-# on one thread beside another job (1.79 h), reached a test NLL of 85.00 +- 0.23, against 87.43
-# for mnist-nll-vamp's 360 epochs and 86.52 for its 900 (docs/nll.md). Epochs: 500, the budget
-# (3 CPU-hours) at that 20.6 s an epoch.
+# figure is the same K=5000 estimate of log p(x)). Epochs: 500, the budget (3 CPU-hours) at the
+# 20.6 s an epoch of a first run of 300 (85.00 +- 0.23) on one thread beside another job. The
+# 500-epoch run reached a test NLL of 84.44 +- 0.23 (18 s an epoch on today's code; docs/nll.md),
+# against 86.52 for mnist-nll-vamp's 900 epochs.
 MNIST_NLL_VAMP_IWAE: dict[str, Any] = MNIST_NLL_VAMP | {"objective": "iwae", "iw_train_samples": 5,
                                                          "epochs": 500}
 
