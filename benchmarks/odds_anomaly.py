@@ -27,8 +27,10 @@ columns are skipped with the reason printed.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,6 +101,33 @@ def splits(x: np.ndarray, y: np.ndarray, seed: int, inner: bool):
     if inner:
         xa, xb, _, yb = train_test_split(xa, ya, test_size=0.4, stratify=ya, random_state=seed)
     return xa, xb, yb
+
+
+def collect_splits(results: dict, out: Path, odds_dir: Path, tables: list[str], seeds: int,
+                   variants: dict[str, object], measure: Callable) -> Iterator[tuple[str, dict]]:
+    """The choice protocol's loop (odds_protocol.py, odds_lengths.py, odds_scores.py): for each
+    table, seed and variant whose key ("table|seed|suffix", or "table|seed" for the suffix "") is
+    not in `results`, measure(fit rows, evaluation rows, their labels, seed, variant) -> {column:
+    AUROC} on the inner split and on the test split, stored as {"inner", "test", "seconds"}; `out`
+    is rewritten after each (through a temporary file, so a killed run loses at most the fit under
+    way). Yields (key, record) of each new one."""
+    for table in tables:
+        with np.load(odds_dir / f"{table}.npz", allow_pickle=False) as data:
+            x, y = data["X"].astype(np.float32), data["y"].astype(np.int64)
+        for seed in range(seeds):
+            inner_split, test_split = splits(x, y, seed, inner=True), splits(x, y, seed, inner=False)
+            for suffix, variant in variants.items():
+                key = f"{table}|{seed}" + (f"|{suffix}" if suffix else "")
+                if key in results:
+                    continue
+                tick = time.perf_counter()
+                inner = measure(*inner_split, seed, variant)
+                test = measure(*test_split, seed, variant)
+                results[key] = {"inner": inner, "test": test, "seconds": time.perf_counter() - tick}
+                tmp = out.with_suffix(".tmp")
+                tmp.write_text(json.dumps(results, indent=0))
+                os.replace(tmp, out)
+                yield key, results[key]
 
 
 def run_table(path: Path, seeds: list[int], inner: bool, dets: dict[str, Detector],

@@ -16,16 +16,14 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from odds_anomaly import HALVES, ODDS, splits  # noqa: E402  (the same halves, folder and splits)
+from odds_anomaly import HALVES, ODDS, collect_splits  # noqa: E402  (the same halves, folder, splits)
 
 from vaekit import VAEAnomalyDetector  # noqa: E402
 
@@ -56,21 +54,11 @@ def main() -> None:
     steps = [int(s) for s in args.steps.split(",")]
     tables = args.tables.split(",") if args.tables else [t for ts in HALVES.values() for t in ts]
     results = json.loads(args.out.read_text()) if args.out.exists() else {}
-    for table in tables:
-        with np.load(args.odds_dir / f"{table}.npz", allow_pickle=False) as data:
-            x, y = data["X"].astype(np.float32), data["y"].astype(np.int64)
-        for seed in range(args.seeds):
-            key = f"{table}|{seed}|{args.steps}"
-            if key in results:
-                continue
-            tick = time.perf_counter()
-            results[key] = {"inner": fit_and_score(*splits(x, y, seed, inner=True), steps, seed),
-                            "test": fit_and_score(*splits(x, y, seed, inner=False), steps, seed),
-                            "seconds": time.perf_counter() - tick}
-            tmp = args.out.with_suffix(".tmp")
-            tmp.write_text(json.dumps(results, indent=0))
-            os.replace(tmp, args.out)
-            print(f"  {table} seed {seed}: {results[key]['seconds']:.0f}s", flush=True)
+    for key, record in collect_splits(results, args.out, args.odds_dir, tables, args.seeds,
+                                      {args.steps: steps},
+                                      lambda xf, xe, ye, seed, ls: fit_and_score(xf, xe, ye, ls, seed)):
+        table, seed, _ = key.split("|", 2)
+        print(f"  {table} seed {seed}: {record['seconds']:.0f}s", flush=True)
     rows = [results[f"{t}|{s}|{args.steps}"] for t in tables for s in range(args.seeds)]
     print("\n| candidate | inner dev | inner confirm | inner all | test dev | test confirm | test all |")
     print("|---|---|---|---|---|---|---|")

@@ -34,9 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import time
 from pathlib import Path
 from typing import NamedTuple
 
@@ -45,7 +43,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from odds_anomaly import HALVES, ODDS, splits  # noqa: E402  (the same halves, folder and splits)
+from odds_anomaly import HALVES, ODDS, collect_splits  # noqa: E402  (the same halves, folder, splits)
 
 from vaekit import VAEAnomalyDetector  # noqa: E402
 
@@ -128,25 +126,18 @@ def fit_and_score(x_fit, x_eval, y_eval, fit: Fit, members: int, seed: int,
 
 
 def collect(args, results: dict) -> None:
-    for table in args.tables:
-        with np.load(args.odds_dir / f"{table}.npz", allow_pickle=False) as data:
-            x, y = data["X"].astype(np.float32), data["y"].astype(np.int64)
-        for seed in range(args.seeds):
-            inner_split, test_split = splits(x, y, seed, inner=True), splits(x, y, seed, inner=False)
-            for fit in fits(args):
-                key = f"{table}|{seed}|{fit.key()}"
-                if key in results:
-                    continue
-                tick = time.perf_counter()
-                inner = fit_and_score(*inner_split, fit, args.members, seed, args.methods)
-                test = fit_and_score(*test_split, fit, args.members, seed, args.methods)
-                results[key] = {"inner": inner, "test": test, "seconds": time.perf_counter() - tick}
-                tmp = args.out.with_suffix(".tmp")
-                tmp.write_text(json.dumps(results, indent=0))
-                os.replace(tmp, args.out)
-                print(f"  {table} seed {seed} {fit.key()}: inner best "
-                      f"{max(inner, key=inner.get)} {max(inner.values()):.3f}, "
-                      f"{results[key]['seconds']:.0f}s", flush=True)
+    variants = {fit.key(): fit for fit in fits(args)}
+
+    def measure(x_fit, x_eval, y_eval, seed, fit):
+        return fit_and_score(x_fit, x_eval, y_eval, fit, args.members, seed, args.methods)
+
+    for key, record in collect_splits(results, args.out, args.odds_dir, args.tables, args.seeds,
+                                      variants, measure):
+        table, seed, fit_key = key.split("|", 2)
+        inner = record["inner"]
+        print(f"  {table} seed {seed} {fit_key}: inner best "
+              f"{max(inner, key=inner.get)} {max(inner.values()):.3f}, "
+              f"{record['seconds']:.0f}s", flush=True)
 
 
 def fits(args, results: dict | None = None) -> list[Fit]:

@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +32,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from odds_anomaly import HALVES, ODDS, splits  # noqa: E402  (the same halves, folder and splits)
+from odds_anomaly import HALVES, ODDS, collect_splits  # noqa: E402  (the same halves, folder, splits)
 
 from vaekit import VAEAnomalyDetector  # noqa: E402
 
@@ -71,22 +69,11 @@ def aurocs(x_fit: np.ndarray, x_eval: np.ndarray, y_eval: np.ndarray, seed: int)
 
 
 def collect(args, results: dict) -> None:
-    for table in args.tables:
-        with np.load(args.odds_dir / f"{table}.npz", allow_pickle=False) as data:
-            x, y = data["X"].astype(np.float32), data["y"].astype(np.int64)
-        for seed in range(args.seeds):
-            key = f"{table}|{seed}"
-            if key in results:
-                continue
-            tick = time.perf_counter()
-            results[key] = {"inner": aurocs(*splits(x, y, seed, inner=True), seed),
-                            "test": aurocs(*splits(x, y, seed, inner=False), seed),
-                            "seconds": time.perf_counter() - tick}
-            tmp = args.out.with_suffix(".tmp")
-            tmp.write_text(json.dumps(results, indent=0))
-            os.replace(tmp, args.out)
-            print(f"  {table} seed {seed}: test L {results[key]['test']['L']:.3f}, "
-                  f"{results[key]['seconds']:.0f}s", flush=True)
+    for key, record in collect_splits(results, args.out, args.odds_dir, args.tables, args.seeds,
+                                      {"": None}, lambda xf, xe, ye, seed, _: aurocs(xf, xe, ye, seed)):
+        table, seed = key.split("|")
+        print(f"  {table} seed {seed}: test L {record['test']['L']:.3f}, "
+              f"{record['seconds']:.0f}s", flush=True)
 
 
 def report(args, results: dict) -> None:
