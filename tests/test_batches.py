@@ -199,3 +199,12 @@ def test_commands_after_a_streamed_run_read_its_own_splits(tmp_path, table, caps
     assert json.loads(capsys.readouterr().out)["n"] == n_test
     assert main(["score", str(tmp_path / "r"), "--out", str(tmp_path / "s.csv")]) == 0
     assert len((tmp_path / "s.csv").read_text().splitlines()) == n_test + 1
+
+
+def test_a_split_is_copied_to_a_gpu_only_when_it_takes_a_small_share_of_its_free_memory():
+    from vaekit.batches import DEVICE_DATA_SHARE, fits_on_device
+
+    assert fits_on_device(100, int(100 / DEVICE_DATA_SHARE))
+    assert not fits_on_device(101, int(100 / DEVICE_DATA_SHARE))
+    source = InMemory(torch.rand(10, 3))
+    assert source.to_device(torch.device("cpu")) is source  # on the CPU: sliced where it is

@@ -10,7 +10,8 @@ whatever the number of processes and workers:
 - with DataLoader workers, worker w of K reads the global batches j = w (mod K); the DataLoader's
   round-robin then yields them in order j = 0, 1, 2, ...
 
-`InMemory` slices a tensor (the fast path for data that fits in RAM); the file sources
+`InMemory` slices a tensor (the fast path for data that fits in RAM; on a GPU, the split is copied
+there once when it takes at most a quarter of the free memory); the file sources
 (`streams.py`: memory-mapped .npy, Parquet, image folders) read only the rows of each batch.
 """
 
@@ -48,6 +49,16 @@ def local_batches(order: Tensor, batch_size: int, group: Group = SINGLE, worker:
             yield j, idx[shard(len(idx), group)], len(idx)
 
 
+# the share of a GPU's free memory a training split may take to be copied there whole
+DEVICE_DATA_SHARE = 0.25
+
+
+def fits_on_device(nbytes: int, free_bytes: int, share: float = DEVICE_DATA_SHARE) -> bool:
+    """Whether a split of nbytes may live on a device with free_bytes free (the rest is left to
+    the model, its activations and the optimizer)."""
+    return nbytes <= share * free_bytes
+
+
 class InMemory:
     """Batches sliced from one model-space tensor (N, D): no per-example Python work."""
 
@@ -57,9 +68,23 @@ class InMemory:
     def __len__(self) -> int:
         return len(self.x)
 
+    def to_device(self, device: torch.device) -> InMemory:
+        """This split copied to a CUDA device once, where it takes at most DEVICE_DATA_SHARE of
+        the free memory: each batch is then gathered there, with no host gather, pinning or
+        host-to-device copy in the step. Otherwise (or on the CPU) self, batches copied per step."""
+        if device.type != "cuda" or self.x.device == device:
+            return self
+        free, _ = torch.cuda.mem_get_info(device)
+        if not fits_on_device(self.x.numel() * self.x.element_size(), free):
+            return self
+        return InMemory(self.x.to(device))
+
     def epoch(self, order: Tensor, batch_size: int, group: Group = SINGLE,
               pin: bool = False) -> Iterator[tuple[Tensor, int]]:
-        """(local batch (b, D), global batch size) in order; pinned for an async copy to CUDA."""
+        """(local batch (b, D), global batch size) in order; from host memory, pinned for an
+        async copy to CUDA when pin is set."""
+        order = order.to(self.x.device)  # the same permutation, gathered where the rows are
+        pin = pin and self.x.device.type == "cpu"
         for _, idx, total in local_batches(order, batch_size, group):
             xb = self.x[idx]
             yield (xb.pin_memory() if pin else xb), total
