@@ -72,6 +72,7 @@ def test_ppca_exact_posterior_gives_exact_log_likelihood_with_any_chunking():
     for k, batch, chunk in [(1, 100, 4096), (7, 4, 3), (20, 50, 1)]:
         ll = log_likelihood(model, x, k, batch, chunk_size=chunk)
         assert torch.allclose(ll.double(), log_px, atol=1e-3)
+        assert not ll.requires_grad  # no autograd graph held across a batch's passes
     # and the ELBO is tight: KL(q || posterior) = 0 (its reconstruction term is a MC estimate)
     assert float(elbo_per_example(model, x, 400).double().mean()) == pytest.approx(
         float(log_px.mean()), abs=0.02)
