@@ -18,6 +18,12 @@ validation, checkpoints, test evaluation, pictures).
 
     python benchmarks/conv_throughput.py --data ../shared/data/cifar10/cifar10.npz --threads 2
     python benchmarks/conv_throughput.py --limit-train 2000 --epochs 1 --threads 2    # brief
+    python benchmarks/conv_throughput.py --device cuda --epochs 3      # on a GPU, both sides there
+
+On a GPU (--device cuda) the textbook loop copies each batch from pinned host memory, as
+pytorch/examples does with CUDA, and each timed epoch ends with torch.cuda.synchronize() (vaekit's
+epoch ends by reading its loss sums back, which waits for the GPU too). TF32 stays as torch sets it
+(off for matrix products, on for cuDNN convolutions) on both sides.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import vaekit
 from vaekit.data import dataset_from_arrays
 from vaekit.nets import NetOptions, conv_decoder, conv_encoder
+from vaekit.runtime import resolve_device
 
 REPO = Path(__file__).resolve().parents[1]
 SHAPE = (3, 32, 32)
@@ -59,36 +66,45 @@ def textbook_loss(logits, x, mu, logvar):
     return bce - 0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
 
 
-def run_textbook(x_train: torch.Tensor, args) -> float:
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run_textbook(x_train: torch.Tensor, args, device: torch.device) -> float:
     """Seconds of the epochs' minibatch steps."""
     torch.manual_seed(args.seed)
     model = TextbookConvVAE(args.latent_dim, NetOptions(channels=tuple(args.channels),
-                                                        blocks=args.blocks))
+                                                        blocks=args.blocks)).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    train = DataLoader(TensorDataset(x_train), batch_size=128, shuffle=True)
+    train = DataLoader(TensorDataset(x_train), batch_size=128, shuffle=True,
+                       pin_memory=device.type == "cuda")
     seconds = 0.0
     for _ in range(args.epochs):
         tick = time.perf_counter()
         model.train()
         for (x,) in train:
+            x = x.to(device, non_blocking=True)
             opt.zero_grad()
             logits, mu, logvar = model(x)
             loss = textbook_loss(logits, x, mu, logvar)
             loss.backward()
             opt.step()
+        sync(device)
         seconds += time.perf_counter() - tick
     return seconds
 
 
-def warm_up(args) -> None:
+def warm_up(args, device: torch.device) -> None:
     """A few untimed steps of the same net first, so that neither side pays for the first calls
-    of the conv kernels (one-time setup) in its timing."""
+    of the conv kernels (one-time setup; cuDNN's choice of algorithms on a GPU) in its timing."""
     model = TextbookConvVAE(args.latent_dim, NetOptions(channels=tuple(args.channels),
-                                                        blocks=args.blocks))
-    x = torch.rand(128, *SHAPE)
+                                                        blocks=args.blocks)).to(device)
+    x = torch.rand(128, *SHAPE, device=device)
     for _ in range(3):
         logits, mu, logvar = model(x)
         textbook_loss(logits, x, mu, logvar).backward()
+    sync(device)
 
 
 def run_vaekit(cfg, ds) -> tuple[float, float]:
@@ -117,7 +133,9 @@ def main() -> None:
                    help="the first N (shuffled) training images; 0: all 50,000")
     p.add_argument("--repeats", type=int, default=2, help="alternating timings of each side")
     p.add_argument("--test", type=int, default=1000, help="test images vaekit evaluates at the end")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (both sides train there)")
     args = p.parse_args()
+    device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     with np.load(args.data) as f:  # (N, 32, 32, 3) uint8, channels last, sorted by class
@@ -129,19 +147,20 @@ def main() -> None:
                                    "channels": args.channels, "blocks": args.blocks,
                                    "latent_dim": args.latent_dim, "epochs": args.epochs,
                                    "batch_size": 128, "lr": 1e-3, "patience": 0, "seed": args.seed,
-                                   "threads": args.threads})
+                                   "threads": args.threads, "device": str(device)})
     ds, cfg = dataset_from_arrays(x, cfg, x_test=x_test)  # [0, 1], (3, 32, 32), 10% validation
     n = len(ds.x_train)
     images = n * args.epochs
     print(f"CIFAR-10 {args.data}: conv VAE (channels {','.join(map(str, args.channels))}, blocks "
           f"{args.blocks}, L={args.latent_dim}), bernoulli likelihood on [0,1] pixels (both sides), "
           f"batch 128, Adam 1e-3, {args.epochs} epoch(s) of {n} training images, torch "
-          f"{torch.__version__}, {torch.get_num_threads()} threads")
-    warm_up(args)
+          f"{torch.__version__}, {torch.get_num_threads()} threads, "
+          f"{torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}")
+    warm_up(args, device)
     seconds: dict[str, list[float]] = {"textbook": [], "vaekit": []}
     walls = []
     for _ in range(args.repeats):
-        seconds["textbook"].append(run_textbook(ds.x_train.reshape(n, *SHAPE), args))
+        seconds["textbook"].append(run_textbook(ds.x_train.reshape(n, *SHAPE), args, device))
         train_seconds, wall = run_vaekit(cfg, ds)
         seconds["vaekit"].append(train_seconds)
         walls.append(wall)

@@ -15,6 +15,11 @@ Prints samples/s of each (training images per second of wall time), the ratios s
 per-epoch cost of validation and bookkeeping on each side, and both test -ELBOs (nats per example).
 
     python benchmarks/train_throughput.py --data-dir ../shared/data/mnist --epochs 10
+    python benchmarks/train_throughput.py --data-dir ../shared/data/mnist --device cuda
+
+On a GPU (--device cuda) both sides train there: the textbook loop copies each batch from pinned host
+memory as pytorch/examples does with CUDA, and each timed epoch ends with torch.cuda.synchronize()
+(vaekit's epoch ends by reading its loss sums back, which waits for the GPU too).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import vaekit
 from vaekit.data import load_dataset
 from vaekit.evaluate import evaluate
+from vaekit.runtime import resolve_device
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -56,38 +62,47 @@ def textbook_loss(recon, x, mu, logvar):
     return bce - 0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
 
 
-def textbook_neg_elbo(model, loader) -> float:
+def textbook_neg_elbo(model, loader, device) -> float:
     model.eval()
     total = 0.0
     with torch.no_grad():
         for (x,) in loader:
+            x = x.to(device)
             recon, mu, logvar = model(x)
             total += textbook_loss(recon, x, mu, logvar).item()
     return total / len(loader.dataset)
 
 
-def run_textbook(ds, epochs: int, seed: int) -> tuple[float, float, float]:
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run_textbook(ds, epochs: int, seed: int, device: torch.device) -> tuple[float, float, float]:
     """(seconds of training steps, seconds of the epoch loop with validation, test -ELBO)."""
     torch.manual_seed(seed)
-    model = TextbookVAE()
+    model = TextbookVAE().to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    train = DataLoader(TensorDataset(ds.x_train), batch_size=128, shuffle=True)
-    val = DataLoader(TensorDataset(ds.x_val), batch_size=128)
+    pin = device.type == "cuda"
+    train = DataLoader(TensorDataset(ds.x_train), batch_size=128, shuffle=True, pin_memory=pin)
+    val = DataLoader(TensorDataset(ds.x_val), batch_size=128, pin_memory=pin)
     train_seconds = 0.0
     start = time.perf_counter()
     for _ in range(epochs):
         tick = time.perf_counter()
         model.train()
         for (x,) in train:
+            x = x.to(device, non_blocking=True)
             opt.zero_grad()
             recon, mu, logvar = model(x)
             loss = textbook_loss(recon, x, mu, logvar)
             loss.backward()
             opt.step()
+        sync(device)
         train_seconds += time.perf_counter() - tick
-        textbook_neg_elbo(model, val)
+        textbook_neg_elbo(model, val, device)
     loop_seconds = time.perf_counter() - start
-    test = textbook_neg_elbo(model, DataLoader(TensorDataset(ds.x_test), batch_size=128))
+    test = textbook_neg_elbo(model, DataLoader(TensorDataset(ds.x_test), batch_size=128), device)
     return train_seconds, loop_seconds, test
 
 
@@ -115,9 +130,14 @@ def run_vaekit(cfg, ds) -> tuple[float, float, float, float]:
         run = vaekit.train(cfg, out=Path(tmp) / "run", quiet=True, hooks=[], dataset=ds)
         wall = time.perf_counter() - start
         train_seconds = sum(r["seconds"] for r in run.metrics)
-        last = vaekit.load(Path(tmp) / "run", "last").model  # same point as the textbook loop
+        # the last epoch's weights: the same point as the textbook loop
+        last = vaekit.load(Path(tmp) / "run", "last", cfg.train.device).model
         test = -evaluate(last, ds.x_test)["elbo"]
     return train_seconds, stamps["end"] - stamps["start"], test, wall
+
+
+def device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
 def main() -> None:
@@ -126,19 +146,22 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--device", default="cpu", help="cpu or cuda (both sides train there)")
     args = p.parse_args()
+    device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = vaekit.Config.from_flat({"data": "mnist", "data_dir": args.data_dir, "backbone": "mlp",
                                    "hidden": [400], "latent_dim": 20, "likelihood": "bernoulli",
                                    "epochs": args.epochs,
-                                   "batch_size": 128, "lr": 1e-3, "patience": 0, "seed": args.seed})
+                                   "batch_size": 128, "lr": 1e-3, "patience": 0, "seed": args.seed,
+                                   "device": str(device)})
     ds, cfg = load_dataset(cfg)
     print(f"MNIST [0,1], 784-400-20 bernoulli VAE, batch 128, Adam 1e-3, {args.epochs} epochs, "
           f"{len(ds.x_train)} training images, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads")
+          f"{torch.get_num_threads()} threads, {device_name(device)}")
     ours_train, ours_loop, ours_test, wall = run_vaekit(cfg, ds)
-    theirs_train, theirs_loop, theirs_test = run_textbook(ds, args.epochs, args.seed)
+    theirs_train, theirs_loop, theirs_test = run_textbook(ds, args.epochs, args.seed, device)
     images = len(ds.x_train) * args.epochs
     print("samples/s = training images / wall-clock seconds (time.perf_counter), same epochs both sides")
     print(f"{'':58} {'textbook':>9} {'vaekit':>9} {'ratio':>7}")
