@@ -229,3 +229,24 @@ def test_last_checkpoint_keeps_the_history_as_metrics_text(tmp_path):
     assert "history" not in last
     assert last["history_jsonl"] == (tmp_path / "run" / "metrics.jsonl").read_text()
     assert len(last["history_jsonl"].splitlines()) == 3
+
+
+def test_a_runs_gpu_generator_state_restores_on_a_machine_with_fewer_gpus(monkeypatch):
+    """last.pt keeps the state of the model's own GPU's generator; an earlier version kept every
+    visible GPU's (torch.cuda.get_rng_state_all) and restored them all, which fails on a machine
+    with fewer GPUs. Each saved form restores onto the device the run now uses."""
+    from vaekit.runtime import restore_device_rng
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device: calls.append((state, device)))
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    a, b = torch.tensor([1], dtype=torch.uint8), torch.tensor([2], dtype=torch.uint8)
+    restore_device_rng(a, torch.device("cuda", 1))  # this version's: the one state, any device
+    restore_device_rng([a, b], torch.device("cuda", 0))  # an earlier version's from 2 GPUs, on 1
+    restore_device_rng([a, b], torch.device("cuda", 1))
+    restore_device_rng([a], torch.device("cuda", 1))  # no state for that index: left as it is
+    restore_device_rng([a, b], torch.device("cuda"))  # no index: the current device's
+    restore_device_rng(a, torch.device("cpu"))  # CPU draws: torch's global generator, saved apart
+    restore_device_rng(None, torch.device("cuda", 0))
+    assert calls == [(a, torch.device("cuda", 1)), (a, torch.device("cuda", 0)),
+                     (b, torch.device("cuda", 1)), (a, torch.device("cuda"))]

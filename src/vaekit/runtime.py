@@ -87,6 +87,27 @@ def check_seed(seed: int) -> None:
         raise VaekitError(f"--seed must be in 0..{MAX_SEED}, got {seed}")
 
 
+def device_rng_state(device: torch.device) -> torch.Tensor | None:
+    """The state of the generator that draws z on `device`: a CUDA device's own (None on the CPU,
+    whose draws come from torch's global generator, saved apart). Only this device's: a list of
+    every visible GPU's states would not restore on a machine with fewer GPUs."""
+    return torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+
+def restore_device_rng(saved, device: torch.device) -> None:
+    """Set `device`'s generator to a state from `device_rng_state`, wherever the run was saved
+    (a run trained on cuda:1 resumes on cuda:0 with the same draws). A last.pt of an earlier
+    version holds every visible GPU's states: the entry of this device's index, where there is one."""
+    if saved is None or device.type != "cuda":
+        return
+    if isinstance(saved, (list, tuple)):
+        index = torch.cuda.current_device() if device.index is None else device.index
+        if index >= len(saved):
+            return
+        saved = saved[index]
+    torch.cuda.set_rng_state(saved, device)
+
+
 AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 

@@ -53,7 +53,13 @@ from .runs import (
     write_json,
     write_metrics,
 )
-from .runtime import resolve_amp, resolve_device, set_threads
+from .runtime import (
+    device_rng_state,
+    resolve_amp,
+    resolve_device,
+    restore_device_rng,
+    set_threads,
+)
 from .sources import BUILTINS
 
 
@@ -296,8 +302,8 @@ def restore(last: dict[str, Any], cfg: Config, model: VAE, opt, state: TrainStat
     torch.set_rng_state(last["rng"])
     if state.average is not None and "average" in last:
         state.average.load_state_dict(last["average"])
-    if "cuda_rng" in last and model.device.type == "cuda" and not group.distributed:
-        torch.cuda.set_rng_state_all(last["cuda_rng"])
+    if not group.distributed:
+        restore_device_rng(last.get("cuda_rng"), model.device)
     for k, v in last["state"].items():
         setattr(state, k, v)
     state.history, state.history_text = last["history"], last["history_jsonl"]
@@ -406,7 +412,7 @@ def after_epoch(cfg: Config, data: Dataset, model: VAE, opt, state: TrainState, 
     if compute.scaler is not None:
         last["scaler"] = compute.scaler.state_dict()
     if model.device.type == "cuda":  # draws of z come from the device's generator there
-        last["cuda_rng"] = torch.cuda.get_rng_state_all()
+        last["cuda_rng"] = device_rng_state(model.device)
     save_torch(run_dir / "last.pt", last)
     write_metrics(run_dir, state.history_text)
     state.log(format_row(row))
