@@ -250,3 +250,27 @@ def test_a_runs_gpu_generator_state_restores_on_a_machine_with_fewer_gpus(monkey
     restore_device_rng(None, torch.device("cuda", 0))
     assert calls == [(a, torch.device("cuda", 1)), (a, torch.device("cuda", 0)),
                      (b, torch.device("cuda", 1)), (a, torch.device("cuda"))]
+
+
+def test_every_rank_takes_the_saved_gpu_generator_state_on_resume(monkeypatch, tmp_path):
+    """docs/scale.md: under data parallelism rank 0's draws go on from the run's saved generators.
+    On CUDA the GPU's generator was restored only in single-process runs, so a multi-GPU resume
+    drew other z on rank 0 than the uninterrupted run. restore() now hands the saved state to
+    `restore_device_rng` whatever the number of processes (ranks > 0 reseed each epoch)."""
+    import sys
+    import types
+
+    from vaekit.config import ModelConfig
+    from vaekit.model import VAE
+
+    loop = sys.modules["vaekit.train"]  # the module (the package exports a function of its name)
+    calls = []
+    monkeypatch.setattr(loop, "restore_device_rng", lambda saved, device: calls.append(saved))
+    model = VAE(ModelConfig(hidden=(4,), latent_dim=2, likelihood="bernoulli"), (3,))
+    opt = torch.optim.Adam(model.parameters())
+    saved = torch.tensor([7], dtype=torch.uint8)
+    last = {"model": model.state_dict(), "optimizer": opt.state_dict(), "rng": torch.get_rng_state(),
+            "state": {}, "history": [], "history_jsonl": "", "cuda_rng": saved}
+    state = types.SimpleNamespace(average=None, stop_kind=None, run_dir=tmp_path)
+    loop.restore(last, quick_config(), model, opt, state)
+    assert calls == [saved]

@@ -285,7 +285,7 @@ def train_rank(cfg: Config, run_dir: Path, resume: bool, quiet: bool, hooks: lis
         last = on_master(lambda: start_folder(run_dir, cfg, data.info, model.spec(), has_checkpoint,
                                               resume, command, group.world_size, state.warn), group)
         if last is not None:
-            restore(last, cfg, model, opt, state, group)
+            restore(last, cfg, model, opt, state)
         compute = make_compute(model, group, amp)
         if last is not None and compute.scaler is not None and "scaler" in last:
             compute.scaler.load_state_dict(last["scaler"])
@@ -293,17 +293,17 @@ def train_rank(cfg: Config, run_dir: Path, resume: bool, quiet: bool, hooks: lis
         return on_master(lambda: finish(run_dir, cfg, data, state), group, share=False)
 
 
-def restore(last: dict[str, Any], cfg: Config, model: VAE, opt, state: TrainState,
-            group: Group) -> None:
+def restore(last: dict[str, Any], cfg: Config, model: VAE, opt, state: TrainState) -> None:
     """Continue from last.pt exactly (on every rank): weights, optimizer, RNG, loop state and
-    history."""
+    history. Every rank takes rank 0's generator states (CPU and, on CUDA, its GPU's), as the
+    draws of rank 0 go on from them; the other ranks reseed theirs at the start of each epoch
+    (`batches.epoch_order`)."""
     model.load_state_dict(last["model"])
     opt.load_state_dict(last["optimizer"])
     torch.set_rng_state(last["rng"])
     if state.average is not None and "average" in last:
         state.average.load_state_dict(last["average"])
-    if not group.distributed:
-        restore_device_rng(last.get("cuda_rng"), model.device)
+    restore_device_rng(last.get("cuda_rng"), model.device)
     for k, v in last["state"].items():
         setattr(state, k, v)
     state.history, state.history_text = last["history"], last["history_jsonl"]
