@@ -21,8 +21,6 @@ Results per split go to --out (JSON, kept: a rerun with the same file only fits 
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import sys
 from pathlib import Path
@@ -33,8 +31,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.neighbors import NearestNeighbors
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from odds_anomaly import ODDS, collect_splits  # noqa: E402  (the same halves, folder, splits)
-from odds_scores import TABLES, report  # noqa: E402
+from odds_scores import run  # noqa: E402
 
 from vaekit import VAEAnomalyDetector  # noqa: E402
 
@@ -83,23 +80,5 @@ def latent_aurocs(det, x_fit: np.ndarray, x_eval: np.ndarray, y_eval: np.ndarray
     return {c: float(roc_auc_score(y_eval, v)) for c, v in cols.items()}
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--out", type=Path, required=True, help="results JSON (continued if it exists)")
-    p.add_argument("--tables", type=lambda s: s.split(","), default=TABLES)
-    p.add_argument("--seeds", type=int, default=2)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--odds-dir", type=Path, default=ODDS)
-    args = p.parse_args()
-    torch.set_num_threads(args.threads)
-    results = json.loads(args.out.read_text()) if args.out.is_file() else {}
-    print(f"{len(args.tables)} tables, {args.seeds} seeds; results in {args.out}", flush=True)
-    for key, record in collect_splits(results, args.out, args.odds_dir, args.tables, args.seeds,
-                                      {"": None}, lambda xf, xe, ye, seed, _: aurocs(xf, xe, ye, seed)):
-        print(f"  {key}: test L {record['test']['L']:.3f}, A {record['test']['A']:.3f}, "
-              f"{record['seconds']:.0f}s", flush=True)
-    report(args, results)
-
-
 if __name__ == "__main__":
-    main()
+    run(__doc__.split("\n")[0], aurocs, ("L", "A"))

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -68,12 +69,13 @@ def aurocs(x_fit: np.ndarray, x_eval: np.ndarray, y_eval: np.ndarray, seed: int)
     return {c: float(roc_auc_score(y_eval, v)) for c, v in cols.items()}
 
 
-def collect(args, results: dict) -> None:
+def collect(args, results: dict, aurocs: Callable, shown: tuple[str, ...]) -> None:
+    """Fit and measure every split `results` lacks: aurocs(x_fit, x_eval, y_eval, seed) -> {column:
+    AUROC}; prints the test AUROC of the `shown` columns of each."""
     for key, record in collect_splits(results, args.out, args.odds_dir, args.tables, args.seeds,
                                       {"": None}, lambda xf, xe, ye, seed, _: aurocs(xf, xe, ye, seed)):
-        table, seed = key.split("|")
-        print(f"  {table} seed {seed}: test L {record['test']['L']:.3f}, "
-              f"{record['seconds']:.0f}s", flush=True)
+        cells = ", ".join(f"{c} {record['test'][c]:.3f}" for c in shown)
+        print(f"  {key}: test {cells}, {record['seconds']:.0f}s", flush=True)
 
 
 def report(args, results: dict) -> None:
@@ -103,8 +105,10 @@ def report(args, results: dict) -> None:
     print(f"\nfit seconds in all: {sum(r['seconds'] for r in results.values()):.0f}")
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def run(description: str, aurocs: Callable, shown: tuple[str, ...] = ("L",)) -> None:
+    """The command line of odds_scores.py and odds_latent.py: the options, the fits --out lacks,
+    the report."""
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("--out", type=Path, required=True, help="results JSON (continued if it exists)")
     p.add_argument("--tables", type=lambda s: s.split(","), default=TABLES)
     p.add_argument("--seeds", type=int, default=2)
@@ -114,9 +118,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     results = json.loads(args.out.read_text()) if args.out.is_file() else {}
     print(f"{len(args.tables)} tables, {args.seeds} seeds; results in {args.out}", flush=True)
-    collect(args, results)
+    collect(args, results, aurocs, shown)
     report(args, results)
 
 
 if __name__ == "__main__":
-    main()
+    run(__doc__.split("\n")[0], aurocs)
