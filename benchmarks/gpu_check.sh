@@ -12,7 +12,7 @@ echo "== benchmarks/conv_throughput.py --device cuda"
 python3 benchmarks/conv_throughput.py --data "$DATA/cifar10/cifar10.npz" --limit-train 10000 \
   --device cuda --epochs 2 --repeats 2
 echo "== benchmarks/train_throughput.py --device cuda"
-python3 benchmarks/train_throughput.py --data-dir "$DATA/mnist" --epochs 3 --device cuda
+python3 benchmarks/train_throughput.py --data-dir "$DATA/mnist" --epochs 3 --device cuda --repeats 3
 echo "== vaekit train --data mnist --device cuda (the default conv net), --amp off and bf16"
 for amp in off bf16; do
   python3 -m vaekit train --data mnist --data-dir "$DATA/mnist" --device cuda --amp $amp \
