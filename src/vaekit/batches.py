@@ -90,7 +90,11 @@ class InMemory:
             yield (xb.pin_memory() if pin else xb), total
 
 
-def batch_source(x):
-    """The source of a training split: a tensor is sliced in memory; a file-backed split
-    (`streams.FileRows`) is its own source."""
-    return InMemory(x) if isinstance(x, Tensor) else x
+def batch_source(x, device: torch.device | None = None):
+    """The source of a training split for a model on `device`: a tensor is sliced in memory (on a
+    GPU, there when it fits: `InMemory.to_device`); a file-backed split (`streams.FileRows`) is its
+    own source."""
+    if not isinstance(x, Tensor):
+        return x
+    source = InMemory(x)
+    return source if device is None else source.to_device(device)

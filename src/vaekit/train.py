@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from .background import Perturbation
-from .batches import InMemory, batch_source, epoch_order
+from .batches import batch_source, epoch_order
 from .config import Config
 from .data import Dataset, load_dataset
 from .distributed import (
@@ -340,9 +340,7 @@ def loop(cfg: Config, data: Dataset, model: VAE, opt, state: TrainState, hooks: 
     decision, so they stop together."""
     t, run_dir = cfg.train, state.run_dir
     compute = compute or Compute(model)
-    source = batch_source(data.x_train)
-    if isinstance(source, InMemory):  # on a GPU, the split lives there when it fits
-        source = source.to_device(model.device)
+    source = batch_source(data.x_train, model.device)
     n_batches = math.ceil(len(source) / t.batch_size)
     show = not quiet and sys.stdout.isatty()
     bar = tqdm(total=max(0, t.epochs - state.epoch) * n_batches, disable=not show, unit="batch",
