@@ -31,7 +31,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.neighbors import NearestNeighbors
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from odds_scores import run  # noqa: E402
+from odds_scores import run, standardized  # noqa: E402
 
 from vaekit import VAEAnomalyDetector  # noqa: E402
 
@@ -45,10 +45,6 @@ def log_q_agg(z: torch.Tensor, mu: torch.Tensor, sd: torch.Tensor) -> torch.Tens
     parts = [torch.logsumexp(const - 0.5 * (((flat[i:i + 256, None] - mu) / sd) ** 2).sum(-1), -1)
              for i in range(0, len(flat), 256)]
     return (torch.cat(parts) - math.log(len(mu))).reshape(z.shape[:-1])
-
-
-def standardized(v: np.ndarray) -> np.ndarray:
-    return (v - v.mean()) / (v.std() + 1e-12)
 
 
 def aurocs(x_fit: np.ndarray, x_eval: np.ndarray, y_eval: np.ndarray, seed: int) -> dict[str, float]:
@@ -75,8 +71,9 @@ def latent_aurocs(det, x_fit: np.ndarray, x_eval: np.ndarray, y_eval: np.ndarray
             "LAT": -log_q_agg(q.mean, mu, sd).numpy(),
             "KNN": NearestNeighbors(n_neighbors=NEIGHBOURS).fit(q_fit.mean.numpy())
             .kneighbors(q.mean.numpy())[0].mean(1)}
-    cols["L+KNN"] = standardized(cols["L"]) + standardized(cols["KNN"])
-    cols["L+LAT"] = standardized(cols["L"]) + standardized(cols["LAT"])
+    z = {c: standardized(v, v) for c, v in cols.items()}  # over the evaluation rows
+    cols["L+KNN"] = z["L"] + z["KNN"]
+    cols["L+LAT"] = z["L"] + z["LAT"]
     return {c: float(roc_auc_score(y_eval, v)) for c, v in cols.items()}
 
 
