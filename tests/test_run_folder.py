@@ -15,7 +15,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +29,8 @@ from conftest import SHARED_DATA, quick_config, run_cli
 import vaekit
 from vaekit import VaekitError
 from vaekit.config import default_sizes
-from vaekit.runs import claim, load_torch
+from vaekit.runs import atomic_write, claim, load_torch
+from vaekit.tempfiles import remove_pending
 
 train_module = importlib.import_module("vaekit.train")  # the module (vaekit.train is the function)
 ROOT = Path(__file__).resolve().parents[1]
@@ -335,6 +338,57 @@ def test_sigterm_ends_training_in_one_line_leaves_no_temp_file_and_the_run_resum
     code, (_, err) = proc.wait(timeout=120), proc.communicate()
     assert code == 0, err
     assert len(vaekit.load(out).metrics) == done + 2
+
+
+def interrupt_at(step: int) -> Callable:
+    """A tracer raising KeyboardInterrupt (as Ctrl-C's or the SIGTERM handler's) at the step-th
+    bytecode boundary of any Python frame: where a signal's handler can run."""
+    seen = {"n": 0}
+
+    def trace(frame, event, arg):
+        frame.f_trace_opcodes = True
+        if event == "opcode":
+            seen["n"] += 1
+            if seen["n"] == step:
+                raise KeyboardInterrupt
+        return trace
+    return trace
+
+
+@pytest.mark.filterwarnings("ignore::ResourceWarning")  # a file object the interrupt left open
+def test_an_interrupt_at_any_point_of_a_write_leaves_the_old_or_new_file_and_no_temp_file(
+        tmp_path):
+    """atomic_write interrupted at each of its bytecode boundaries in turn, then the cleanup every
+    command runs on the way out: the file is whole (old or new content) and no temp file is left.
+    (An interrupt between mkstemp's creating the file and the `try` that removes it, or between
+    the `finally`'s exists() and unlink(), left a `.last.pt.*` file: CI's SIGTERM test hit it.)"""
+    path, old, new = tmp_path / "last.pt", b"old" * 1000, b"new" * 1000
+    path.write_bytes(old)
+    steps, problems = [0], []
+
+    def each_point():  # in a thread, so that a write left hanging fails the test, not CI's clock
+        while True:
+            steps[0] += 1
+            sys.settrace(interrupt_at(steps[0]))
+            try:
+                atomic_write(path, new)
+                return
+            except KeyboardInterrupt:
+                pass
+            finally:
+                sys.settrace(None)
+                remove_pending()  # what `vaekit`'s main() and interpreter exit do
+                names = sorted(p.name for p in tmp_path.iterdir())
+                if names != ["last.pt"] or path.read_bytes() not in (old, new):
+                    problems.append((steps[0], names))
+                path.write_bytes(old)
+
+    worker = threading.Thread(target=each_point, daemon=True)
+    worker.start()
+    worker.join(timeout=120)
+    assert not worker.is_alive(), f"a write interrupted at step {steps[0]} never returned"
+    assert not problems, problems[:5]
+    assert steps[0] > 50  # the tracer did reach into the write
 
 
 def test_a_run_trained_on_relative_paths_is_evaluated_and_resumed_from_another_directory(

@@ -21,6 +21,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from .errors import VaekitError
+from .tempfiles import new_temp, remove_temp
 
 
 @dataclass
@@ -84,7 +85,7 @@ def download(url: str, dest: Path, md5: str, put_in: Path | None = None) -> None
     the user to put the files instead (default: dest's folder)."""
     made = missing_folders(dest.parent)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
+    fd, tmp = new_temp(dest)
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
             shutil.copyfileobj(resp, out)
@@ -98,8 +99,7 @@ def download(url: str, dest: Path, md5: str, put_in: Path | None = None) -> None
         raise VaekitError(f"could not download {url} ({e}); check --data-url or your network, "
                           f"or put the files in {put_in or dest.parent}") from None
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        remove_temp(tmp)
         remove_empty(made if not dest.exists() else [])
 
 

@@ -22,7 +22,6 @@ import os
 import pickle
 import re
 import sys
-import tempfile
 import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -37,14 +36,12 @@ from .config import Config, ModelConfig, load_config_file
 from .errors import VaekitError
 from .model import VAE
 from .runtime import resolve_device
+from .tempfiles import new_temp, remove_temp
 
 try:
     import fcntl
 except ImportError:  # not POSIX: no lock (one writer per folder is then up to the user)
     fcntl = None  # type: ignore[assignment]
-
-UMASK = os.umask(0o022)
-os.umask(UMASK)
 
 
 def atomic_write(path: Path, data: bytes | str | Callable[[BinaryIO], None]) -> None:
@@ -52,22 +49,20 @@ def atomic_write(path: Path, data: bytes | str | Callable[[BinaryIO], None]) -> 
 
     data is the content, or a function that writes it to a binary file object."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    fd, tmp = new_temp(path)  # an interrupt from here on: remove_pending() finds the file
     try:
         with os.fdopen(fd, "wb") as f:
             if callable(data):
                 data(f)
             else:
                 f.write(data.encode() if isinstance(data, str) else data)
-        os.chmod(tmp, 0o666 & ~UMASK)  # mkstemp makes 0600; give the file the usual permissions
         os.replace(tmp, path)
     except OSError as e:
         if e.filename is not None:
             raise
         raise OSError(e.errno, e.strerror, str(path)) from None  # a full disk names the file
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        remove_temp(tmp)
 
 
 def save_torch(path: Path, payload: dict[str, Any]) -> None:
@@ -99,7 +94,7 @@ def load_torch(path: Path, keys: tuple[str, ...] = ("spec", "model")) -> dict[st
 # --- claiming a run folder -------------------------------------------------------------------
 RUN_FILES = ("config.yaml", "manifest.json", "metrics.jsonl", "best.pt", "last.pt",
              "summary.json", "samples.png", "reconstructions.png")
-# atomic_write's temp names: "." + the file's name + "." + mkstemp's 8 random characters
+# atomic_write's temp names: "." + the file's name + "." + 8 random hex characters
 TEMP_NAME = re.compile(r"^\.(" + "|".join(map(re.escape, RUN_FILES)) + r")\.[A-Za-z0-9_]{8}$")
 
 

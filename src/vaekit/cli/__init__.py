@@ -11,6 +11,7 @@ import signal
 import sys
 
 from ..errors import VaekitError
+from ..tempfiles import remove_pending
 from .common import OneLineParser
 
 COMMANDS = ["train", "eval", "sample",
@@ -79,3 +80,5 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"vaekit {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        remove_pending()  # temp files of a write the interrupt ended between two lines

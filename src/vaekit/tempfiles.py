@@ -1,0 +1,47 @@
+"""Temp files beside their destination, named before they exist, so none outlives a stop.
+
+A write goes to `.NAME.XXXXXXXX` beside NAME and is renamed over it when complete. Ctrl-C or a
+SIGTERM can land anywhere, including between a temp file's creation and the `try` that removes it:
+hence every name is recorded *before* the file is created, and `remove_pending()` (run when a
+command ends, and at interpreter exit) removes whatever an interrupted write left.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import secrets
+from pathlib import Path
+
+PENDING: set[str] = set()  # temp files that exist or may exist: named, not yet renamed or removed
+FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+
+
+def new_temp(dest: Path) -> tuple[int, str]:
+    """Create `.{dest.name}.` + 8 hex characters in dest's folder, mode 0666 less the umask;
+    returns (fd, name). The name is in PENDING from before the file exists."""
+    while True:
+        tmp = os.path.join(dest.parent, f".{dest.name}.{secrets.token_hex(4)}")
+        PENDING.add(tmp)
+        try:
+            return os.open(tmp, FLAGS, 0o666), tmp
+        except FileExistsError:  # someone else's temp file by that name: not ours to remove
+            PENDING.discard(tmp)
+
+
+def remove_temp(tmp: str) -> None:
+    """Remove tmp if it is still there (it is not once renamed) and forget it."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    PENDING.discard(tmp)
+
+
+def remove_pending() -> None:
+    """Remove the temp files of writes that an interrupt ended midway."""
+    for tmp in list(PENDING):
+        with contextlib.suppress(OSError):
+            remove_temp(tmp)
+
+
+atexit.register(remove_pending)
