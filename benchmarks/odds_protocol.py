@@ -5,9 +5,9 @@ Candidates: gradient steps per fit (--steps) x the fixed likelihood's sigma (--s
 units: gaussian-fixed's standard deviation or laplace-fixed's scale; it weighs the reconstruction
 against the KL, in training and in the score) x the nets' dropout rate in training (--dropouts) x
 the likelihood (--likelihoods) x the fraction of each training batch trimmed from the loss
-(--trims) x weight decay (--weight-decays) x the latent dimensions (--latents) x score
-(--methods: elbo, reconstruction, kl) x ensemble size (1, or --members models with consecutive
-seeds, scores averaged in nats), every other option at its default. For each table of
+(--trims) x weight decay (--weight-decays) x the latent dimensions (--latents) x the prior
+(--priors) x score (--methods: elbo, reconstruction, kl) x ensemble size (1, or --members models
+with consecutive seeds, scores averaged in nats), every other option at its default. For each table of
 ../shared/data/odds and each seed, the stratified 60/40 split of benchmarks/odds_anomaly.py (the
 same splits); the 60% is split again (stratified 60/40):
 each candidate is fit on the inner 60% and its *inner* AUROC is measured on the inner 40%, which is
@@ -63,6 +63,7 @@ class Fit(NamedTuple):
     trim: float = 0.0
     weight_decay: float = 0.0
     latent: str = "rule"  # latent dimensions: "rule" (config.default_sizes), "N", or "Fd" (F x d)
+    prior: str = "normal"
 
     def latent_dim(self, d: int) -> int | None:
         """The latent dimensions of a fit on d features (None: the detector's default rule)."""
@@ -92,7 +93,7 @@ class Fit(NamedTuple):
             word, _, value = part.partition(" ")
             if word in ("dropout", "trim", "weight_decay"):
                 options[word] = float(value)
-            elif word == "latent":
+            elif word in ("latent", "prior"):
                 options[word] = value
             else:
                 try:
@@ -106,7 +107,7 @@ class Fit(NamedTuple):
 LABELS = {"sigma": ("|{:g}", ", sigma {:g}"), "dropout": ("|dropout {:g}", ", dropout {:g}"),
           "likelihood": ("|{}", ", {}"), "trim": ("|trim {:g}", ", trim {:g}"),
           "weight_decay": ("|weight_decay {:g}", ", weight decay {:g}"),
-          "latent": ("|latent {}", ", latent {}")}
+          "latent": ("|latent {}", ", latent {}"), "prior": ("|prior {}", ", prior {}")}
 
 
 def fit_and_score(x_fit, x_eval, y_eval, fit: Fit, members: int, seed: int,
@@ -115,7 +116,7 @@ def fit_and_score(x_fit, x_eval, y_eval, fit: Fit, members: int, seed: int,
     det = VAEAnomalyDetector(steps=fit.steps, ensemble=members, random_state=seed,
                              sigma=fit.sigma, dropout=fit.dropout,
                              likelihood=fit.likelihood, trim=fit.trim,
-                             weight_decay=fit.weight_decay,
+                             weight_decay=fit.weight_decay, prior=fit.prior,
                              latent_dim=fit.latent_dim(x_fit.shape[1])).fit(x_fit)
     out = {}
     for method in methods:
@@ -147,9 +148,9 @@ def fits(args, results: dict | None = None) -> list[Fit]:
         keys = [{k.split("|", 2)[2] for k in results if k.startswith(f"{t}|{seed}|")}
                 for t in args.tables for seed in range(args.seeds)]
         return sorted((Fit.from_key(k) for k in set.intersection(*keys)), key=Fit.key)
-    return [Fit(s, g, d, lik, t, w, z) for s in args.steps for g in args.sigmas
+    return [Fit(s, g, d, lik, t, w, z, pz) for s in args.steps for g in args.sigmas
             for d in args.dropouts for lik in args.likelihoods for t in args.trims
-            for w in args.weight_decays for z in args.latents]
+            for w in args.weight_decays for z in args.latents for pz in args.priors]
 
 
 def table_means(results: dict, args, part: str) -> dict:
@@ -225,6 +226,8 @@ def main() -> None:
     p.add_argument("--latents", type=comma(str), default=["rule"],
                    help="latent dimensions: rule (the detector's default, d/2 within [2, 16]), N, "
                         "or Fd (F times the table's d features, at least 1), comma list")
+    p.add_argument("--priors", type=comma(str), default=["normal"],
+                   help="p(z) of the fits: normal, mog, vamp (the detector's prior=), comma list")
     p.add_argument("--members", type=int, default=3, help="ensemble size compared with 1")
     p.add_argument("--all", action="store_true",
                    help="fit nothing; report every candidate the results file holds for all the "

@@ -20,6 +20,7 @@ from vaekit import VAEAnomalyDetector, anomaly
 from vaekit.data import load_for_model
 from vaekit.detector import default_sizes
 from vaekit.likelihoods import Laplace
+from vaekit.priors import StandardNormalPrior
 
 
 def planted(n_normal: int, n_anomalies: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -232,6 +233,23 @@ def test_detector_dropout_reaches_its_nets_and_its_scores_stay_deterministic():
     np.testing.assert_array_equal(det.score_samples(x[:20]), det.score_samples(x[:20]))
     assert not any(isinstance(m, torch.nn.Dropout)
                    for m in VAEAnomalyDetector(**FAST).fit(x).model_.modules())
+
+
+def test_detector_prior_reaches_its_model_and_its_elbo_score_is_the_models_elbo():
+    """prior="mog" / "vamp" train with that prior; the elbo score is then -ELBO under it (the KL
+    from the draws: the mean score over rows agrees with the model's own elbo verb)."""
+    from vaekit.priors import MixturePrior, VampPrior
+    x, _ = planted(200, 0, seed=5)
+    for name, kind in (("mog", MixturePrior), ("vamp", VampPrior)):
+        det = VAEAnomalyDetector(prior=name, **FAST).fit(x)
+        assert det.config_.model.prior == name and isinstance(det.model_.prior, kind)
+        xm = det.model_.prepare(x)
+        with torch.no_grad():
+            elbo = det.model_.elbo(xm, mc_samples=256).mean().item()
+        assert -det.score_samples(x).mean() == pytest.approx(-elbo, rel=0.02)
+    assert isinstance(VAEAnomalyDetector(**FAST).fit(x).model_.prior, StandardNormalPrior)
+    with pytest.raises(ValueError, match="prior"):
+        VAEAnomalyDetector(prior="hier").fit(x)
 
 
 def test_detector_weight_decay_reaches_its_optimizer_and_a_negative_one_is_refused(monkeypatch):

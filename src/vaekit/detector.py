@@ -61,6 +61,8 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         per feature) or gaussian-shared (one learned sigma for all features).
     sigma: the fixed likelihood's scale, standardized units; None (the default): the scale of
         unit variance (1 for gaussian-fixed, 1/sqrt(2) for laplace-fixed).
+    prior: p(z): normal (the default, N(0, I)), mog (a learned mixture of Gaussians) or vamp (the
+        VampPrior, a mixture of the posteriors of learned pseudo-inputs); `--prior` of train.
     dropout: dropout rate after each hidden layer of the nets, in training only (0: none).
     weight_decay: decoupled weight decay of the fit (AdamW; 0: plain Adam).
     trim: the fraction of each training batch with the lowest ELBO left out of the loss (`--trim`:
@@ -83,6 +85,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         "likelihood": [StrOptions({"gaussian", "gaussian-fixed", "gaussian-shared",
                                    "laplace-fixed"})],
         "sigma": [Interval(Real, 0, None, closed="neither"), None],
+        "prior": [StrOptions({"normal", "mog", "vamp"})],
         "dropout": [Interval(Real, 0, 1, closed="left")],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
         "trim": [Interval(Real, 0, 1, closed="left")],
@@ -95,7 +98,8 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
                  latent_dim: int | None = None, hidden: tuple[int, ...] | None = None,
                  epochs: int | None = None, batch_size: int | None = None, lr: float = 1e-3,
                  patience: int | None = None, steps: int | None = STEPS, samples: int | None = None,
-                 likelihood: str = LIKELIHOOD, sigma: float | None = None, dropout: float = 0.0,
+                 likelihood: str = LIKELIHOOD, sigma: float | None = None, prior: str = "normal",
+                 dropout: float = 0.0,
                  weight_decay: float = 0.0, trim: float = TRIM, ensemble: int = 1,
                  random_state: int | None = 0):
         self.method = method
@@ -110,6 +114,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         self.samples = samples
         self.likelihood = likelihood
         self.sigma = sigma
+        self.prior = prior
         self.dropout = dropout
         self.weight_decay = weight_decay
         self.trim = trim
@@ -131,6 +136,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
                  "hidden": None if self.hidden is None else [int(h) for h in self.hidden]}
         return Config.from_flat({**{k: v for k, v in sizes.items() if v is not None},
                                  "likelihood": self.likelihood, "sigma": self._sigma(),
+                                 "prior": self.prior,
                                  "dropout": self.dropout, "trim": self.trim,
                                  "weight_decay": self.weight_decay,
                                  "standardize": "on", "lr": self.lr,
