@@ -13,6 +13,7 @@ import os
 import random
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -389,6 +390,10 @@ def test_an_interrupt_at_any_point_of_a_write_leaves_the_old_or_new_file_and_no_
     assert not worker.is_alive(), f"a write interrupted at step {steps[0]} never returned"
     assert not problems, problems[:5]
     assert steps[0] > 50  # the tracer did reach into the write
+    umask = os.umask(0)
+    os.umask(umask)
+    atomic_write(tmp_path / "new.txt", "x")  # a new file gets the usual mode (0644 under 022)
+    assert stat.S_IMODE((tmp_path / "new.txt").stat().st_mode) == 0o666 & ~umask
 
 
 def test_a_run_trained_on_relative_paths_is_evaluated_and_resumed_from_another_directory(
