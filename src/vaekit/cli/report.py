@@ -7,7 +7,6 @@ import time
 from threadpoolctl import threadpool_limits
 
 from ..outputs import check_out
-from ..report import build_report
 from .common import add_compute_options, add_read_options, load_run, read_options
 from .data_args import check_file_options
 
@@ -28,6 +27,8 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
+    from ..report import build_report  # here: matplotlib loads only for the commands that draw
+
     start = time.perf_counter()
     if args.out:
         check_out(args.out)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from ..config import Config, load_config_file
-from ..sweep import parse_betas, sweep
 from .common import add_config_options, given_options
 
 HELP = ("Rate-distortion sweep: train one run per beta, then plot distortion against rate (with "
@@ -26,6 +25,8 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
+    from ..sweep import parse_betas, sweep  # here: matplotlib loads only for the commands that draw
+
     betas = parse_betas(args.betas)
     flat = load_config_file(args.config) if args.config else {}
     flat.pop("beta", None)
