@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import sys
 import threading
 from pathlib import Path
 
@@ -97,3 +98,50 @@ def assert_train_refused(capsys, tmp_path, options, needle: str) -> None:
                            "--out", tmp_path / "r")
     assert code == 2 and len(err.strip().splitlines()) == 1 and needle in err, err
     assert not (tmp_path / "r").exists()
+
+
+def interrupt_at(step: int):
+    """A tracer raising KeyboardInterrupt (as Ctrl-C's or the SIGTERM handler's) at the step-th
+    bytecode boundary of any Python frame: where a signal's handler can run."""
+    seen = {"n": 0}
+
+    def trace(frame, event, arg):
+        frame.f_trace_opcodes = True
+        if event == "opcode":
+            seen["n"] += 1
+            if seen["n"] == step:
+                raise KeyboardInterrupt
+        return trace
+    return trace
+
+
+def interrupt_everywhere(fn, check, timeout: float = 120) -> int:
+    """Run fn() interrupted at its 1st, 2nd, ... bytecode boundary until a run ends normally; after each,
+    the cleanup `vaekit`'s main() and interpreter exit do (tempfiles.remove_pending), then
+    check(step) (returns a problem or None). In a thread, so that a run left hanging fails the
+    test instead of stalling it. Returns the number of runs; asserts no problem."""
+    from vaekit.tempfiles import remove_pending
+    steps, problems = [0], []
+
+    def each_point():
+        while True:
+            steps[0] += 1
+            sys.settrace(interrupt_at(steps[0]))
+            try:
+                fn()
+                return
+            except BaseException:  # the interrupt, or what the library's cleanup turned it into
+                pass  # (an interrupt inside shutil.rmtree can surface as OSError EBADF)
+            finally:
+                sys.settrace(None)
+                remove_pending()
+                problem = check(steps[0])
+                if problem:
+                    problems.append((steps[0], problem))
+
+    worker = threading.Thread(target=each_point, daemon=True)
+    worker.start()
+    worker.join(timeout=timeout)
+    assert not worker.is_alive(), f"a run interrupted at step {steps[0]} never returned"
+    assert not problems, problems[:5]
+    return steps[0]

@@ -4,6 +4,7 @@ against a local HTTP server), and RGB image folders."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import quick_config, run_cli
+from conftest import interrupt_everywhere, quick_config, run_cli
 from PIL import Image
 
 from vaekit import VaekitError, datasets
@@ -304,6 +305,28 @@ def test_cifar10_download_end_to_end(tmp_path, http_server, monkeypatch, capsys)
     raw = read_source("cifar10", quick_config(data="cifar10", data_dir=str(tmp_path / "dl"),
                                               data_url="http://127.0.0.1:9/").data, "test")
     np.testing.assert_array_equal(raw.x, batches["test_batch.bin"][0])
+
+
+@pytest.mark.filterwarnings("ignore::ResourceWarning")  # a folder scan the interrupt left open
+def test_an_interrupt_at_any_point_of_an_archive_download_leaves_no_temp_folder(tmp_path,
+                                                                              monkeypatch):
+    """download_archive interrupted at each bytecode boundary in turn, from its start to the
+    fetch (which fails here, offline), then the cleanup every command runs on the way out: no
+    temp folder is left in the data folder. (tempfile.mkdtemp made the work folder before the
+    `try` that removes it, so an interrupt in between left `.cifar-10-batches-bin.*`.)"""
+    def offline(url, dest, md5, put_in=None):
+        raise VaekitError("offline")
+    monkeypatch.setattr(datasets, "download", offline)
+    dest = tmp_path / "dl" / "cifar10" / "cifar-10-batches-bin"
+
+    def fetch():
+        with contextlib.suppress(VaekitError):
+            datasets.download_archive("http://127.0.0.1:9/cifar-10-binary.tar.gz", dest)
+
+    def check(step):
+        return [p for p in leftovers(tmp_path) if Path(p).name.startswith(".")] or None
+
+    assert interrupt_everywhere(fetch, check) > 20
 
 
 def test_cifar10_checksum_mismatch_leaves_nothing(tmp_path, http_server):

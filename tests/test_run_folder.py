@@ -16,22 +16,19 @@ import signal
 import stat
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import SHARED_DATA, quick_config, run_cli
+from conftest import SHARED_DATA, interrupt_everywhere, quick_config, run_cli
 
 import vaekit
 from vaekit import VaekitError
 from vaekit.config import default_sizes
 from vaekit.runs import atomic_write, claim, load_torch
-from vaekit.tempfiles import remove_pending
 
 train_module = importlib.import_module("vaekit.train")  # the module (vaekit.train is the function)
 ROOT = Path(__file__).resolve().parents[1]
@@ -341,21 +338,6 @@ def test_sigterm_ends_training_in_one_line_leaves_no_temp_file_and_the_run_resum
     assert len(vaekit.load(out).metrics) == done + 2
 
 
-def interrupt_at(step: int) -> Callable:
-    """A tracer raising KeyboardInterrupt (as Ctrl-C's or the SIGTERM handler's) at the step-th
-    bytecode boundary of any Python frame: where a signal's handler can run."""
-    seen = {"n": 0}
-
-    def trace(frame, event, arg):
-        frame.f_trace_opcodes = True
-        if event == "opcode":
-            seen["n"] += 1
-            if seen["n"] == step:
-                raise KeyboardInterrupt
-        return trace
-    return trace
-
-
 @pytest.mark.filterwarnings("ignore::ResourceWarning")  # a file object the interrupt left open
 def test_an_interrupt_at_any_point_of_a_write_leaves_the_old_or_new_file_and_no_temp_file(
         tmp_path):
@@ -365,31 +347,14 @@ def test_an_interrupt_at_any_point_of_a_write_leaves_the_old_or_new_file_and_no_
     the `finally`'s exists() and unlink(), left a `.last.pt.*` file: CI's SIGTERM test hit it.)"""
     path, old, new = tmp_path / "last.pt", b"old" * 1000, b"new" * 1000
     path.write_bytes(old)
-    steps, problems = [0], []
 
-    def each_point():  # in a thread, so that a write left hanging fails the test, not CI's clock
-        while True:
-            steps[0] += 1
-            sys.settrace(interrupt_at(steps[0]))
-            try:
-                atomic_write(path, new)
-                return
-            except KeyboardInterrupt:
-                pass
-            finally:
-                sys.settrace(None)
-                remove_pending()  # what `vaekit`'s main() and interpreter exit do
-                names = sorted(p.name for p in tmp_path.iterdir())
-                if names != ["last.pt"] or path.read_bytes() not in (old, new):
-                    problems.append((steps[0], names))
-                path.write_bytes(old)
+    def check(step):
+        names = sorted(p.name for p in tmp_path.iterdir())
+        whole = path.read_bytes() in (old, new)
+        path.write_bytes(old)
+        return None if names == ["last.pt"] and whole else (names, whole)
 
-    worker = threading.Thread(target=each_point, daemon=True)
-    worker.start()
-    worker.join(timeout=120)
-    assert not worker.is_alive(), f"a write interrupted at step {steps[0]} never returned"
-    assert not problems, problems[:5]
-    assert steps[0] > 50  # the tracer did reach into the write
+    assert interrupt_everywhere(lambda: atomic_write(path, new), check) > 50
     umask = os.umask(0)
     os.umask(umask)
     atomic_write(tmp_path / "new.txt", "x")  # a new file gets the usual mode (0644 under 022)

@@ -11,7 +11,6 @@ import math
 import os
 import shutil
 import tarfile
-import tempfile
 import urllib.error
 import urllib.request
 import zlib
@@ -21,7 +20,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from .errors import VaekitError
-from .tempfiles import new_temp, remove_temp
+from .tempfiles import new_temp, new_temp_dir, remove_temp
 
 
 @dataclass
@@ -236,7 +235,7 @@ def download_archive(url: str, dest: Path) -> None:
     complete or not at all, and the archive is removed again."""
     made = missing_folders(dest.parent)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
+    work = Path(new_temp_dir(dest))
     try:
         archive = work / CIFAR10["archive"]
         download(url, archive, CIFAR10["md5"], put_in=dest.parent)
@@ -253,7 +252,7 @@ def download_archive(url: str, dest: Path) -> None:
             if not dest.is_dir():  # else another process unpacked it first
                 raise
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        remove_temp(str(work))
         remove_empty(made if not dest.exists() else [])
 
 

@@ -12,6 +12,7 @@ import atexit
 import contextlib
 import os
 import secrets
+import shutil
 from pathlib import Path
 
 PENDING: set[str] = set()  # temp files that exist or may exist: named, not yet renamed or removed
@@ -30,10 +31,27 @@ def new_temp(dest: Path) -> tuple[int, str]:
             PENDING.discard(tmp)
 
 
+def new_temp_dir(dest: Path) -> str:
+    """Make the folder `.{dest.name}.` + 8 hex characters beside dest (mode 0777 less the umask);
+    returns its name, in PENDING from before the folder exists."""
+    while True:
+        tmp = os.path.join(dest.parent, f".{dest.name}.{secrets.token_hex(4)}")
+        PENDING.add(tmp)
+        try:
+            os.mkdir(tmp)
+            return tmp
+        except FileExistsError:
+            PENDING.discard(tmp)
+
+
 def remove_temp(tmp: str) -> None:
-    """Remove tmp if it is still there (it is not once renamed) and forget it."""
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(tmp)
+    """Remove tmp (a file, or a folder with what it holds) if it is still there (it is not once
+    renamed) and forget it."""
+    if os.path.isdir(tmp) and not os.path.islink(tmp):
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
     PENDING.discard(tmp)
 
 
