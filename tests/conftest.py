@@ -116,12 +116,12 @@ def interrupt_at(step: int):
 
 
 def interrupt_everywhere(fn, check, timeout: float = 120) -> int:
-    """Run fn() interrupted at its 1st, 2nd, ... bytecode boundary until a run ends normally; after each,
-    the cleanup `vaekit`'s main() and interpreter exit do (tempfiles.remove_pending), then
+    """Run fn() interrupted at its 1st, 2nd, ... bytecode boundary until a run ends normally;
+    after each, the cleanup `vaekit`'s main() and interpreter exit do (tempfiles.remove_pending), then
     check(step) (returns a problem or None). In a thread, so that a run left hanging fails the
     test instead of stalling it. Returns the number of runs; asserts no problem."""
     from vaekit.tempfiles import remove_pending
-    steps, problems = [0], []
+    steps, problems, finished = [0], [], []
 
     def each_point():
         while True:
@@ -129,6 +129,7 @@ def interrupt_everywhere(fn, check, timeout: float = 120) -> int:
             sys.settrace(interrupt_at(steps[0]))
             try:
                 fn()
+                finished.append(steps[0])
                 return
             except BaseException:  # the interrupt, or what the library's cleanup turned it into
                 pass  # (an interrupt inside shutil.rmtree can surface as OSError EBADF)
@@ -143,5 +144,6 @@ def interrupt_everywhere(fn, check, timeout: float = 120) -> int:
     worker.start()
     worker.join(timeout=timeout)
     assert not worker.is_alive(), f"a run interrupted at step {steps[0]} never returned"
+    assert finished, f"the driver stopped at step {steps[0]} (its check raised?)"
     assert not problems, problems[:5]
     return steps[0]
