@@ -204,7 +204,9 @@ def report(args, results: dict) -> None:
           f"{sum(r['seconds'] for r in results.values()):.0f}")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """The command line; argv: its arguments (default: sys.argv's), for scripts that run the
+    protocol with options of their own (odds_trim_rule.py)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, required=True, help="results JSON (continued if it exists)")
     p.add_argument("--tables", type=comma(str), default=[t for ts in HALVES.values() for t in ts])
@@ -235,7 +237,7 @@ def main() -> None:
     p.add_argument("--methods", type=comma(str), default=["elbo", "reconstruction", "kl"])
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--odds-dir", type=Path, default=ODDS)
-    args = p.parse_args()
+    args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     results = json.loads(args.out.read_text()) if args.out.is_file() else {}
     if args.all:

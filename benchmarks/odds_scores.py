@@ -80,7 +80,7 @@ def collect(args, results: dict, aurocs: Callable, shown: tuple[str, ...]) -> No
 
 def report(args, results: dict) -> None:
     """Mean AUROC per half (inner and test) of every column, paired against the column L; also
-    used by odds_latent.py."""
+    used by odds_latent.py and odds_kl_weight.py."""
     def mean(table: str, part: str, col: str) -> float:
         return float(np.mean([results[f"{table}|{s}"][part][col] for s in range(args.seeds)]))
 
@@ -106,8 +106,8 @@ def report(args, results: dict) -> None:
 
 
 def run(description: str, aurocs: Callable, shown: tuple[str, ...] = ("L",)) -> None:
-    """The command line of odds_scores.py and odds_latent.py: the options, the fits --out lacks,
-    the report."""
+    """The command line of odds_scores.py, odds_latent.py and odds_kl_weight.py: the options, the
+    fits --out lacks, the report."""
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--out", type=Path, required=True, help="results JSON (continued if it exists)")
     p.add_argument("--tables", type=lambda s: s.split(","), default=TABLES)

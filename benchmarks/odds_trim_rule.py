@@ -56,11 +56,10 @@ def main() -> None:
     for k in args.ks:
         RULES[round(0.2 + k / 100, 4)] = k
     objectives.trimmed_mean = trimmed_by_mad
-    sys.argv = [sys.argv[0], "--out", str(args.out), "--steps", "400", "--sigmas", "0.7071",
-                "--likelihoods", "laplace-fixed", "--trims", ",".join(f"{c:g}" for c in RULES),
-                "--methods", "elbo", "--members", "1", "--seeds", args.seeds,
-                "--threads", args.threads, *(["--tables", args.tables] if args.tables else [])]
-    odds_protocol.main()
+    odds_protocol.main(["--out", str(args.out), "--steps", "400", "--sigmas", "0.7071",
+                        "--likelihoods", "laplace-fixed", "--trims", ",".join(f"{c:g}" for c in RULES),
+                        "--methods", "elbo", "--members", "1", "--seeds", args.seeds,
+                        "--threads", args.threads, *(["--tables", args.tables] if args.tables else [])])
 
 
 if __name__ == "__main__":
