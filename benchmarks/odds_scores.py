@@ -78,9 +78,10 @@ def collect(args, results: dict, aurocs: Callable, shown: tuple[str, ...]) -> No
         print(f"  {key}: test {cells}, {record['seconds']:.0f}s", flush=True)
 
 
-def report(args, results: dict) -> None:
-    """Mean AUROC per half (inner and test) of every column, paired against the column L; also
-    used by odds_latent.py and odds_kl_weight.py."""
+def report(args, results: dict, bound: tuple[str, ...] = ("L", "G", "D")) -> None:
+    """Mean AUROC per half (inner and test) of every column, paired against the column L, and the
+    mean over tables of the best of the `bound` columns chosen per table with the labels; also
+    used by odds_latent.py, odds_kl_weight.py and odds_hybrid.py."""
     def mean(table: str, part: str, col: str) -> float:
         return float(np.mean([results[f"{table}|{s}"][part][col] for s in range(args.seeds)]))
 
@@ -99,15 +100,17 @@ def report(args, results: dict) -> None:
             print(f"| {c} | " + " | ".join(f"{v:.4f}" for v in cells)
                   + f" | {d.mean():+.4f} +- {se:.4f} | {(d > 0).sum()} / {(d < 0).sum()} |")
         for h, ts in halves.items():
-            if ts and {"L", "G", "D"} <= set(cols):
-                bound = np.mean([max(mean(t, part, c) for c in ("L", "G", "D")) for t in ts])
-                print(f"best of L, G, D per table chosen with the labels ({part}, {h}): {bound:.4f}")
+            if ts and set(bound) <= set(cols):
+                best = np.mean([max(mean(t, part, c) for c in bound) for t in ts])
+                print(f"best of {', '.join(bound)} per table chosen with the labels ({part}, {h}):"
+                      f" {best:.4f}")
     print(f"\nfit seconds in all: {sum(r['seconds'] for r in results.values()):.0f}")
 
 
-def run(description: str, aurocs: Callable, shown: tuple[str, ...] = ("L",)) -> None:
-    """The command line of odds_scores.py, odds_latent.py and odds_kl_weight.py: the options, the
-    fits --out lacks, the report."""
+def run(description: str, aurocs: Callable, shown: tuple[str, ...] = ("L",),
+        bound: tuple[str, ...] = ("L", "G", "D")) -> None:
+    """The command line of odds_scores.py, odds_latent.py, odds_kl_weight.py and odds_hybrid.py:
+    the options, the fits --out lacks, the report (`bound`: as report's)."""
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--out", type=Path, required=True, help="results JSON (continued if it exists)")
     p.add_argument("--tables", type=lambda s: s.split(","), default=TABLES)
@@ -119,7 +122,7 @@ def run(description: str, aurocs: Callable, shown: tuple[str, ...] = ("L",)) -> 
     results = json.loads(args.out.read_text()) if args.out.is_file() else {}
     print(f"{len(args.tables)} tables, {args.seeds} seeds; results in {args.out}", flush=True)
     collect(args, results, aurocs, shown)
-    report(args, results)
+    report(args, results, bound)
 
 
 if __name__ == "__main__":
