@@ -157,3 +157,42 @@ def test_a_closed_pipe_ends_quietly(monkeypatch, capsys):
     monkeypatch.setattr(eval_command, "run", reader_left)
     code, _, err = run_cli(capsys, "eval", "some-run")
     assert code == 0 and "Broken pipe" not in err and "error" not in err
+
+
+@pytest.mark.parametrize("signal_name, code, line", [("ctrl-c", 130, "interrupted"),
+                                                      ("sigterm", 143, "terminated (SIGTERM)")])
+def test_a_cleanup_that_fails_after_an_interrupt_still_reports_the_interrupt(
+        monkeypatch, capsys, signal_name, code, line):
+    """Ctrl-C or SIGTERM landing inside a cleanup (shutil.rmtree of a download's work folder) can
+    make the cleanup fail with its own OSError (EBADF), raised while the interrupt was handled: the
+    command said "cannot read or write ...; free some space" then, for a stop the user asked for."""
+    import errno
+
+    import vaekit.cli.eval as eval_command
+    from vaekit.cli import Terminated
+
+    def stopped_in_cleanup(args):
+        try:
+            raise Terminated if signal_name == "sigterm" else KeyboardInterrupt
+        finally:
+            raise OSError(errno.EBADF, "Bad file descriptor")
+
+    monkeypatch.setattr(eval_command, "run", stopped_in_cleanup)
+    code_, _, err = run_cli(capsys, "eval", "some-run")
+    assert (code_, err.strip()) == (code, f"vaekit eval: {line}")
+
+
+def test_an_oserror_of_its_own_still_says_cannot_read_or_write(monkeypatch, capsys):
+    import errno
+
+    import vaekit.cli.eval as eval_command
+
+    def disk_full(args):
+        try:
+            raise ValueError("handled")  # a context that is not an interrupt
+        except ValueError:
+            raise OSError(errno.ENOSPC, "No space left on device", "run/last.pt") from None
+
+    monkeypatch.setattr(eval_command, "run", disk_full)
+    code, _, err = run_cli(capsys, "eval", "some-run")
+    assert_one_line_error(code, err, "cannot read or write run/last.pt", "No space left")

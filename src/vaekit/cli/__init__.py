@@ -53,6 +53,16 @@ def terminate(signum, frame) -> None:
     raise Terminated
 
 
+def interrupt_behind(error: BaseException) -> KeyboardInterrupt | None:
+    """The Ctrl-C or SIGTERM that `error` was raised while handling, if any: a cleanup the
+    interrupt ran (closing a file, removing a temp folder) can fail in turn, and what the user did
+    was still stop the command."""
+    seen = error.__context__
+    while seen is not None and not isinstance(seen, KeyboardInterrupt):
+        seen = seen.__context__
+    return seen
+
+
 def main(argv: list[str] | None = None) -> int:
     own_process = argv is None and "TORCHELASTIC_RUN_ID" not in os.environ  # not a caller's,
     argv = sys.argv[1:] if argv is None else argv  # nor a torchrun rank (torchrun stops those)
@@ -70,15 +80,22 @@ def main(argv: list[str] | None = None) -> int:
         quiet_stdout()
         return 0
     except OSError as e:  # full disk, read-only folder, a file where a folder should be, ...
+        if (interrupt := interrupt_behind(e)) is not None:
+            return interrupted(args.command, interrupt)
         where = f" {e.filename}" if e.filename else ""
         print(f"vaekit {args.command}: error: cannot read or write{where}: "
               f"{e.strerror or e}; free some space or choose another location", file=sys.stderr)
         return 2
-    except Terminated:
-        print(f"vaekit {args.command}: terminated (SIGTERM)", file=sys.stderr)
-        return 128 + signal.SIGTERM
-    except KeyboardInterrupt:
-        print(f"vaekit {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        return interrupted(args.command, e)
     finally:
         remove_pending()  # temp files of a write the interrupt ended between two lines
+
+
+def interrupted(command: str, interrupt: KeyboardInterrupt) -> int:
+    """The one line and the exit code of a command stopped by SIGTERM or Ctrl-C."""
+    if isinstance(interrupt, Terminated):
+        print(f"vaekit {command}: terminated (SIGTERM)", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    print(f"vaekit {command}: interrupted", file=sys.stderr)
+    return 130
