@@ -9,11 +9,15 @@ and batch sizes by the same rule as `vaekit train` (`config.default_sizes`, on t
 on), and a short, trimmed fit: STEPS gradient steps (the training rule's ~20000 let the model
 learn the anomalies in its training data as well; see docs/anomaly.md), each leaving the fraction
 TRIM of its batch with the lowest ELBO out of the loss, so the rows the model explains worst (the
-outliers among them) do not pull it toward themselves. Scores are `anomaly.SCORES`
-(nats), averaged over `ensemble` models trained with seeds random_state, random_state + 1, ...;
-scikit-learn's sign convention is kept: `score_samples` is higher for more normal examples. How
-the defaults were chosen (leave-one-table-out and dev/confirm halves of 20 ODDS tables), and that
-they do not yet beat IsolationForest: docs/anomaly.md.
+outliers among them) do not pull it toward themselves. Scores are `anomaly.PER_EXAMPLE` (nats),
+averaged over `ensemble` models trained with seeds random_state, random_state + 1, ...; or
+`neighbours`, the mean L1 distance of the standardized row to its NEIGHBOURS nearest training
+rows, for anomalies that lie in a gap between clusters of normal rows, which a smooth density
+does not see. The default, `auto`, chooses between the -ELBO and `neighbours` at fit time, without
+labels: the one that sets apart the larger share of the training rows (robust z-score above
+ISOLATED). scikit-learn's sign convention is kept: `score_samples` is higher for more normal
+examples. How the defaults were chosen (leave-one-table-out and dev/confirm halves of 20 ODDS
+tables), and how they compare with IsolationForest: docs/anomaly.md.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from numbers import Integral, Real
 
 import numpy as np
 from sklearn.base import BaseEstimator, OutlierMixin
+from sklearn.neighbors import NearestNeighbors
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -38,6 +43,10 @@ TRIM = 0.2  # fraction of each training batch left out of the loss (lowest ELBO)
 LIKELIHOOD = "laplace-fixed"  # the same protocol, at the scale of unit variance (UNIT_VARIANCE)
 # sigma=None: the fixed likelihood's scale of unit variance in standardized units
 UNIT_VARIANCE = {"gaussian-fixed": 1.0, "laplace-fixed": math.sqrt(0.5)}  # Laplace: 2 b^2 = 1
+NEIGHBOURS = 10  # k of the `neighbours` score
+MAX_REFERENCE = 50_000  # training rows kept as the neighbours' reference (a random subset beyond)
+ISOLATED = 3.0  # robust z-score beyond which `auto` counts a training row as set apart
+METHODS = {"auto", "neighbours", *PER_EXAMPLE}  # the detector's; PER_EXAMPLE: the VAE's, in nats
 
 __all__ = ["VAEAnomalyDetector", "default_sizes"]  # default_sizes: the rule `vaekit train` uses too
 
@@ -47,8 +56,14 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
     score_samples(X) = -score (higher = more normal), decision_function(X) = score_samples(X) -
     offset_ (negative = outlier), predict(X) in {1 inlier, -1 outlier}.
 
-    method: a per-example score of `vaekit.anomaly.PER_EXAMPLE` (default elbo: -ELBO, in
-    nats; see docs/anomaly.md for how it was chosen).
+    method: auto (the default), neighbours, or a per-example score of the VAE
+        (`vaekit.anomaly.PER_EXAMPLE`: elbo, -ELBO in nats, ...). neighbours: the mean L1 distance
+        of the row, standardized by the training rows' mean and standard deviation, to its 10
+        nearest training rows (up to MAX_REFERENCE of them, a random subset beyond). auto: elbo
+        or neighbours, chosen in fit without labels as the one whose scores of the training rows
+        set the larger share apart (robust z-score, (s - median) / (1.4826 MAD), above 3; a
+        training row's distances leave itself out there; elbo on a tie); method_ says which,
+        isolated_ the two shares. See docs/anomaly.md for how it was chosen.
     contamination: expected fraction of outliers in the training data; sets offset_.
     steps: gradient steps of each fit (epochs = steps / steps per epoch, at least 1; no early
     stopping, the best epoch by validation ELBO is kept). None: `vaekit train`'s rule (about 20000
@@ -73,7 +88,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
     """
 
     _parameter_constraints: dict = {
-        "method": [StrOptions(set(PER_EXAMPLE))],
+        "method": [StrOptions(METHODS)],
         "contamination": [Interval(Real, 0, 0.5, closed="neither")],
         "latent_dim": [Interval(Integral, 1, None, closed="left"), None],
         "hidden": ["array-like", None],
@@ -94,7 +109,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         "random_state": ["random_state"],
     }
 
-    def __init__(self, method: str = "elbo", contamination: float = 0.1,
+    def __init__(self, method: str = "auto", contamination: float = 0.1,
                  latent_dim: int | None = None, hidden: tuple[int, ...] | None = None,
                  epochs: int | None = None, batch_size: int | None = None, lr: float = 1e-3,
                  patience: int | None = None, steps: int | None = STEPS, samples: int | None = None,
@@ -153,7 +168,8 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         return replace(cfg, train=replace(cfg.train, epochs=epochs, patience=patience))
 
     def fit(self, X, y=None):
-        """Train on X (n, d) without labels (y is ignored); sets offset_ from contamination."""
+        """Train on X (n, d) without labels (y is ignored); sets method_ (and, for auto,
+        isolated_) and offset_ from contamination."""
         self._validate_params()
         X = validate_data(self, X, dtype=np.float64)
         if len(X) < 2:
@@ -169,21 +185,61 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
             self.models_.append(run.model.double().eval())  # float64: the same whatever the batch
         self.config_ = run.config  # as trained: the sizes resolved
         self.model_ = self.models_[0]
+        self.method_ = self.method
+        if self.method in ("auto", "neighbours"):
+            self._keep_reference(X)
+            if self.method == "auto":
+                own = self._neighbour_distances(self.reference_, leave_self_out=True)
+                vae = -self.score_samples(X[self.reference_rows_])  # elbo: method_ is "auto"
+                self.isolated_ = {"elbo": isolated_share(vae), "neighbours": isolated_share(own)}
+                self.method_ = max(self.isolated_, key=self.isolated_.get)  # elbo on a tie
+        # scikit-learn's contract: predict(X) flags the share `contamination` of X itself (a
+        # training row is its own nearest neighbour here, so new rows score a little higher)
         self.offset_ = float(np.percentile(self.score_samples(X), 100.0 * self.contamination))
         return self
 
+    def _keep_reference(self, X: np.ndarray) -> None:
+        """The neighbours' reference: the training rows (a seeded random subset of MAX_REFERENCE
+        of them beyond that), standardized by the mean and standard deviation of all of them."""
+        self.center_ = X.mean(axis=0)
+        self.scale_ = np.where(X.std(axis=0) > 0, X.std(axis=0), 1.0)
+        rows = np.arange(len(X))
+        if len(X) > MAX_REFERENCE:
+            rows = np.sort(np.random.default_rng(self._seed()).choice(len(X), MAX_REFERENCE,
+                                                                      replace=False))
+        self.reference_rows_ = rows
+        self.reference_ = (X[rows] - self.center_) / self.scale_
+        k = min(NEIGHBOURS, len(rows) - 1)
+        self.neighbours_ = NearestNeighbors(n_neighbors=k, metric="manhattan").fit(self.reference_)
+
+    def _neighbour_distances(self, u: np.ndarray, leave_self_out: bool = False) -> np.ndarray:
+        """Mean L1 distance of each standardized row of u to its nearest reference rows; with
+        leave_self_out (u the reference itself), each row's own entry is not counted."""
+        k = self.neighbours_.n_neighbors
+        if not leave_self_out:
+            return self.neighbours_.kneighbors(u)[0].mean(axis=1)
+        return self.neighbours_.kneighbors(u, n_neighbors=k + 1)[0][:, 1:].mean(axis=1)
+
     def member_scores(self, X, method: str | None = None) -> np.ndarray:
-        """Anomaly scores (nats, higher = more anomalous) of each ensemble member, (ensemble, N),
-        by `method` (default: the detector's); member k scores as a detector seeded seed + k."""
+        """The VAE's anomaly scores (nats, higher = more anomalous) of each ensemble member,
+        (ensemble, N), by `method` of `anomaly.PER_EXAMPLE` (default: the detector's method_ when
+        it is one of them, else elbo); member k scores as a detector seeded seed + k."""
         check_is_fitted(self, "model_")
         X = validate_data(self, X, dtype=np.float64, reset=False)
         x = np.array(X, dtype=np.float32)
-        return np.stack([score(m, m.prepare(x), method or self.method, self.samples,
+        if method is None:
+            chosen = getattr(self, "method_", self.method)
+            method = chosen if chosen in PER_EXAMPLE else "elbo"
+        return np.stack([score(m, m.prepare(x), method, self.samples,
                                seed=self._seed() + k).double().numpy()
                          for k, m in enumerate(self.models_)])
 
     def score_samples(self, X) -> np.ndarray:
-        """Negated anomaly score per row (N,): higher = more normal."""
+        """Negated anomaly score per row (N,) by method_: higher = more normal."""
+        if getattr(self, "method_", None) == "neighbours":
+            check_is_fitted(self, "reference_")
+            X = validate_data(self, X, dtype=np.float64, reset=False)
+            return -self._neighbour_distances((X - self.center_) / self.scale_)
         return -self.member_scores(X).mean(axis=0)
 
     def decision_function(self, X) -> np.ndarray:
@@ -193,3 +249,14 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
     def predict(self, X) -> np.ndarray:
         """1 for inliers, -1 for outliers."""
         return np.where(self.decision_function(X) < 0, -1, 1)
+
+
+def isolated_share(scores: np.ndarray) -> float:
+    """The share of `scores` whose robust z-score, (s - median) / (1.4826 MAD), is above ISOLATED;
+    where the MAD is 0, the scale is 1.2533 x the mean absolute deviation from the median (both
+    estimate a normal's standard deviation); where that is 0 too, nothing is set apart."""
+    deviation = scores - np.median(scores)
+    scale = 1.4826 * np.median(np.abs(deviation))
+    if scale == 0:
+        scale = 1.2533 * np.mean(np.abs(deviation))
+    return float(np.mean(deviation > ISOLATED * scale)) if scale > 0 else 0.0
