@@ -59,7 +59,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
     method: auto (the default), neighbours, or a per-example score of the VAE
         (`vaekit.anomaly.PER_EXAMPLE`: elbo, -ELBO in nats, ...). neighbours: the mean L1 distance
         of the row, standardized by the training rows' mean and standard deviation, to its 10
-        nearest training rows (up to MAX_REFERENCE of them, a random subset beyond). auto: elbo
+        nearest training rows (up to 50,000 of them, a seeded random subset beyond). auto: elbo
         or neighbours, chosen in fit without labels as the one whose scores of the training rows
         set the larger share apart (robust z-score, (s - median) / (1.4826 MAD), above 3; a
         training row's distances leave itself out there; elbo on a tie); method_ says which,
