@@ -432,3 +432,22 @@ def test_elbo_score_mean_is_minus_elbo_within_its_standard_error(planted_run, se
     stderr = math.sqrt(mc_var / len(x) * (1 + 1 / 400))  # of a 1-draw score's mean, and the oracle's
     s = anomaly.score(model, x, "elbo", samples=1, seed=seed)
     assert abs(float(s.double().mean()) - minus_elbo) < 4 * stderr
+
+
+def test_neighbours_keep_a_seeded_subset_of_the_training_rows_beyond_the_cap(monkeypatch):
+    """Beyond MAX_REFERENCE training rows the neighbours' reference is a random subset (the same
+    for the same seed), standardized by all rows, and the scores are distances to it."""
+    import vaekit.detector as detector
+    monkeypatch.setattr(detector, "MAX_REFERENCE", 100)
+    x, _ = planted(300, 10, seed=14)
+    test_x, _ = planted(20, 5, seed=15)
+    det = VAEAnomalyDetector(method="neighbours", **FAST).fit(x)
+    again = VAEAnomalyDetector(method="neighbours", **FAST).fit(x)
+    assert len(det.reference_rows_) == 100 and len(set(det.reference_rows_)) == 100
+    np.testing.assert_array_equal(det.reference_rows_, again.reference_rows_)
+    center, scale = x.astype(np.float64).mean(0), x.astype(np.float64).std(0)
+    reference = (x[det.reference_rows_] - center) / scale
+    expected = brute_force_neighbours(reference, (test_x - center) / scale, 10)
+    np.testing.assert_allclose(-det.score_samples(test_x), expected, rtol=1e-9)
+    auto = VAEAnomalyDetector(**FAST).fit(x)  # auto's shares come from the same subset
+    assert set(auto.isolated_) == {"elbo", "neighbours"} and len(auto.reference_rows_) == 100
