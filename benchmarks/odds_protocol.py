@@ -6,8 +6,9 @@ units: gaussian-fixed's standard deviation or laplace-fixed's scale; it weighs t
 against the KL, in training and in the score) x the nets' dropout rate in training (--dropouts) x
 the likelihood (--likelihoods) x the fraction of each training batch trimmed from the loss
 (--trims) x weight decay (--weight-decays) x the latent dimensions (--latents) x the prior
-(--priors) x score (--methods: elbo, reconstruction, kl) x ensemble size (1, or --members models
-with consecutive seeds, scores averaged in nats), every other option at its default. For each table of
+(--priors) x score (--methods: elbo, reconstruction, kl, ...; auto: the detector's own choice)
+x ensemble size (1, or --members models with consecutive seeds, scores averaged in nats), every
+other option at its default. For each table of
 ../shared/data/odds and each seed, the stratified 60/40 split of benchmarks/odds_anomaly.py (the
 same splits); the 60% is split again (stratified 60/40):
 each candidate is fit on the inner 60% and its *inner* AUROC is measured on the inner 40%, which is
@@ -120,6 +121,9 @@ def fit_and_score(x_fit, x_eval, y_eval, fit: Fit, members: int, seed: int,
                              latent_dim=fit.latent_dim(x_fit.shape[1])).fit(x_fit)
     out = {}
     for method in methods:
+        if method == "auto":  # the detector's own choice of score (fit with its default method)
+            out[f"auto/{members}"] = roc_auc_score(y_eval, -det.score_samples(x_eval))
+            continue
         per_member = det.member_scores(x_eval, method)
         out[f"{method}/1"] = roc_auc_score(y_eval, per_member[0])
         out[f"{method}/{members}"] = roc_auc_score(y_eval, per_member.mean(axis=0))

@@ -38,7 +38,7 @@ from .config import Config, default_sizes
 from .data import dataset_from_arrays
 from .train import train
 
-STEPS = 400  # gradient steps of a fit by default: chosen by the protocol of docs/anomaly.md
+STEPS = 200  # gradient steps of a fit by default: chosen by the protocol of docs/anomaly.md
 TRIM = 0.2  # fraction of each training batch left out of the loss (lowest ELBO): the same protocol
 LIKELIHOOD = "laplace-fixed"  # the same protocol, at the scale of unit variance (UNIT_VARIANCE)
 # sigma=None: the fixed likelihood's scale of unit variance in standardized units
