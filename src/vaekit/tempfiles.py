@@ -13,34 +13,36 @@ import contextlib
 import os
 import secrets
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 PENDING: set[str] = set()  # temp files that exist or may exist: named, not yet renamed or removed
+T = TypeVar("T")
 FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
 
 
 def new_temp(dest: Path) -> tuple[int, str]:
     """Create `.{dest.name}.` + 8 hex characters in dest's folder, mode 0666 less the umask;
     returns (fd, name). The name is in PENDING from before the file exists."""
-    while True:
-        tmp = os.path.join(dest.parent, f".{dest.name}.{secrets.token_hex(4)}")
-        PENDING.add(tmp)
-        try:
-            return os.open(tmp, FLAGS, 0o666), tmp
-        except FileExistsError:  # someone else's temp file by that name: not ours to remove
-            PENDING.discard(tmp)
+    return claim_name(dest, lambda tmp: os.open(tmp, FLAGS, 0o666))
 
 
 def new_temp_dir(dest: Path) -> str:
     """Make the folder `.{dest.name}.` + 8 hex characters beside dest (mode 0777 less the umask);
     returns its name, in PENDING from before the folder exists."""
+    return claim_name(dest, os.mkdir)[1]
+
+
+def claim_name(dest: Path, make: Callable[[str], T]) -> tuple[T, str]:
+    """(make(tmp), tmp) for a fresh temp name tmp beside dest, recorded in PENDING before make
+    creates it; a name someone else holds (FileExistsError) is forgotten and another drawn."""
     while True:
         tmp = os.path.join(dest.parent, f".{dest.name}.{secrets.token_hex(4)}")
         PENDING.add(tmp)
         try:
-            os.mkdir(tmp)
-            return tmp
-        except FileExistsError:
+            return make(tmp), tmp
+        except FileExistsError:  # someone else's temp file by that name: not ours to remove
             PENDING.discard(tmp)
 
 
