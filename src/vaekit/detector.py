@@ -186,23 +186,26 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         self.config_ = run.config  # as trained: the sizes resolved
         self.model_ = self.models_[0]
         self.method_ = self.method
+        elbo = None  # the VAE's -ELBO of X, when auto has it: scored once
         if self.method in ("auto", "neighbours"):
             self._keep_reference(X)
             if self.method == "auto":
+                elbo = self.member_scores(X, "elbo").mean(axis=0)
                 own = self._neighbour_distances(self.reference_, leave_self_out=True)
-                vae = -self.score_samples(X[self.reference_rows_])  # elbo: method_ is "auto"
-                self.isolated_ = {"elbo": isolated_share(vae), "neighbours": isolated_share(own)}
+                self.isolated_ = {"elbo": isolated_share(elbo[self.reference_rows_]),
+                                  "neighbours": isolated_share(own)}
                 self.method_ = max(self.isolated_, key=self.isolated_.get)  # elbo on a tie
         # scikit-learn's contract: predict(X) flags the share `contamination` of X itself (a
         # training row is its own nearest neighbour here, so new rows score a little higher)
-        self.offset_ = float(np.percentile(self.score_samples(X), 100.0 * self.contamination))
+        normal = -elbo if elbo is not None and self.method_ == "elbo" else self.score_samples(X)
+        self.offset_ = float(np.percentile(normal, 100.0 * self.contamination))
         return self
 
     def _keep_reference(self, X: np.ndarray) -> None:
         """The neighbours' reference: the training rows (a seeded random subset of MAX_REFERENCE
         of them beyond that), standardized by the mean and standard deviation of all of them."""
-        self.center_ = X.mean(axis=0)
-        self.scale_ = np.where(X.std(axis=0) > 0, X.std(axis=0), 1.0)
+        self.center_, std = X.mean(axis=0), X.std(axis=0)
+        self.scale_ = np.where(std > 0, std, 1.0)
         rows = np.arange(len(X))
         if len(X) > MAX_REFERENCE:
             rows = np.sort(np.random.default_rng(self._seed()).choice(len(X), MAX_REFERENCE,
