@@ -8,7 +8,8 @@ row to its 10 nearest fit rows (a fit row leaving itself out), as in odds_hybrid
 at the three scores of the fit rows only and picks one; its column is the AUROC of the pick on the
 evaluation rows. Statistics of a score s over the fit rows (the pick has the largest):
 
-- `share>t`: the share of rows with (s - median) / (1.4826 MAD) above t (t = 2, 2.5, 3, 3.5, 4, 5);
+- `share>t`: the share of rows with (s - median) / (1.4826 MAD) above t (t = 2, 2.5, 3, 3.5, 4, 5;
+  the detector's `isolated_share`);
 - `spread`: (mean of the top 5% - median) / interquartile range;
 - `kurtosis`, `skewness`: of s;
 - `agreement`: the summed Spearman correlation with the other candidates' rankings (between two
@@ -37,14 +38,12 @@ from odds_hybrid import isolation, knn  # noqa: E402
 from odds_scores import FIT_STEPS, run  # noqa: E402
 
 from vaekit import VAEAnomalyDetector  # noqa: E402
-
-
-def robust_z(s: np.ndarray) -> np.ndarray:
-    return (s - np.median(s)) / (1.4826 * np.median(np.abs(s - np.median(s))) + 1e-12)
+from vaekit.detector import isolated_share  # noqa: E402
 
 
 def share_above(t: float) -> Callable[[list[np.ndarray]], list[float]]:
-    return lambda scores: [float(np.mean(robust_z(s) > t)) for s in scores]
+    """The detector's own statistic (`detector.isolated_share`) at threshold t."""
+    return lambda scores: [isolated_share(s, t) for s in scores]
 
 
 def spread(scores: list[np.ndarray]) -> list[float]:

@@ -254,12 +254,12 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         return np.where(self.decision_function(X) < 0, -1, 1)
 
 
-def isolated_share(scores: np.ndarray) -> float:
-    """The share of `scores` whose robust z-score, (s - median) / (1.4826 MAD), is above ISOLATED;
+def isolated_share(scores: np.ndarray, threshold: float = ISOLATED) -> float:
+    """The share of `scores` whose robust z-score, (s - median) / (1.4826 MAD), is above threshold;
     where the MAD is 0, the scale is 1.2533 x the mean absolute deviation from the median (both
     estimate a normal's standard deviation); where that is 0 too, nothing is set apart."""
     deviation = scores - np.median(scores)
     scale = 1.4826 * np.median(np.abs(deviation))
     if scale == 0:
         scale = 1.2533 * np.mean(np.abs(deviation))
-    return float(np.mean(deviation > ISOLATED * scale)) if scale > 0 else 0.0
+    return float(np.mean(deviation > threshold * scale)) if scale > 0 else 0.0
