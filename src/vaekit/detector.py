@@ -18,14 +18,24 @@ labels: the one that sets apart the larger share of the training rows (robust z-
 ISOLATED). scikit-learn's sign convention is kept: `score_samples` is higher for more normal
 examples. How the defaults were chosen (leave-one-table-out and dev/confirm halves of 20 ODDS
 tables), and how they compare with IsolationForest: docs/anomaly.md.
+
+A fitted detector is saved as a folder (`save`, `VAEAnomalyDetector.load`, `vaekit detect --save`):
+detector.json (parameters and fitted attributes), config.yaml (the fit's config), model-K.pt per
+ensemble member (weights, read back with torch.load(weights_only=True)) and, for auto and
+neighbours, reference.npz (the neighbours' standardized reference rows; read without pickle).
+Nothing in it is unpickled.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import tempfile
+import zipfile
 from dataclasses import replace
 from numbers import Integral, Real
+from pathlib import Path
 
 import numpy as np
 from sklearn.base import BaseEstimator, OutlierMixin
@@ -36,17 +46,23 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from .anomaly import PER_EXAMPLE, score
 from .config import Config, default_sizes
 from .data import dataset_from_arrays
+from .detector_defaults import (
+    ISOLATED,
+    LIKELIHOOD,
+    MAX_REFERENCE,
+    METHODS,
+    NEIGHBOURS,
+    STEPS,
+    TRIM,
+    UNIT_VARIANCE,
+)
+from .errors import VaekitError
+from .runs import atomic_write, load_torch, model_of, read_config, save_torch, write_config
+from .tempfiles import claim_name, new_temp_dir, remove_temp
 from .train import train
 
-STEPS = 200  # gradient steps of a fit by default: chosen by the protocol of docs/anomaly.md
-TRIM = 0.2  # fraction of each training batch left out of the loss (lowest ELBO): the same protocol
-LIKELIHOOD = "laplace-fixed"  # the same protocol, at the scale of unit variance (UNIT_VARIANCE)
-# sigma=None: the fixed likelihood's scale of unit variance in standardized units
-UNIT_VARIANCE = {"gaussian-fixed": 1.0, "laplace-fixed": math.sqrt(0.5)}  # Laplace: 2 b^2 = 1
-NEIGHBOURS = 10  # k of the `neighbours` score
-MAX_REFERENCE = 50_000  # training rows kept as the neighbours' reference (a random subset beyond)
-ISOLATED = 3.0  # robust z-score beyond which `auto` counts a training row as set apart
-METHODS = {"auto", "neighbours", *PER_EXAMPLE}  # the detector's; PER_EXAMPLE: the VAE's, in nats
+FORMAT = "vaekit-detector"  # detector.json's "format": what `load` accepts (version FORMAT_VERSION)
+FORMAT_VERSION = 1
 
 __all__ = ["VAEAnomalyDetector", "default_sizes"]  # default_sizes: the rule `vaekit train` uses too
 
@@ -212,7 +228,11 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
                                                                       replace=False))
         self.reference_rows_ = rows
         self.reference_ = (X[rows] - self.center_) / self.scale_
-        k = min(NEIGHBOURS, len(rows) - 1)
+        self._index_reference()
+
+    def _index_reference(self) -> None:
+        """neighbours_: the search index over reference_ (L1, NEIGHBOURS, fewer on tiny data)."""
+        k = min(NEIGHBOURS, len(self.reference_) - 1)
         self.neighbours_ = NearestNeighbors(n_neighbors=k, metric="manhattan").fit(self.reference_)
 
     def _neighbour_distances(self, u: np.ndarray, leave_self_out: bool = False) -> np.ndarray:
@@ -252,6 +272,103 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
     def predict(self, X) -> np.ndarray:
         """1 for inliers, -1 for outliers."""
         return np.where(self.decision_function(X) < 0, -1, 1)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the fitted detector to the folder `path` (created; a detector saved there before
+        is replaced, any other non-empty folder refused): written whole beside it, then renamed,
+        so an interrupted or failed save leaves the folder as it was. Returns the path."""
+        check_is_fitted(self, "model_")
+        path = check_save_target(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        work = new_temp_dir(path)
+        try:
+            self._write(Path(work))
+            if path.exists():  # the detector saved before: moved aside, then removed
+                old = claim_name(path, lambda tmp: os.rename(path, tmp))[1]
+                os.rename(work, path)
+                remove_temp(old)
+            else:
+                os.rename(work, path)
+        finally:
+            remove_temp(work)
+        return path
+
+    def _write(self, folder: Path) -> None:
+        fitted = {"method_": self.method_, "isolated_": getattr(self, "isolated_", None),
+                  "offset_": self.offset_, "n_features_in_": int(self.n_features_in_),
+                  "members": len(self.models_)}
+        if hasattr(self, "feature_names_in_"):
+            fitted["feature_names_in_"] = [str(n) for n in self.feature_names_in_]
+        params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.get_params().items()}
+        write_config(folder, self.config_)
+        for k, m in enumerate(self.models_):
+            save_torch(folder / f"model-{k}.pt", {"spec": m.spec(), "model": m.state_dict()})
+        if hasattr(self, "reference_"):
+            def arrays(f) -> None:
+                np.savez(f, center=self.center_, scale=self.scale_, reference=self.reference_,
+                         rows=self.reference_rows_)
+            atomic_write(folder / "reference.npz", arrays)
+        body = {"format": FORMAT, "version": FORMAT_VERSION, "params": params, "fitted": fitted}
+        atomic_write(folder / "detector.json", json.dumps(body, indent=2) + "\n")  # last: complete
+
+    @classmethod
+    def load(cls, path: str | Path) -> VAEAnomalyDetector:
+        """A detector written by `save` (or `vaekit detect --save`), ready to score; the same
+        scores as the one saved. Any file missing, corrupt or of another kind is one VaekitError."""
+        path = Path(path)
+        meta = path / "detector.json"
+        if not meta.is_file():
+            raise VaekitError(f"{path} is not a saved detector (no detector.json); give the folder "
+                              "that `vaekit detect --save` or VAEAnomalyDetector.save wrote")
+        try:
+            body = json.loads(meta.read_text())
+            if body.get("format") != FORMAT or body.get("version") != FORMAT_VERSION:
+                raise ValueError("another format")
+            det = cls(**{k: (tuple(v) if isinstance(v, list) else v)
+                         for k, v in body["params"].items()})
+            fitted = body["fitted"]
+            det.method_, det.offset_ = str(fitted["method_"]), float(fitted["offset_"])
+            det.n_features_in_, members = int(fitted["n_features_in_"]), int(fitted["members"])
+            if fitted["isolated_"] is not None:
+                det.isolated_ = {str(k): float(v) for k, v in fitted["isolated_"].items()}
+            if "feature_names_in_" in fitted:
+                det.feature_names_in_ = np.asarray(fitted["feature_names_in_"], dtype=object)
+            det._validate_params()
+        except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as e:
+            raise VaekitError(f"{meta} is corrupt or not a vaekit detector's ({type(e).__name__}); "
+                              "save the detector again") from None
+        det.models_ = [model_of(load_torch(file), file, "save the detector again").double().eval()
+                       for file in (path / f"model-{k}.pt" for k in range(members))]
+        det.model_ = det.models_[0]
+        det.config_ = read_config(path)
+        if det.method_ == "neighbours" or det.method == "auto":
+            det._read_reference(path / "reference.npz")
+        return det
+
+    def _read_reference(self, file: Path) -> None:
+        try:
+            with open(file, "rb") as f, np.load(f, allow_pickle=False) as z:  # closed even when
+                self.center_, self.scale_ = z["center"], z["scale"]         # the zip is corrupt
+                self.reference_, self.reference_rows_ = z["reference"], z["rows"]
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as e:
+            raise VaekitError(f"{file} is missing or corrupt ({type(e).__name__}); save the "
+                              "detector again") from None
+        d = self.n_features_in_
+        if self.reference_.ndim != 2 or self.reference_.shape[1] != d or self.center_.shape != (d,):
+            raise VaekitError(f"{file} holds rows of another shape than the detector's {d} "
+                              "features; save the detector again")
+        self._index_reference()
+
+
+def check_save_target(path: str | Path) -> Path:
+    """Where `save` may write: a new or empty folder, or one holding a saved detector (replaced);
+    anything else is one clear error, before any work."""
+    path = Path(path)
+    if path.exists() and not (path / "detector.json").is_file() and (
+            not path.is_dir() or any(path.iterdir())):
+        raise VaekitError(f"{path} exists and is not a saved detector; give a new folder (a "
+                          "saved detector there is replaced)")
+    return path
 
 
 def isolated_share(scores: np.ndarray, threshold: float = ISOLATED) -> float:

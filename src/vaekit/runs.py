@@ -310,18 +310,24 @@ def load(run_dir: str | Path, which: str = "best", device: str | None = None) ->
                           "`vaekit train` printed")
     cfg = read_config(run_dir)
     path = run_dir / f"{which}.pt"
-    ckpt = load_torch(path)
-    try:
-        model = VAE.from_spec(ckpt["spec"])
-        model.load_state_dict(ckpt["model"])
-    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as e:
-        raise VaekitError(f"checkpoint {path} does not match a vaekit model "
-                          f"({type(e).__name__}); retrain or restore the file") from None
+    model = model_of(load_torch(path), path)
     if not same_model(model.config, cfg.model):
         raise VaekitError(f"checkpoint {path} holds another model than {run_dir / 'config.yaml'} "
                           "describes (another run's file?); restore the run's own checkpoint")
     model.to(resolve_device(device or cfg.train.device)).eval()
     return Run(run_dir, cfg, model)
+
+
+def model_of(ckpt: dict[str, Any], path: Path, fix: str = "retrain or restore the file") -> VAE:
+    """The model a checkpoint (`load_torch`) holds: built from its spec, its weights loaded; one
+    clear error (naming path and `fix`) if they do not make a vaekit model."""
+    try:
+        model = VAE.from_spec(ckpt["spec"])
+        model.load_state_dict(ckpt["model"])
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as e:
+        raise VaekitError(f"checkpoint {path} does not match a vaekit model "
+                          f"({type(e).__name__}); {fix}") from None
+    return model
 
 
 def same_model(saved: ModelConfig, config: ModelConfig) -> bool:

@@ -15,7 +15,7 @@ from ..tempfiles import remove_pending
 from .common import OneLineParser
 
 COMMANDS = ["train", "eval", "sample",
-            "interpolate", "traverse", "manifold", "shift", "encode", "probe", "score",
+            "interpolate", "traverse", "manifold", "shift", "encode", "probe", "score", "detect",
             "report", "sweep", "export", "serve"]
 
 

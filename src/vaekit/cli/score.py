@@ -117,16 +117,23 @@ def run(args) -> int:
         how = "fpr" if args.fpr is not None else "contamination"
         lines.append(f"threshold {cut:.4g} (validation {how} {rate:g}): {int(flagged.sum())} of "
                      f"{len(s)} flagged")
+    return finish(args, s, args.method, y, target, flagged, lines)
+
+
+def finish(args, s: np.ndarray, method: str, y, target, flagged, lines: list[str]) -> int:
+    """AUROC and average precision when the labels say which examples are anomalies (target),
+    then the scores as CSV to --out (the summary lines to stdout) or to stdout (the summary to
+    stderr); `vaekit score` and `vaekit detect` alike."""
     if target is not None and 0 < target.sum() < len(target):
         m = anomaly.detection_metrics(s, target)
         lines.append(f"AUROC {m['auroc']:.4f}  average precision {m['average_precision']:.4f} "
                      f"({int(target.sum())} anomalies in {len(s)})")
     if args.out:
-        write_scores_file(Path(args.out), s, args.method, y, flagged)
-        lines.insert(0, f"wrote {len(s)} {args.method} scores to {args.out}")
+        write_scores_file(Path(args.out), s, method, y, flagged)
+        lines.insert(0, f"wrote {len(s)} {method} scores to {args.out}")
         print("\n".join(lines))
     else:
-        write_scores(sys.stdout, s, args.method, y, flagged)
+        write_scores(sys.stdout, s, method, y, flagged)
         if lines:
             print("\n".join(lines), file=sys.stderr)
     return 0

@@ -1,0 +1,173 @@
+"""A fitted VAEAnomalyDetector saved and loaded (no pickle), and `vaekit detect`, the detector on
+the command line: the same numbers as the Python API, scikit-learn's metrics for AUROC, one-line
+errors."""
+
+from __future__ import annotations
+
+import errno
+import json
+
+import numpy as np
+import pytest
+from conftest import run_cli
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from vaekit import VAEAnomalyDetector
+from vaekit import detector as detector_module
+from vaekit.errors import VaekitError
+
+STEPS = 40  # short fits: these tests check plumbing, not accuracy
+
+
+def table(seed: int = 0, n: int = 300, d: int = 5, outliers: int = 15):
+    """n rows: normal ones from N(0, I), the last `outliers` shifted by 5 in every feature; labels
+    1 for those."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d))
+    x[n - outliers:] += 5.0
+    return x, (np.arange(n) >= n - outliers).astype(int)
+
+
+def test_saved_detector_scores_as_the_one_fitted(tmp_path):
+    x, _ = table()
+    new = table(seed=1)[0]
+    for det in (VAEAnomalyDetector(steps=STEPS, random_state=3).fit(x),               # auto
+                VAEAnomalyDetector(method="elbo", ensemble=2, steps=STEPS).fit(x),
+                VAEAnomalyDetector(method="neighbours", steps=STEPS, contamination=0.05).fit(x)):
+        folder = det.save(tmp_path / det.method)
+        loaded = VAEAnomalyDetector.load(folder)
+        assert loaded.get_params() == det.get_params()
+        assert (loaded.method_, loaded.offset_, loaded.n_features_in_) == (
+            det.method_, det.offset_, det.n_features_in_)
+        assert getattr(loaded, "isolated_", None) == getattr(det, "isolated_", None)
+        np.testing.assert_array_equal(loaded.score_samples(new), det.score_samples(new))
+        np.testing.assert_array_equal(loaded.predict(new), det.predict(new))
+        np.testing.assert_array_equal(loaded.member_scores(new), det.member_scores(new))
+        assert len(loaded.models_) == det.ensemble
+    assert not (tmp_path / "elbo" / "reference.npz").exists()  # no neighbours: no reference rows
+
+
+def test_save_replaces_a_saved_detector_and_refuses_other_folders(tmp_path):
+    x, _ = table()
+    first = VAEAnomalyDetector(method="elbo", steps=STEPS, random_state=0).fit(x)
+    second = VAEAnomalyDetector(method="neighbours", steps=STEPS, random_state=1).fit(x)
+    first.save(tmp_path / "det")
+    second.save(tmp_path / "det")
+    assert VAEAnomalyDetector.load(tmp_path / "det").method_ == "neighbours"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["det"]  # no temp folder left
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "keep.txt").write_text("mine")
+    with pytest.raises(VaekitError, match="not a saved detector"):
+        first.save(tmp_path / "notes")
+    assert (tmp_path / "notes" / "keep.txt").read_text() == "mine"
+
+
+def test_failed_save_leaves_the_saved_detector_as_it_was(tmp_path, monkeypatch):
+    x, _ = table()
+    old = VAEAnomalyDetector(method="elbo", steps=STEPS, random_state=0).fit(x)
+    old.save(tmp_path / "det")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "det").iterdir()}
+
+    def full_disk(path, payload):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+    monkeypatch.setattr(detector_module, "save_torch", full_disk)
+    new = VAEAnomalyDetector(method="elbo", steps=STEPS, random_state=5).fit(x)
+    with pytest.raises(OSError):
+        new.save(tmp_path / "det")
+    assert {p.name: p.read_bytes() for p in (tmp_path / "det").iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["det"]
+
+
+@pytest.mark.parametrize("damage,words", [
+    (lambda d: (d / "detector.json").write_text("{not json"), "corrupt"),
+    (lambda d: (d / "detector.json").write_text(json.dumps({"format": "other"})), "corrupt"),
+    (lambda d: (d / "detector.json").unlink(), "no detector.json"),
+    (lambda d: (d / "model-0.pt").write_bytes(b"garbage"), "corrupt"),
+    (lambda d: (d / "reference.npz").write_bytes(b"PK\x03\x04garbage"), "corrupt"),
+    (lambda d: np.savez(d / "reference.npz", center=np.zeros(2), scale=np.ones(2),
+                        reference=np.zeros((4, 2)), rows=np.arange(4)), "another shape"),
+])
+def test_load_of_a_damaged_folder_is_one_clear_error(tmp_path, damage, words):
+    x, _ = table()
+    VAEAnomalyDetector(method="neighbours", steps=STEPS).fit(x).save(tmp_path / "det")
+    damage(tmp_path / "det")
+    with pytest.raises(VaekitError, match=words):
+        VAEAnomalyDetector.load(tmp_path / "det")
+
+
+def read_csv(path):
+    rows = np.genfromtxt(path, delimiter=",", names=True, dtype=None, encoding="utf-8")
+    return rows
+
+
+def test_cli_fits_scores_and_flags_as_the_python_detector(tmp_path, capsys):
+    x, y = table()
+    np.savez(tmp_path / "fit.npz", X=x, y=y)
+    code, out, err = run_cli(capsys, "detect", "--data", tmp_path / "fit.npz", "--steps", STEPS,
+                             "--seed", 2, "--contamination", 0.05, "--out", tmp_path / "s.csv")
+    assert code == 0, err
+    rows = read_csv(tmp_path / "s.csv")
+    det = VAEAnomalyDetector(steps=STEPS, random_state=2, contamination=0.05).fit(x)
+    np.testing.assert_allclose(rows["score"], -det.score_samples(x), rtol=1e-6)
+    assert set(rows["method"]) == {det.method_}
+    np.testing.assert_array_equal(rows["label"], y)
+    np.testing.assert_array_equal(rows["flagged"], det.predict(x) == -1)
+    auroc = roc_auc_score(y, rows["score"])
+    ap = average_precision_score(y, rows["score"])
+    assert f"AUROC {auroc:.4f}  average precision {ap:.4f} (15 anomalies in 300)" in out
+    assert f"{int(rows['flagged'].sum())} of 300 flagged" in out
+    assert f"score {det.method_}" in out and f"elbo {det.isolated_['elbo']:.3f}" in out
+
+
+def test_cli_save_then_load_scores_new_rows_the_same(tmp_path, capsys):
+    x, _ = table()
+    new, labels = table(seed=7, n=120, outliers=6)
+    np.save(tmp_path / "fit.npy", x)
+    np.savez(tmp_path / "new.npz", X=new, y=labels)
+    code, _, err = run_cli(capsys, "detect", "--data", tmp_path / "fit.npy", "--test-data",
+                           tmp_path / "new.npz", "--steps", STEPS, "--save", tmp_path / "det",
+                           "--out", tmp_path / "a.csv")
+    assert code == 0, err
+    code, out, err = run_cli(capsys, "detect", "--load", tmp_path / "det", "--data",
+                             tmp_path / "new.npz", "--out", tmp_path / "b.csv")
+    assert code == 0, err
+    assert (tmp_path / "a.csv").read_text() == (tmp_path / "b.csv").read_text()
+    loaded = VAEAnomalyDetector.load(tmp_path / "det")
+    np.testing.assert_allclose(read_csv(tmp_path / "b.csv")["score"], -loaded.score_samples(new),
+                               rtol=1e-6)
+    assert "6 anomalies in 120" in out
+
+
+@pytest.mark.parametrize("extra,words", [
+    (["--contamination", "0.5"], ["--contamination", "(0, 0.5)"]),
+    (["--steps", "0"], ["--steps", "at least 1"]),
+    (["--ensemble", "0"], ["--ensemble"]),
+    (["--load", "DET", "--method", "elbo"], ["--method", "already fit"]),
+    (["--load", "DET", "--test-data", "DATA"], ["--test-data", "already fit"]),
+    (["--load", "NOWHERE"], ["--load", "no such folder"]),
+    (["--save", "DATA"], ["not a saved detector"]),
+])
+def test_cli_refuses_bad_options_in_one_line(tmp_path, capsys, extra, words):
+    x, _ = table()
+    np.save(tmp_path / "fit.npy", x)
+    if "DET" in extra:
+        VAEAnomalyDetector(method="elbo", steps=STEPS).fit(x).save(tmp_path / "det")
+    names = {"DET": tmp_path / "det", "DATA": tmp_path / "fit.npy", "NOWHERE": tmp_path / "none"}
+    code, _, err = run_cli(capsys, "detect", "--data", tmp_path / "fit.npy",
+                           *[names.get(a, a) for a in extra])
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    for w in words:
+        assert w in err, (w, err)
+
+
+def test_cli_refuses_rows_of_another_width_and_nan(tmp_path, capsys):
+    x, _ = table()
+    VAEAnomalyDetector(method="elbo", steps=STEPS).fit(x).save(tmp_path / "det")
+    np.save(tmp_path / "narrow.npy", x[:, :3])
+    code, _, err = run_cli(capsys, "detect", "--load", tmp_path / "det", "--data",
+                           tmp_path / "narrow.npy")
+    assert code == 2 and "3 features per row" in err and "fit on 5" in err, err
+    x[4, 2] = np.nan
+    np.save(tmp_path / "nan.npy", x)
+    code, _, err = run_cli(capsys, "detect", "--data", tmp_path / "nan.npy")
+    assert code == 2 and "NaN" in err and len(err.strip().splitlines()) == 1, err
