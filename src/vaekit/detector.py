@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import tempfile
 import zipfile
 from dataclasses import replace
@@ -58,7 +57,7 @@ from .detector_defaults import (
 )
 from .errors import VaekitError
 from .runs import atomic_write, load_torch, model_of, read_config, save_torch, write_config
-from .tempfiles import claim_name, new_temp_dir, remove_temp
+from .tempfiles import new_temp_dir, remove_temp, replace_folder
 from .train import train
 
 FORMAT = "vaekit-detector"  # detector.json's "format": what `load` accepts (version FORMAT_VERSION)
@@ -283,12 +282,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         work = new_temp_dir(path)
         try:
             self._write(Path(work))
-            if path.exists():  # the detector saved before: moved aside, then removed
-                old = claim_name(path, lambda tmp: os.rename(path, tmp))[1]
-                os.rename(work, path)
-                remove_temp(old)
-            else:
-                os.rename(work, path)
+            replace_folder(work, path)  # the detector saved before, if any, stays until then
         finally:
             remove_temp(work)
         return path

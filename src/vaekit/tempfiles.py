@@ -65,3 +65,22 @@ def remove_pending() -> None:
 
 
 atexit.register(remove_pending)
+
+
+def replace_folder(work: str | Path, dest: Path) -> None:
+    """Put the complete folder `work` at dest, replacing the folder there, if any: that one is
+    moved aside (under a name outside PENDING, so no cleanup removes it), `work` renamed in, then
+    the old one removed. Interrupted or failed in between, the old folder is renamed back: dest
+    holds the old folder or the new one, whole, never neither."""
+    aside = dest.parent / f".{dest.name}.old-{secrets.token_hex(4)}"
+    try:
+        if dest.exists():
+            os.rename(dest, aside)
+        os.rename(work, dest)
+    except BaseException:
+        if aside.exists() and not dest.exists():
+            os.rename(aside, dest)
+        raise
+    finally:
+        if dest.exists() and aside.exists():
+            shutil.rmtree(aside, ignore_errors=True)
