@@ -202,6 +202,11 @@ def test_cli_refuses_rows_of_another_width_and_nan(tmp_path, capsys):
     code, _, err = run_cli(capsys, "detect", "--load", tmp_path / "det", "--data",
                            tmp_path / "narrow.npy")
     assert code == 2 and "3 features per row" in err and "fit on 5" in err, err
+    np.save(tmp_path / "fit.npy", x)
+    code, _, err = run_cli(capsys, "detect", "--data", tmp_path / "fit.npy", "--test-data",
+                           tmp_path / "narrow.npy", "--save", tmp_path / "new")
+    assert code == 2 and "3 features per row" in err, err
+    assert not (tmp_path / "new").exists()  # refused before the fit, nothing saved
     x[4, 2] = np.nan
     np.save(tmp_path / "nan.npy", x)
     code, _, err = run_cli(capsys, "detect", "--data", tmp_path / "nan.npy")

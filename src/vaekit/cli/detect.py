@@ -106,6 +106,12 @@ def check_options(args) -> None:
         check_out(args.out)
 
 
+def check_width(x: np.ndarray, features: int, source: str) -> None:
+    if x.shape[1] != features:
+        raise VaekitError(f"{source} has {x.shape[1]} features per row; the detector was fit on "
+                          f"{features}; give rows with the same columns")
+
+
 def fit(args, x: np.ndarray) -> tuple[VAEAnomalyDetector, str]:
     """The detector fit on x, and the line that says what it kept."""
     if len(x) < 2:
@@ -138,19 +144,18 @@ def run(args) -> int:
         lines.append(f"loaded the detector of {args.load}: score {det.method_}")
     else:
         x, y = read_rows(args.data, args, "train", "--data")
-        det, line = fit(args, x)
+        fit_rows = x
+        if args.test_data:  # read (and checked) before the fit
+            x, y = read_rows(args.test_data, args, "test", "--test-data")
+            check_width(x, fit_rows.shape[1], args.test_data)
+        det, line = fit(args, fit_rows)
         lines.append(line)
         if args.save:
             det.save(args.save)
             lines.append(f"saved the detector to {args.save}")
-        if args.test_data:
-            x, y = read_rows(args.test_data, args, "test", "--test-data")
-    source = args.test_data or args.data
-    if x.shape[1] != det.n_features_in_:
-        raise VaekitError(f"{source} has {x.shape[1]} features per row; the detector was fit on "
-                          f"{det.n_features_in_}; give rows with the same columns")
+    check_width(x, det.n_features_in_, args.test_data or args.data)
     s = -det.score_samples(x)
-    flagged = det.predict(x) == -1
+    flagged = -s - det.offset_ < 0  # predict(x) == -1, from the scores already drawn
     lines.append(f"{int(flagged.sum())} of {len(s)} flagged (threshold {-det.offset_:.4g}: the "
                  f"contamination {det.contamination:g} of the fit rows)")
     target = None if y is None else anomaly.anomaly_target(y, args.anomaly_label)
