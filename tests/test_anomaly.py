@@ -357,11 +357,12 @@ def test_isolated_share_counts_rows_beyond_three_robust_standard_deviations():
     assert isolated_share(np.full(100, 7.0)) == 0.0
 
 
-def brute_force_neighbours(reference: np.ndarray, x: np.ndarray, k: int, leave_self_out=False):
-    """Mean of the k smallest L1 distances of each row of x to the rows of reference (numpy)."""
+def brute_force_neighbours(reference: np.ndarray, x: np.ndarray, k: int):
+    """Mean of the k smallest L1 distances of each row of x to the rows of reference other than
+    itself: one reference row at distance 0 (the row itself, or a copy) is left out (numpy)."""
     d = np.abs(x[:, None, :] - reference[None, :, :]).sum(-1)
     d = np.sort(d, axis=1)
-    return d[:, 1:k + 1].mean(1) if leave_self_out else d[:, :k].mean(1)
+    return np.where(d[:, 0] == 0, d[:, 1:k + 1].mean(1), d[:, :k].mean(1))
 
 
 def test_neighbours_score_is_the_mean_l1_distance_to_the_ten_nearest_training_rows():
@@ -373,6 +374,22 @@ def test_neighbours_score_is_the_mean_l1_distance_to_the_ten_nearest_training_ro
     expected = brute_force_neighbours((x - center) / scale, (test_x - center) / scale, 10)
     np.testing.assert_allclose(-det.score_samples(test_x), expected, rtol=1e-9)
     assert (det.predict(x) == -1).mean() == pytest.approx(0.1, abs=0.01)  # contamination 0.1
+    copies = x[:5] + 0.0  # new rows identical to training rows score as those training rows do
+    np.testing.assert_array_equal(det.score_samples(copies), det.score_samples(x)[:5])
+    expected = brute_force_neighbours((x - center) / scale, (x - center) / scale, 10)
+    np.testing.assert_allclose(-det.score_samples(x), expected, rtol=1e-9)  # each leaves itself out
+
+
+def test_neighbours_threshold_flags_the_contamination_share_of_new_rows_too():
+    """New rows from the training rows' own distribution are flagged at about the rate
+    `contamination` sets on the training rows. (While a training row counted itself among its
+    nearest neighbours, its distances were lower than a new row's, and 16.8% of new rows were
+    flagged at contamination 0.1.)"""
+    rng = np.random.default_rng(0)
+    x, new = rng.normal(size=(1500, 4)), rng.normal(size=(6000, 4))
+    det = VAEAnomalyDetector(method="neighbours", contamination=0.1, **FAST).fit(x)
+    assert (det.predict(x) == -1).mean() == pytest.approx(0.1, abs=0.002)
+    assert (det.predict(new) == -1).mean() == pytest.approx(0.1, abs=0.015)  # se 0.004 + sampling
 
 
 def test_auto_chooses_the_score_that_sets_more_training_rows_apart():
@@ -384,7 +401,7 @@ def test_auto_chooses_the_score_that_sets_more_training_rows_apart():
     det = VAEAnomalyDetector(**FAST).fit(x)
     elbo = VAEAnomalyDetector(method="elbo", **FAST).fit(x)
     center, scale = x.astype(np.float64).mean(0), x.astype(np.float64).std(0)
-    own = brute_force_neighbours((x - center) / scale, (x - center) / scale, 10, True)
+    own = brute_force_neighbours((x - center) / scale, (x - center) / scale, 10)
     assert det.isolated_["elbo"] == isolated_share(-elbo.score_samples(x))
     assert det.isolated_["neighbours"] == pytest.approx(isolated_share(own), abs=1 / len(x))
     larger = "neighbours" if det.isolated_["neighbours"] > det.isolated_["elbo"] else "elbo"

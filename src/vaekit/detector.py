@@ -12,12 +12,12 @@ TRIM of its batch with the lowest ELBO out of the loss, so the rows the model ex
 outliers among them) do not pull it toward themselves. Scores are `anomaly.PER_EXAMPLE` (nats),
 averaged over `ensemble` models trained with seeds random_state, random_state + 1, ...; or
 `neighbours`, the mean L1 distance of the standardized row to its NEIGHBOURS nearest training
-rows, for anomalies that lie in a gap between clusters of normal rows, which a smooth density
-does not see. The default, `auto`, chooses between the -ELBO and `neighbours` at fit time, without
-labels: the one that sets apart the larger share of the training rows (robust z-score above
-ISOLATED). scikit-learn's sign convention is kept: `score_samples` is higher for more normal
-examples. How the defaults were chosen (leave-one-table-out and dev/confirm halves of 20 ODDS
-tables), and how they compare with IsolationForest: docs/anomaly.md.
+rows other than itself, for anomalies that lie in a gap between clusters of normal rows, which a
+smooth density does not see. The default, `auto`, chooses between the -ELBO and `neighbours` at
+fit time, without labels: the one that sets apart the larger share of the training rows (robust
+z-score above ISOLATED). scikit-learn's sign convention is kept: `score_samples` is higher for
+more normal examples. How the defaults were chosen (leave-one-table-out and dev/confirm halves of
+20 ODDS tables), and how they compare with IsolationForest: docs/anomaly.md.
 
 A fitted detector is saved as a folder (`save`, `VAEAnomalyDetector.load`, `vaekit detect --save`):
 detector.json (parameters and fitted attributes), config.yaml (the fit's config), model-K.pt per
@@ -74,11 +74,12 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
     method: auto (the default), neighbours, or a per-example score of the VAE
         (`vaekit.anomaly.PER_EXAMPLE`: elbo, -ELBO in nats, ...). neighbours: the mean L1 distance
         of the row, standardized by the training rows' mean and standard deviation, to its 10
-        nearest training rows (up to 50,000 of them, a seeded random subset beyond). auto: elbo
-        or neighbours, chosen in fit without labels as the one whose scores of the training rows
-        set the larger share apart (robust z-score, (s - median) / (1.4826 MAD), above 3; a
-        training row's distances leave itself out there; elbo on a tie); method_ says which,
-        isolated_ the two shares. See docs/anomaly.md for how it was chosen.
+        nearest training rows other than itself (up to 50,000 of them, a seeded random subset
+        beyond; an identical training row counts as the row itself, once). auto: elbo or
+        neighbours, chosen in fit without labels as the one whose scores of the training rows
+        set the larger share apart (robust z-score, (s - median) / (1.4826 MAD), above 3; elbo
+        on a tie); method_ says which, isolated_ the two shares. See docs/anomaly.md for how it
+        was chosen.
     contamination: expected fraction of outliers in the training data; sets offset_.
     steps: gradient steps of each fit (epochs = steps / steps per epoch, at least 1; no early
     stopping, the best epoch by validation ELBO is kept). None: `vaekit train`'s rule (about 20000
@@ -206,12 +207,12 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
             self._keep_reference(X)
             if self.method == "auto":
                 elbo = self.member_scores(X, "elbo").mean(axis=0)
-                own = self._neighbour_distances(self.reference_, leave_self_out=True)
+                own = self._neighbour_distances(self.reference_)
                 self.isolated_ = {"elbo": isolated_share(elbo[self.reference_rows_]),
                                   "neighbours": isolated_share(own)}
                 self.method_ = max(self.isolated_, key=self.isolated_.get)  # elbo on a tie
-        # scikit-learn's contract: predict(X) flags the share `contamination` of X itself (a
-        # training row is its own nearest neighbour here, so new rows score a little higher)
+        # scikit-learn's contract: predict(X) flags the share `contamination` of X itself (and,
+        # a row never counting itself among its neighbours, about that share of new rows too)
         normal = -elbo if elbo is not None and self.method_ == "elbo" else self.score_samples(X)
         self.offset_ = float(np.percentile(normal, 100.0 * self.contamination))
         return self
@@ -234,13 +235,15 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         k = min(NEIGHBOURS, len(self.reference_) - 1)
         self.neighbours_ = NearestNeighbors(n_neighbors=k, metric="manhattan").fit(self.reference_)
 
-    def _neighbour_distances(self, u: np.ndarray, leave_self_out: bool = False) -> np.ndarray:
-        """Mean L1 distance of each standardized row of u to its nearest reference rows; with
-        leave_self_out (u the reference itself), each row's own entry is not counted."""
+    def _neighbour_distances(self, u: np.ndarray) -> np.ndarray:
+        """Mean L1 distance of each standardized row of u to its nearest reference rows other
+        than itself: a reference row identical to it counts as the row itself, once (a training
+        row's own entry; a new row identical to a training row scores as that training row
+        does). So the training rows' scores, which set offset_, are on the footing of new rows',
+        and `contamination` flags the same share of both."""
         k = self.neighbours_.n_neighbors
-        if not leave_self_out:
-            return self.neighbours_.kneighbors(u)[0].mean(axis=1)
-        return self.neighbours_.kneighbors(u, n_neighbors=k + 1)[0][:, 1:].mean(axis=1)
+        d = self.neighbours_.kneighbors(u, n_neighbors=k + 1)[0]
+        return np.where(d[:, 0] == 0, d[:, 1:].mean(axis=1), d[:, :k].mean(axis=1))
 
     def member_scores(self, X, method: str | None = None) -> np.ndarray:
         """The VAE's anomaly scores (nats, higher = more anomalous) of each ensemble member,
