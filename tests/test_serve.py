@@ -118,6 +118,36 @@ def test_threshold_and_flagged_come_with_a_detector(table, tmp_path):
     np.testing.assert_allclose(got["scores"], kl, rtol=1e-6)
 
 
+@pytest.mark.parametrize("method", ["neighbours", "elbo"])
+def test_a_saved_anomaly_detector_serves_its_own_score_and_threshold(table, tmp_path, method):
+    """The folder of `vaekit detect --save` (VAEAnomalyDetector.save): /score's default method
+    `detector` gives the detector's own scores, flagged as its predict() flags them; the VAE's
+    routes and scores work on its model; a row of another width is a 422."""
+    from vaekit import VAEAnomalyDetector
+
+    _, x = table
+    det = VAEAnomalyDetector(method=method, steps=40, contamination=0.2).fit(x[:200])
+    folder = det.save(tmp_path / "detector")
+    rows = x[200:260]
+    with TestClient(serve.create_app(folder, token=TOKEN)) as c:
+        info = c.get("/info", headers=AUTH).json()
+        got = c.post("/score", json={"x": rows.tolist()}, headers=AUTH).json()
+        elbo = c.post("/score", json={"x": rows.tolist(), "method": "elbo"}, headers=AUTH)
+        encoded = c.post("/encode", json={"x": rows.tolist()}, headers=AUTH)
+        narrow = c.post("/score", json={"x": rows[:, :3].tolist()}, headers=AUTH)
+    assert info["default_method"] == "detector" and info["methods"][0] == "detector"
+    assert info["detector"]["threshold"] == -det.offset_
+    assert got["method"] == "detector" and got["threshold"] == -det.offset_
+    np.testing.assert_array_equal(got["scores"], -det.score_samples(rows))
+    assert got["flagged"] == (det.predict(rows) == -1).tolist()
+    assert (got["samples"] is None) == (method == "neighbours")
+    assert elbo.status_code == 200 and len(elbo.json()["scores"]) == 60
+    assert encoded.status_code == 200
+    np.testing.assert_allclose(encoded.json()["mean"], vaekit.encode(det.model_.float(), rows),
+                               rtol=1e-5, atol=1e-6)
+    assert narrow.status_code == 422 and "shape" in narrow.json()["error"]
+
+
 def test_every_route_but_health_wants_the_token(client):
     for path, method in (("/info", "get"), ("/encode", "post"), ("/score", "post"),
                          ("/sample", "post"), ("/docs", "get"), ("/openapi.json", "get")):

@@ -1,4 +1,8 @@
-"""An HTTP JSON service for a trained model (FastAPI; `vaekit serve` runs it with uvicorn).
+"""An HTTP JSON service for a trained model (FastAPI; `vaekit serve` runs it with uvicorn): a run
+folder, a model folder (save_pretrained) or a fitted anomaly detector's folder
+(`VAEAnomalyDetector.save`, `vaekit detect --save`), whose /score also offers, and defaults to,
+the method `detector`: the detector's own score (its -ELBO or neighbours' distance, as it chose
+when fit), flagged above its threshold.
 
     POST /encode  {"x": rows}                               -> {"mean", "logvar"}
     POST /score   {"x": rows, "method", "samples", "seed"}  -> {"method", "scores"[, "threshold",
@@ -36,11 +40,12 @@ import torch
 from . import anomaly, api, latent
 from .data import check_finite
 from .errors import VaekitError
-from .pretrained import detector_of, load
+from .pretrained import Detector, detector_of, load
 from .runs import Run
 from .runtime import MAX_SEED
 
 MAX_SAMPLES = 10_000  # draws per example a request may ask for
+FITTED = "detector"  # /score's method of a served VAEAnomalyDetector: its own score
 
 
 class ClientError(Exception):
@@ -189,6 +194,21 @@ def integer(body: dict[str, Any], name: str, default: int | None, lo: int, hi: i
     return value
 
 
+def fitted_detector(folder: Path, device: str | None) -> tuple[Run, Any, Detector]:
+    """A saved VAEAnomalyDetector: a run of its (first) model for the VAE's routes, the detector,
+    and its threshold as the method FITTED's. The VAE's routes get a float32 copy of the model on
+    `device`; the detector keeps its float64 models on the CPU for its own scores."""
+    import copy
+
+    from .detector import VAEAnomalyDetector
+    from .runtime import resolve_device
+
+    fitted = VAEAnomalyDetector.load(folder)
+    model = copy.deepcopy(fitted.model_).float().to(resolve_device(device or "cpu"))
+    rule = f"{fitted.method_}, contamination {fitted.contamination:g} of the rows it was fit on"
+    return Run(folder, fitted.config_, model), fitted, Detector(FITTED, -fitted.offset_, rule)
+
+
 # --- the app ---------------------------------------------------------------------------------------
 def create_app(run_or_folder: Run | str | Path, token: str | None = None, max_batch: int = 256,
                max_body_bytes: int = 10_000_000, max_wait_ms: float = 5.0, device: str | None = None):
@@ -203,8 +223,14 @@ def create_app(run_or_folder: Run | str | Path, token: str | None = None, max_ba
 
     if max_batch < 1 or max_body_bytes < 1 or not max_wait_ms >= 0:
         raise VaekitError("--max-batch and --max-body-bytes must be positive, --max-wait-ms >= 0")
-    run = run_or_folder if isinstance(run_or_folder, Run) else load(run_or_folder, device=device)
-    model, detector = run.model.eval(), detector_of(run)
+    fitted = None  # a saved VAEAnomalyDetector, whose own score is the method FITTED
+    if not isinstance(run_or_folder, Run) and (Path(run_or_folder) / "detector.json").is_file():
+        run, fitted, detector = fitted_detector(Path(run_or_folder), device)
+    else:
+        run = run_or_folder if isinstance(run_or_folder, Run) else load(run_or_folder, device=device)
+        detector = detector_of(run)
+    model = run.model.eval()
+    methods = [*([FITTED] if fitted is not None else []), *anomaly.SCORES]
     batcher = Batcher(model, max_batch, max_wait_ms / 1000)
     default_method = detector.method if detector is not None else anomaly.DEFAULT_METHOD
 
@@ -246,7 +272,7 @@ def create_app(run_or_folder: Run | str | Path, token: str | None = None, max_ba
         return {"model": run.dir.name, "version": __version__, "data_shape": list(model.input_shape),
                 "likelihood": model.config.likelihood, "posterior": model.config.posterior_name,
                 "latent_dim": model.latent_dim, "image": model.image, "config": model.spec(),
-                "methods": list(anomaly.SCORES), "default_method": default_method,
+                "methods": methods, "default_method": default_method,
                 "detector": None if detector is None else vars(detector),
                 "max_batch": max_batch, "max_body_bytes": max_body_bytes}
 
@@ -263,12 +289,20 @@ def create_app(run_or_folder: Run | str | Path, token: str | None = None, max_ba
     async def score(request: Request):
         body = await read_json(request, max_body_bytes)
         method = body.get("method", default_method)
-        if method not in anomaly.SCORES:
-            raise ClientError(422, f"unknown method {method!r}; choose one of {', '.join(anomaly.SCORES)}")
-        samples = integer(body, "samples", None, 1, MAX_SAMPLES) or anomaly.DEFAULT_SAMPLES[method]
-        seed = integer(body, "seed", 0, 0, MAX_SEED)
-        x = rows_of(body, model, max_batch)
-        scores = (await batcher.submit(("score", method, samples, seed), x)).numpy()
+        if method not in methods:
+            raise ClientError(422, f"unknown method {method!r}; choose one of {', '.join(methods)}")
+        x = rows_of(body, model, max_batch)  # every check, for the detector's rows too
+        if method == FITTED:  # the detector's own draws and seeds: fixed when it was fit
+            own = fitted.method_ in anomaly.DEFAULT_SAMPLES  # a VAE score (else: the distance)
+            samples = (fitted.samples or anomaly.DEFAULT_SAMPLES[fitted.method_]) if own else None
+            seed = fitted.random_state
+            rows = np.asarray(body["x"], dtype=np.float64).reshape(len(x), -1)
+            scores = await asyncio.get_running_loop().run_in_executor(
+                batcher.executor, lambda: -fitted.score_samples(rows))
+        else:
+            samples = integer(body, "samples", None, 1, MAX_SAMPLES) or anomaly.DEFAULT_SAMPLES[method]
+            seed = integer(body, "seed", 0, 0, MAX_SEED)
+            scores = (await batcher.submit(("score", method, samples, seed), x)).numpy()
         out: dict[str, Any] = {"method": method, "samples": samples, "seed": seed,
                                "scores": as_json(scores)}
         if detector is not None and detector.method == method:  # +inf is flagged, NaN is not

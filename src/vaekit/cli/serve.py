@@ -16,8 +16,10 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 def add_arguments(p) -> None:
-    p.add_argument("run_dir", metavar="RUN", help="a run folder (`vaekit train`) or a folder "
-                   "written by vaekit.save_pretrained")
+    p.add_argument("run_dir", metavar="RUN", help="a run folder (`vaekit train`), a folder "
+                   "written by vaekit.save_pretrained, or a fitted anomaly detector's "
+                   "(`vaekit detect --save`: /score then defaults to its own score, method "
+                   "`detector`, flagged above its threshold)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this "
                    "machine only; 0.0.0.0 for every interface: give a --token)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000)")
