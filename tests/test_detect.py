@@ -118,6 +118,7 @@ def test_an_interrupt_at_any_point_of_a_save_leaves_the_old_or_new_detector(tmp_
     (lambda d: (d / "detector.json").write_text(json.dumps({"format": "other"})), "corrupt"),
     (lambda d: (d / "detector.json").unlink(), "no detector.json"),
     (lambda d: (d / "model-0.pt").write_bytes(b"garbage"), "corrupt"),
+    (lambda d: (d / "model-0.pt").unlink(), "lacks model-0.pt"),
     (lambda d: (d / "reference.npz").write_bytes(b"PK\x03\x04garbage"), "corrupt"),
     (lambda d: np.savez(d / "reference.npz", center=np.zeros(2), scale=np.ones(2),
                         reference=np.zeros((4, 2)), rows=np.arange(4)), "another shape"),

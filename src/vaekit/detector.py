@@ -334,8 +334,13 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as e:
             raise VaekitError(f"{meta} is corrupt or not a vaekit detector's ({type(e).__name__}); "
                               "save the detector again") from None
-        det.models_ = [model_of(load_torch(file), file, "save the detector again").double().eval()
-                       for file in (path / f"model-{k}.pt" for k in range(members))]
+        files = [path / f"model-{k}.pt" for k in range(members)]
+        missing = [f.name for f in files if not f.is_file()]
+        if missing:
+            raise VaekitError(f"{path} lacks {', '.join(missing)} of its {members} model(s); "
+                              "save the detector again")
+        det.models_ = [model_of(load_torch(f), f, "save the detector again").double().eval()
+                       for f in files]
         det.model_ = det.models_[0]
         det.config_ = read_config(path)
         if det.method_ == "neighbours" or det.method == "auto":
