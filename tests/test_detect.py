@@ -212,3 +212,19 @@ def test_cli_refuses_rows_of_another_width_and_nan(tmp_path, capsys):
     np.save(tmp_path / "nan.npy", x)
     code, _, err = run_cli(capsys, "detect", "--data", tmp_path / "nan.npy")
     assert code == 2 and "NaN" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_the_detectors_float64_model_samples_as_its_float32_copy():
+    """The detector keeps its models in float64 (scores that do not depend on the batch); their
+    verbs still work: sample() drew float32 noise and failed on them."""
+    import copy
+
+    import torch
+    x, _ = table()
+    det = VAEAnomalyDetector(method="elbo", steps=STEPS).fit(x)
+    single = copy.deepcopy(det.model_).float()
+    got = det.model_.sample(4, generator=torch.Generator().manual_seed(3))
+    want = single.sample(4, generator=torch.Generator().manual_seed(3))
+    assert got.dtype == torch.float64
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-5)
+

@@ -181,7 +181,8 @@ class VAE(nn.Module):
         """n new examples: z ~ p(z) (its noise scaled by `temperature`; a mixture's component is
         drawn first, by `generator`) through the decoder."""
         prior = self.prior.dist()
-        eps = torch.randn(n, self.latent_dim, generator=generator).to(self.device) * temperature
+        eps = torch.randn(n, self.latent_dim, generator=generator).to(self.device, self.shift.dtype)
+        eps = eps * temperature  # in the model's dtype: a float64 model (the detector's) samples too
         return self.decode(prior.from_noise(eps, generator), draw=draw, generator=generator)
 
     def log_px_z(self, x: Tensor, z: Tensor) -> Tensor:
