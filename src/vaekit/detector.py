@@ -202,7 +202,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         self.config_ = run.config  # as trained: the sizes resolved
         self.model_ = self.models_[0]
         self.method_ = self.method
-        elbo = None  # the VAE's -ELBO of X, when auto has it: scored once
+        scored = {}  # scores of all of X that auto computed: not computed again for offset_
         if self.method in ("auto", "neighbours"):
             self._keep_reference(X)
             if self.method == "auto":
@@ -211,9 +211,12 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
                 self.isolated_ = {"elbo": isolated_share(elbo[self.reference_rows_]),
                                   "neighbours": isolated_share(own)}
                 self.method_ = max(self.isolated_, key=self.isolated_.get)  # elbo on a tie
+                scored["elbo"] = elbo
+                if len(own) == len(X):  # the reference is every row, in order
+                    scored["neighbours"] = own
         # scikit-learn's contract: predict(X) flags the share `contamination` of X itself (and,
         # a row never counting itself among its neighbours, about that share of new rows too)
-        normal = -elbo if elbo is not None and self.method_ == "elbo" else self.score_samples(X)
+        normal = -scored[self.method_] if self.method_ in scored else self.score_samples(X)
         self.offset_ = float(np.percentile(normal, 100.0 * self.contamination))
         return self
 

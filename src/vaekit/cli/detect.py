@@ -141,6 +141,7 @@ def run(args) -> int:
 
         det = VAEAnomalyDetector.load(args.load)
         x, y = read_rows(args.data, args, "test", "--data")
+        check_width(x, det.n_features_in_, args.data)
         lines.append(f"loaded the detector of {args.load}: score {det.method_}")
     else:
         x, y = read_rows(args.data, args, "train", "--data")
@@ -153,7 +154,6 @@ def run(args) -> int:
         if args.save:
             det.save(args.save)
             lines.append(f"saved the detector to {args.save}")
-    check_width(x, det.n_features_in_, args.test_data or args.data)
     s = -det.score_samples(x)
     flagged = -s - det.offset_ < 0  # predict(x) == -1, from the scores already drawn
     lines.append(f"{int(flagged.sum())} of {len(s)} flagged (threshold {-det.offset_:.4g}: the "
