@@ -35,7 +35,9 @@ def bad_file(tmp_path, name, content):
     (lambda p: bad_file(p, "x.npy", np.zeros((4, 2, 2, 2, 2), np.float32)), ["shape", "expected"]),
     (lambda p: bad_file(p, "x.npy", np.array([[0.5, np.nan]] * 30, np.float32)), ["NaN"]),
     (lambda p: bad_file(p, "x.npy", b"this is not a numpy file"), ["corrupt"]),
-    (lambda p: bad_file(p, "x.csv", b"a,b\n1,2\n3,oops\n"), ["non-numeric", "line 3"]),
+    (lambda p: bad_file(p, "x.csv", b"a,b\n1,2\n3,oops\n"),
+     ["line 3, column 'b' holds 'oops', not a number"]),
+    (lambda p: bad_file(p, "x.csv", b"1,2\n3,\n"), ["line 2, column 1 (from 0) is empty"]),
     (lambda p: bad_file(p, "x.txt", b"1 2 3"), ["unsupported"]),
     (lambda p: bad_file(p, "x.npz", b"PK\x03\x04garbage"), ["corrupt"]),
 ])

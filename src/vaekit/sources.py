@@ -229,8 +229,12 @@ def read_csv(path: Path, label_column: str | None) -> tuple[np.ndarray, np.ndarr
         try:
             values.append([float(c) for i, c in enumerate(row) if i != label_idx])
         except ValueError:
-            raise VaekitError(f"{path} line {line} has a non-numeric value; only numeric "
-                              "columns can be modelled (name a label with --label-column)") from None
+            i = next(i for i, c in enumerate(row) if i != label_idx and not is_number(c))
+            column = f"column {header[i]!r}" if header else f"column {i} (from 0)"
+            what = "is empty" if not row[i].strip() else f"holds {row[i].strip()[:40]!r}"
+            raise VaekitError(f"{path} line {line}, {column} {what}, not a number; only numeric "
+                              "columns can be modelled (fill or remove the row; name a label "
+                              "with --label-column)") from None
         bad = next((v for v in values[-1] if not abs(v) <= F32_MAX), None)  # NaN fails too
         if bad is not None:
             raise VaekitError(f"{path} line {line} has the value {bad:g}: NaN, Inf and values "
