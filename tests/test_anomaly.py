@@ -468,3 +468,33 @@ def test_neighbours_keep_a_seeded_subset_of_the_training_rows_beyond_the_cap(mon
     np.testing.assert_allclose(-det.score_samples(test_x), expected, rtol=1e-9)
     auto = VAEAnomalyDetector(**FAST).fit(x)  # auto's shares come from the same subset
     assert set(auto.isolated_) == {"elbo", "neighbours"} and len(auto.reference_rows_) == 100
+
+
+@pytest.mark.parametrize("cap", [None, 100])
+def test_fit_scores_each_training_row_once_and_keeps_those_scores(monkeypatch, cap):
+    """fit searches the training rows' neighbours once (auto used to search the reference for its
+    share, then all rows again for offset_ where the reference is a subset), and keeps the
+    training rows' scores: train_score_samples_ is score_samples(X), whichever score was kept,
+    auto's shares are those of the reference rows' entries, and fit_predict is fit then predict."""
+    import vaekit.detector as detector
+    from vaekit.detector import isolated_share
+    if cap is not None:
+        monkeypatch.setattr(detector, "MAX_REFERENCE", cap)
+    searches = []
+    distances = detector.VAEAnomalyDetector._neighbour_distances
+    monkeypatch.setattr(detector.VAEAnomalyDetector, "_neighbour_distances",
+                        lambda self, u: searches.append(len(u)) or distances(self, u))
+    x, _ = planted(300, 15, seed=16)
+    for method in ("auto", "neighbours", "elbo"):
+        searches.clear()
+        det = VAEAnomalyDetector(method=method, **FAST).fit(x)
+        assert searches == ([] if method == "elbo" else [len(x)])
+        np.testing.assert_array_equal(det.train_score_samples_, det.score_samples(x))
+        if method == "auto":
+            rows = det.reference_rows_
+            neighbours = VAEAnomalyDetector(method="neighbours", **FAST).fit(x)
+            assert det.isolated_["neighbours"] == isolated_share(
+                -neighbours.train_score_samples_[rows])
+        flags = VAEAnomalyDetector(method=method, **FAST).fit_predict(x)
+        np.testing.assert_array_equal(flags, det.predict(x))
+        assert (flags == -1).mean() == pytest.approx(0.1, abs=0.01)

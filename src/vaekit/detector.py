@@ -101,6 +101,10 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         0: a plain fit).
     ensemble: models trained with consecutive seeds; their scores (nats) are averaged.
     samples: Monte Carlo draws per score (None: the score's default); random_state: int seed.
+
+    Fitted: method_, isolated_ (auto), offset_, models_ (model_ the first), and
+    train_score_samples_, score_samples of the training rows as fit computed them (what offset_
+    is the percentile of; fit_predict uses them; not saved by `save`).
     """
 
     _parameter_constraints: dict = {
@@ -202,23 +206,28 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         self.config_ = run.config  # as trained: the sizes resolved
         self.model_ = self.models_[0]
         self.method_ = self.method
-        scored = {}  # scores of all of X that auto computed: not computed again for offset_
         if self.method in ("auto", "neighbours"):
             self._keep_reference(X)
-            if self.method == "auto":
-                elbo = self.member_scores(X, "elbo").mean(axis=0)
-                own = self._neighbour_distances(self.reference_)
-                self.isolated_ = {"elbo": isolated_share(elbo[self.reference_rows_]),
-                                  "neighbours": isolated_share(own)}
-                self.method_ = max(self.isolated_, key=self.isolated_.get)  # elbo on a tie
-                scored["elbo"] = elbo
-                if len(own) == len(X):  # the reference is every row, in order
-                    scored["neighbours"] = own
+        if self.method == "auto":
+            # both scores of every training row, once each (one neighbour search of X: a
+            # reference row's distance, its own entry left out, is the one the share counts)
+            scored = {"elbo": self.member_scores(X, "elbo").mean(axis=0),
+                      "neighbours": self._neighbour_distances((X - self.center_) / self.scale_)}
+            self.isolated_ = {k: isolated_share(v[self.reference_rows_])
+                              for k, v in scored.items()}
+            self.method_ = max(self.isolated_, key=self.isolated_.get)  # elbo on a tie
+            self.train_score_samples_ = -scored[self.method_]
+        else:
+            self.train_score_samples_ = self.score_samples(X)
         # scikit-learn's contract: predict(X) flags the share `contamination` of X itself (and,
         # a row never counting itself among its neighbours, about that share of new rows too)
-        normal = -scored[self.method_] if self.method_ in scored else self.score_samples(X)
-        self.offset_ = float(np.percentile(normal, 100.0 * self.contamination))
+        self.offset_ = float(np.percentile(self.train_score_samples_, 100.0 * self.contamination))
         return self
+
+    def fit_predict(self, X, y=None) -> np.ndarray:
+        """fit(X).predict(X), from the training rows' scores fit computed (no second pass)."""
+        self.fit(X)
+        return np.where(self.train_score_samples_ - self.offset_ < 0, -1, 1)
 
     def _keep_reference(self, X: np.ndarray) -> None:
         """The neighbours' reference: the training rows (a seeded random subset of MAX_REFERENCE

@@ -141,6 +141,7 @@ def run(args) -> int:
 
         det = VAEAnomalyDetector.load(args.load)
         x, y = read_rows(args.data, args, "test", "--data")
+        fit_rows = None
         check_width(x, det.n_features_in_, args.data)
         lines.append(f"loaded the detector of {args.load}: score {det.method_}")
     else:
@@ -154,7 +155,8 @@ def run(args) -> int:
         if args.save:
             det.save(args.save)
             lines.append(f"saved the detector to {args.save}")
-    s = -det.score_samples(x)
+    # the fit rows' own scores were computed in fit: not scored a second time
+    s = -(det.train_score_samples_ if x is fit_rows else det.score_samples(x))
     flagged = -s - det.offset_ < 0  # predict(x) == -1, from the scores already drawn
     lines.append(f"{int(flagged.sum())} of {len(s)} flagged (threshold {-det.offset_:.4g}: the "
                  f"contamination {det.contamination:g} of the fit rows)")
