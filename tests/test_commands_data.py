@@ -134,6 +134,7 @@ def test_eval_mnist_on_a_fashion_run_reads_mnist(world, capsys, tmp_path):
                            out=tmp_path / "fashion", quiet=True, hooks=[])
     code, _, err = run_cli(capsys, "eval", fashion.dir, "--data", "mnist", *NO_NETWORK)
     assert code == 2 and "could not download" in err and len(err.strip().splitlines()) == 1
+    assert "--data-dir" in err  # the way to the files a user already has, as below
     per = tmp_path / "per.csv"
     code, _, err = run_cli(capsys, "eval", fashion.dir, "--data", "mnist", "--data-dir",
                            root / "data", "--per-example", per)

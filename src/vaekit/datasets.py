@@ -96,7 +96,8 @@ def download(url: str, dest: Path, md5: str, put_in: Path | None = None) -> None
         os.replace(tmp, dest)
     except (urllib.error.URLError, OSError, TimeoutError) as e:
         raise VaekitError(f"could not download {url} ({e}); check --data-url or your network, "
-                          f"or put the files in {put_in or dest.parent}") from None
+                          f"or put the files in {put_in or dest.parent} (or name the folder that "
+                          "holds them with --data-dir)") from None
     finally:
         remove_temp(tmp)
         remove_empty(made if not dest.exists() else [])
