@@ -498,3 +498,20 @@ def test_fit_scores_each_training_row_once_and_keeps_those_scores(monkeypatch, c
         flags = VAEAnomalyDetector(method=method, **FAST).fit_predict(x)
         np.testing.assert_array_equal(flags, det.predict(x))
         assert (flags == -1).mean() == pytest.approx(0.1, abs=0.01)
+
+
+def test_a_refit_keeps_nothing_of_the_fit_before(tmp_path):
+    """Refit with method="elbo" after an auto fit: no stale isolated_ (the CLI and detector.json
+    would report the old fit's shares) and no neighbours' reference, so `save` writes no training
+    rows, as an elbo-only detector should not."""
+    x, _ = planted(300, 15, seed=17)
+    det = VAEAnomalyDetector(**FAST).fit(x)
+    assert hasattr(det, "isolated_") and hasattr(det, "reference_")
+    det.set_params(method="elbo").fit(x[:200])
+    for name in ("isolated_", "reference_", "reference_rows_", "neighbours_", "center_"):
+        assert not hasattr(det, name), name
+    det.save(tmp_path / "det")
+    assert not (tmp_path / "det" / "reference.npz").exists()
+    loaded = VAEAnomalyDetector.load(tmp_path / "det")
+    assert not hasattr(loaded, "isolated_")
+    np.testing.assert_array_equal(loaded.score_samples(x), det.score_samples(x))

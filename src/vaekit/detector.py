@@ -62,6 +62,9 @@ from .train import train
 
 FORMAT = "vaekit-detector"  # detector.json's "format": what `load` accepts (version FORMAT_VERSION)
 FORMAT_VERSION = 1
+# fitted attributes that only some fits set: a refit (say with method="elbo" after "auto") drops
+# them first, so that neither the detector nor `save` keeps the last fit's shares or training rows
+ONE_FIT_ONLY = ("isolated_", "center_", "scale_", "reference_", "reference_rows_", "neighbours_")
 
 __all__ = ["VAEAnomalyDetector", "default_sizes"]  # default_sizes: the rule `vaekit train` uses too
 
@@ -196,6 +199,8 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
             raise ValueError(f"got {len(X)} sample(s); fitting needs at least 2 (one is held out "
                              "for validation)")
         x = np.array(X, dtype=np.float32)
+        for name in ONE_FIT_ONLY:  # a previous fit's, which this fit may not set again
+            self.__dict__.pop(name, None)
         self.models_ = []
         for member in range(self.ensemble):
             ds, cfg = dataset_from_arrays(x, self._config(member), x_test=x[:1])
