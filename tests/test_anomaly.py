@@ -471,15 +471,19 @@ def test_neighbours_keep_a_seeded_subset_of_the_training_rows_beyond_the_cap(mon
 
 
 @pytest.mark.parametrize("cap", [None, 100])
-def test_fit_scores_each_training_row_once_and_keeps_those_scores(monkeypatch, cap):
-    """fit searches the training rows' neighbours once (auto used to search the reference for its
-    share, then all rows again for offset_ where the reference is a subset), and keeps the
-    training rows' scores: train_score_samples_ is score_samples(X), whichever score was kept,
-    auto's shares are those of the reference rows' entries, and fit_predict is fit then predict."""
+@pytest.mark.parametrize("kept", ["neighbours", "elbo"])
+def test_fit_scores_each_training_row_once_and_keeps_those_scores(monkeypatch, cap, kept):
+    """fit searches each training row's neighbours at most once (auto used to search the
+    reference for its share, then all rows again for offset_ where the reference is a subset):
+    the reference rows for auto's share, and the other rows only where the distance is kept. It
+    keeps the training rows' scores: train_score_samples_ is score_samples(X), whichever score was
+    kept, auto's shares are those of the reference rows' entries, and fit_predict is fit then
+    predict."""
     import vaekit.detector as detector
-    from vaekit.detector import isolated_share
     if cap is not None:
         monkeypatch.setattr(detector, "MAX_REFERENCE", cap)
+    if kept == "elbo":  # these rows' distance sets more apart: shares tied, auto keeps the -ELBO
+        monkeypatch.setattr(detector, "isolated_share", lambda scores: 0.0)
     searches = []
     distances = detector.VAEAnomalyDetector._neighbour_distances
     monkeypatch.setattr(detector.VAEAnomalyDetector, "_neighbour_distances",
@@ -488,12 +492,18 @@ def test_fit_scores_each_training_row_once_and_keeps_those_scores(monkeypatch, c
     for method in ("auto", "neighbours", "elbo"):
         searches.clear()
         det = VAEAnomalyDetector(method=method, **FAST).fit(x)
-        assert searches == ([] if method == "elbo" else [len(x)])
+        if method == "elbo":
+            assert searches == []
+        elif method == "auto" and det.method_ == "elbo":
+            assert searches == [len(det.reference_rows_)]
+        else:
+            assert sum(searches) == len(x)
         np.testing.assert_array_equal(det.train_score_samples_, det.score_samples(x))
         if method == "auto":
+            assert det.method_ == kept
             rows = det.reference_rows_
             neighbours = VAEAnomalyDetector(method="neighbours", **FAST).fit(x)
-            assert det.isolated_["neighbours"] == isolated_share(
+            assert det.isolated_["neighbours"] == detector.isolated_share(
                 -neighbours.train_score_samples_[rows])
         flags = VAEAnomalyDetector(method=method, **FAST).fit_predict(x)
         np.testing.assert_array_equal(flags, det.predict(x))

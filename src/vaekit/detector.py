@@ -214,20 +214,32 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         if self.method in ("auto", "neighbours"):
             self._keep_reference(X)
         if self.method == "auto":
-            # both scores of every training row, once each (one neighbour search of X: a
-            # reference row's distance, its own entry left out, is the one the share counts)
-            scored = {"elbo": self.member_scores(X, "elbo").mean(axis=0),
-                      "neighbours": self._neighbour_distances((X - self.center_) / self.scale_)}
-            self.isolated_ = {k: isolated_share(v[self.reference_rows_])
-                              for k, v in scored.items()}
+            elbo = self.member_scores(X, "elbo").mean(axis=0)
+            own = self._neighbour_distances(self.reference_)  # each leaves itself out
+            self.isolated_ = {"elbo": isolated_share(elbo[self.reference_rows_]),
+                              "neighbours": isolated_share(own)}
             self.method_ = max(self.isolated_, key=self.isolated_.get)  # elbo on a tie
-            self.train_score_samples_ = -scored[self.method_]
+            if self.method_ == "elbo":
+                self.train_score_samples_ = -elbo
+            else:  # the reference rows' distances are their scores: only the others searched
+                self.train_score_samples_ = self._training_distances(X, own)
         else:
             self.train_score_samples_ = self.score_samples(X)
         # scikit-learn's contract: predict(X) flags the share `contamination` of X itself (and,
         # a row never counting itself among its neighbours, about that share of new rows too)
         self.offset_ = float(np.percentile(self.train_score_samples_, 100.0 * self.contamination))
         return self
+
+    def _training_distances(self, X: np.ndarray, own: np.ndarray) -> np.ndarray:
+        """score_samples(X) under neighbours, given `own`, the reference rows' distances: each
+        training row searched once (a reference row's own entry is what its query finds)."""
+        scores = np.empty(len(X))
+        scores[self.reference_rows_] = -own
+        others = np.ones(len(X), dtype=bool)
+        others[self.reference_rows_] = False
+        if others.any():
+            scores[others] = -self._neighbour_distances((X[others] - self.center_) / self.scale_)
+        return scores
 
     def fit_predict(self, X, y=None) -> np.ndarray:
         """fit(X).predict(X), from the training rows' scores fit computed (no second pass)."""
