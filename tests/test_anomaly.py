@@ -482,7 +482,8 @@ def test_fit_scores_each_training_row_once_and_keeps_those_scores(monkeypatch, c
     import vaekit.detector as detector
     if cap is not None:
         monkeypatch.setattr(detector, "MAX_REFERENCE", cap)
-    if kept == "elbo":  # these rows' distance sets more apart: shares tied, auto keeps the -ELBO
+    if kept == "elbo":  # both shares patched to 0: a tie, which auto breaks toward the -ELBO
+        # (these rows left alone: the distance sets more of them apart, and auto keeps it)
         monkeypatch.setattr(detector, "isolated_share", lambda scores: 0.0)
     searches = []
     distances = detector.VAEAnomalyDetector._neighbour_distances
