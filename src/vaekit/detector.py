@@ -238,13 +238,16 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         others = np.ones(len(X), dtype=bool)
         others[self.reference_rows_] = False
         if others.any():
-            scores[others] = -self._neighbour_distances((X[others] - self.center_) / self.scale_)
+            scores[others] = -self._neighbour_distances(self._standardized(X[others]))
         return scores
 
     def fit_predict(self, X, y=None) -> np.ndarray:
         """fit(X).predict(X), from the training rows' scores fit computed (no second pass)."""
-        self.fit(X)
-        return np.where(self.train_score_samples_ - self.offset_ < 0, -1, 1)
+        return self.fit(X)._labels(self.train_score_samples_)
+
+    def _labels(self, normal: np.ndarray) -> np.ndarray:
+        """predict's labels from score_samples: -1 below offset_ (outliers), 1 otherwise."""
+        return np.where(normal - self.offset_ < 0, -1, 1)
 
     def _keep_reference(self, X: np.ndarray) -> None:
         """The neighbours' reference: the training rows (a seeded random subset of MAX_REFERENCE
@@ -256,8 +259,12 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
             rows = np.sort(np.random.default_rng(self._seed()).choice(len(X), MAX_REFERENCE,
                                                                       replace=False))
         self.reference_rows_ = rows
-        self.reference_ = (X[rows] - self.center_) / self.scale_
+        self.reference_ = self._standardized(X[rows])
         self._index_reference()
+
+    def _standardized(self, X: np.ndarray) -> np.ndarray:
+        """Rows in the neighbours' units: standardized by the training rows' mean and std."""
+        return (X - self.center_) / self.scale_
 
     def _index_reference(self) -> None:
         """neighbours_: the search index over reference_ (L1, NEIGHBOURS, fewer on tiny data)."""
@@ -293,7 +300,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         if getattr(self, "method_", None) == "neighbours":
             check_is_fitted(self, "reference_")
             X = validate_data(self, X, dtype=np.float64, reset=False)
-            return -self._neighbour_distances((X - self.center_) / self.scale_)
+            return -self._neighbour_distances(self._standardized(X))
         return -self.member_scores(X).mean(axis=0)
 
     def decision_function(self, X) -> np.ndarray:
@@ -302,7 +309,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
 
     def predict(self, X) -> np.ndarray:
         """1 for inliers, -1 for outliers."""
-        return np.where(self.decision_function(X) < 0, -1, 1)
+        return self._labels(self.score_samples(X))
 
     def save(self, path: str | Path) -> Path:
         """Write the fitted detector to the folder `path` (created; a detector saved there before
