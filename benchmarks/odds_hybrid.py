@@ -16,8 +16,10 @@ of the default VAEAnomalyDetector and these scores (higher = more anomalous):
   its own scores on the fit rows (mean, standard deviation), as odds_scores.py's combinations;
 - `central`: a choice among L, IF and K10m made per split without labels, the one whose ranking of
   the fit rows agrees most with the other two (the largest summed Spearman correlation);
-- `auto`: the detector's own default score (`method="auto"`): L or K10m, the one that sets apart
-  the larger share of the fit rows (robust z-score above 3), chosen in fit without labels.
+- `auto`: the detector's own default score (`method="auto"`): L or the detector's neighbours'
+  distance (K10m's, with its own k: 10 when this script's figures were made, 3 since), the one
+  that sets apart the larger share of the fit rows (robust z-score above 3), chosen in fit without
+  labels.
 
 The report adds the mean over tables of the best of L, IF and K10m chosen per table *with* the
 labels: an upper bound for any per-table choice among them.

@@ -12,7 +12,7 @@ import numpy as np
 from .. import anomaly
 from ..config import DataConfig
 from ..data import check_finite
-from ..detector_defaults import METHODS, STEPS
+from ..detector_defaults import METHODS, NEIGHBOURS, STEPS
 from ..errors import VaekitError
 from ..outputs import check_out
 from ..runtime import set_threads
@@ -48,7 +48,7 @@ def add_arguments(p) -> None:
                    "(detector.json, config.yaml, weights; a detector saved there is replaced)")
     p.add_argument("--method", choices=sorted(METHODS), help="the score: auto (chosen at fit "
                    "time between elbo and neighbours, without labels) | neighbours (mean L1 "
-                   "distance of the standardized row to its 10 nearest fit rows) | a VAE score "
+                   f"distance of the standardized row to its {NEIGHBOURS} nearest fit rows) | a VAE score "
                    "in nats (elbo: the -ELBO; ...) (default: auto)")
     p.add_argument("--contamination", type=float, metavar="C", help="expected fraction of "
                    "anomalies among the fit rows, in (0, 0.5): the threshold flags that share of "
