@@ -48,6 +48,25 @@ def test_saved_detector_scores_as_the_one_fitted(tmp_path):
     assert not (tmp_path / "elbo" / "reference.npz").exists()  # no neighbours: no reference rows
 
 
+def test_a_loaded_detector_searches_as_many_neighbours_as_when_it_was_fit(tmp_path, monkeypatch):
+    """offset_ holds only for the k the detector was fit with: a detector saved under one k and
+    loaded where the default is another scores with its own; one saved before detector.json
+    recorded k (no "neighbours" entry) was fit with 10, the default then."""
+    x, _ = table()
+    new = table(seed=1)[0]
+    det = VAEAnomalyDetector(method="neighbours", steps=STEPS).fit(x)
+    folder = det.save(tmp_path / "det")
+    monkeypatch.setattr(detector_module, "NEIGHBOURS", det.neighbours_.n_neighbors + 4)
+    loaded = VAEAnomalyDetector.load(folder)
+    assert loaded.neighbours_.n_neighbors == det.neighbours_.n_neighbors
+    np.testing.assert_array_equal(loaded.score_samples(new), det.score_samples(new))
+    meta = folder / "detector.json"
+    body = json.loads(meta.read_text())
+    del body["fitted"]["neighbours"]
+    meta.write_text(json.dumps(body))
+    assert VAEAnomalyDetector.load(folder).neighbours_.n_neighbors == 10
+
+
 def test_save_replaces_a_saved_detector_and_refuses_other_folders(tmp_path):
     x, _ = table()
     first = VAEAnomalyDetector(method="elbo", steps=STEPS, random_state=0).fit(x)

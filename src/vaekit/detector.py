@@ -62,6 +62,8 @@ from .train import train
 
 FORMAT = "vaekit-detector"  # detector.json's "format": what `load` accepts (version FORMAT_VERSION)
 FORMAT_VERSION = 1
+# k of the neighbours of detectors saved before detector.json recorded it: NEIGHBOURS was 10 then
+SAVED_BEFORE_K = 10
 # fitted attributes that only some fits set: a refit (say with method="elbo" after "auto") drops
 # them first, so that neither the detector nor `save` keeps the last fit's shares or training rows
 ONE_FIT_ONLY = ("isolated_", "center_", "scale_", "reference_", "reference_rows_", "neighbours_")
@@ -266,9 +268,9 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         """Rows in the neighbours' units: standardized by the training rows' mean and std."""
         return (X - self.center_) / self.scale_
 
-    def _index_reference(self) -> None:
-        """neighbours_: the search index over reference_ (L1, NEIGHBOURS, fewer on tiny data)."""
-        k = min(NEIGHBOURS, len(self.reference_) - 1)
+    def _index_reference(self, k: int = NEIGHBOURS) -> None:
+        """neighbours_: the search index over reference_ (L1, k neighbours, fewer on tiny data)."""
+        k = min(k, len(self.reference_) - 1)
         self.neighbours_ = NearestNeighbors(n_neighbors=k, metric="manhattan").fit(self.reference_)
 
     def _neighbour_distances(self, u: np.ndarray) -> np.ndarray:
@@ -332,6 +334,8 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
                   "members": len(self.models_)}
         if hasattr(self, "feature_names_in_"):
             fitted["feature_names_in_"] = [str(n) for n in self.feature_names_in_]
+        if hasattr(self, "neighbours_"):  # the k it was fit with: offset_ holds only under it
+            fitted["neighbours"] = int(self.neighbours_.n_neighbors)
         params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.get_params().items()}
         write_config(folder, self.config_)
         for k, m in enumerate(self.models_):
@@ -366,6 +370,9 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
                 det.isolated_ = {str(k): float(v) for k, v in fitted["isolated_"].items()}
             if "feature_names_in_" in fitted:
                 det.feature_names_in_ = np.asarray(fitted["feature_names_in_"], dtype=object)
+            k = int(fitted.get("neighbours", SAVED_BEFORE_K))
+            if k < 1:
+                raise ValueError("neighbours < 1")
             det._validate_params()
         except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as e:
             raise VaekitError(f"{meta} is corrupt or not a vaekit detector's ({type(e).__name__}); "
@@ -380,10 +387,10 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         det.model_ = det.models_[0]
         det.config_ = read_config(path)
         if det.method_ == "neighbours" or det.method == "auto":
-            det._read_reference(path / "reference.npz")
+            det._read_reference(path / "reference.npz", k)
         return det
 
-    def _read_reference(self, file: Path) -> None:
+    def _read_reference(self, file: Path, k: int) -> None:
         try:
             with open(file, "rb") as f, np.load(f, allow_pickle=False) as z:  # closed even when
                 self.center_, self.scale_ = z["center"], z["scale"]         # the zip is corrupt
@@ -395,7 +402,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         if self.reference_.ndim != 2 or self.reference_.shape[1] != d or self.center_.shape != (d,):
             raise VaekitError(f"{file} holds rows of another shape than the detector's {d} "
                               "features; save the detector again")
-        self._index_reference()
+        self._index_reference(k)
 
 
 def check_save_target(path: str | Path) -> Path:
