@@ -268,9 +268,10 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         """Rows in the neighbours' units: standardized by the training rows' mean and std."""
         return (X - self.center_) / self.scale_
 
-    def _index_reference(self, k: int = NEIGHBOURS) -> None:
-        """neighbours_: the search index over reference_ (L1, k neighbours, fewer on tiny data)."""
-        k = min(k, len(self.reference_) - 1)
+    def _index_reference(self, k: int | None = None) -> None:
+        """neighbours_: the search index over reference_ (L1, k neighbours, default NEIGHBOURS,
+        fewer on tiny data)."""
+        k = min(NEIGHBOURS if k is None else k, len(self.reference_) - 1)
         self.neighbours_ = NearestNeighbors(n_neighbors=k, metric="manhattan").fit(self.reference_)
 
     def _neighbour_distances(self, u: np.ndarray) -> np.ndarray:
