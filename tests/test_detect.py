@@ -67,6 +67,15 @@ def test_a_loaded_detector_searches_as_many_neighbours_as_when_it_was_fit(tmp_pa
     assert VAEAnomalyDetector.load(folder).neighbours_.n_neighbors == 10
 
 
+def test_the_docstring_states_the_neighbours_the_detector_searches():
+    """help(VAEAnomalyDetector) gives the k and the reference size the code uses (it said 10 after
+    the default became 3)."""
+    doc = " ".join(VAEAnomalyDetector.__doc__.split())
+    assert f"to its {detector_module.NEIGHBOURS} nearest training rows" in doc
+    assert f"up to {detector_module.MAX_REFERENCE:,} of them" in doc
+    assert "{k}" not in doc and "{reference}" not in doc
+
+
 def test_save_replaces_a_saved_detector_and_refuses_other_folders(tmp_path):
     x, _ = table()
     first = VAEAnomalyDetector(method="elbo", steps=STEPS, random_state=0).fit(x)

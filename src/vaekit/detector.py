@@ -78,8 +78,8 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
 
     method: auto (the default), neighbours, or a per-example score of the VAE
         (`vaekit.anomaly.PER_EXAMPLE`: elbo, -ELBO in nats, ...). neighbours: the mean L1 distance
-        of the row, standardized by the training rows' mean and standard deviation, to its 10
-        nearest training rows other than itself (up to 50,000 of them, a seeded random subset
+        of the row, standardized by the training rows' mean and standard deviation, to its {k}
+        nearest training rows other than itself (up to {reference} of them, a seeded random subset
         beyond; an identical training row counts as the row itself, once). auto: elbo or
         neighbours, chosen in fit without labels as the one whose scores of the training rows
         set the larger share apart (robust z-score, (s - median) / (1.4826 MAD), above 3; elbo
@@ -404,6 +404,11 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
             raise VaekitError(f"{file} holds rows of another shape than the detector's {d} "
                               "features; save the detector again")
         self._index_reference(k)
+
+
+# the docstring states the defaults as they are (`help(VAEAnomalyDetector)`)
+VAEAnomalyDetector.__doc__ = VAEAnomalyDetector.__doc__.replace("{k}", str(NEIGHBOURS)).replace(
+    "{reference}", f"{MAX_REFERENCE:,}")
 
 
 def check_save_target(path: str | Path) -> Path:
