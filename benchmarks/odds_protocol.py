@@ -6,9 +6,9 @@ units: gaussian-fixed's standard deviation or laplace-fixed's scale; it weighs t
 against the KL, in training and in the score) x the nets' dropout rate in training (--dropouts) x
 the likelihood (--likelihoods) x the fraction of each training batch trimmed from the loss
 (--trims) x weight decay (--weight-decays) x the latent dimensions (--latents) x the prior
-(--priors) x Adam's learning rate (--lrs) x score (--methods: elbo, reconstruction, kl, ...;
-auto: the detector's own choice) x ensemble size (1, or --members models with consecutive seeds,
-scores averaged in nats), every other option at its default. For each table of
+(--priors) x Adam's learning rate (--lrs) x rows per batch (--batch-sizes) x score (--methods:
+elbo, reconstruction, kl, ...; auto: the detector's own choice) x ensemble size (1, or --members
+models with consecutive seeds, scores averaged in nats), every other option at its default. For each table of
 ../shared/data/odds and each seed, the stratified 60/40 split of benchmarks/odds_anomaly.py (the
 same splits); the 60% is split again (stratified 60/40):
 each candidate is fit on the inner 60% and its *inner* AUROC is measured on the inner 40%, which is
@@ -66,6 +66,7 @@ class Fit(NamedTuple):
     latent: str = "rule"  # latent dimensions: "rule" (config.default_sizes), "N", or "Fd" (F x d)
     prior: str = "normal"
     lr: float = 1e-3
+    batch: str = "rule"  # rows per batch: "rule" (config.default_sizes) or "N"
 
     def latent_dim(self, d: int) -> int | None:
         """The latent dimensions of a fit on d features (None: the detector's default rule)."""
@@ -95,7 +96,7 @@ class Fit(NamedTuple):
             word, _, value = part.partition(" ")
             if word in ("dropout", "trim", "weight_decay", "lr"):
                 options[word] = float(value)
-            elif word in ("latent", "prior"):
+            elif word in ("latent", "prior", "batch"):
                 options[word] = value
             else:
                 try:
@@ -110,7 +111,7 @@ LABELS = {"sigma": ("|{:g}", ", sigma {:g}"), "dropout": ("|dropout {:g}", ", dr
           "likelihood": ("|{}", ", {}"), "trim": ("|trim {:g}", ", trim {:g}"),
           "weight_decay": ("|weight_decay {:g}", ", weight decay {:g}"),
           "latent": ("|latent {}", ", latent {}"), "prior": ("|prior {}", ", prior {}"),
-          "lr": ("|lr {:g}", ", lr {:g}")}
+          "lr": ("|lr {:g}", ", lr {:g}"), "batch": ("|batch {}", ", batch {}")}
 
 
 def fit_and_score(x_fit, x_eval, y_eval, fit: Fit, members: int, seed: int,
@@ -120,7 +121,8 @@ def fit_and_score(x_fit, x_eval, y_eval, fit: Fit, members: int, seed: int,
                              sigma=fit.sigma, dropout=fit.dropout,
                              likelihood=fit.likelihood, trim=fit.trim,
                              weight_decay=fit.weight_decay, prior=fit.prior, lr=fit.lr,
-                             latent_dim=fit.latent_dim(x_fit.shape[1])).fit(x_fit)
+                             latent_dim=fit.latent_dim(x_fit.shape[1]),
+                             batch_size=None if fit.batch == "rule" else int(fit.batch)).fit(x_fit)
     out = {}
     for method in methods:
         if method == "auto":  # the detector's own choice of score (fit with its default method)
@@ -154,10 +156,10 @@ def fits(args, results: dict | None = None) -> list[Fit]:
         keys = [{k.split("|", 2)[2] for k in results if k.startswith(f"{t}|{seed}|")}
                 for t in args.tables for seed in range(args.seeds)]
         return sorted((Fit.from_key(k) for k in set.intersection(*keys)), key=Fit.key)
-    return [Fit(s, g, d, lik, t, w, z, pz, lr) for s in args.steps for g in args.sigmas
+    return [Fit(s, g, d, lik, t, w, z, pz, lr, b) for s in args.steps for g in args.sigmas
             for d in args.dropouts for lik in args.likelihoods for t in args.trims
             for w in args.weight_decays for z in args.latents for pz in args.priors
-            for lr in args.lrs]
+            for lr in args.lrs for b in args.batch_sizes]
 
 
 def table_means(results: dict, args, part: str) -> dict:
@@ -239,6 +241,9 @@ def main(argv: list[str] | None = None) -> None:
                    help="p(z) of the fits: normal, mog, vamp (the detector's prior=), comma list")
     p.add_argument("--lrs", type=comma(float), default=[1e-3],
                    help="Adam learning rates (the detector's lr)")
+    p.add_argument("--batch-sizes", type=comma(str), default=["rule"],
+                   help="rows per batch: rule (the detector's default, config.default_sizes: "
+                        "100 to 128, or all rows when fewer) or N, comma list")
     p.add_argument("--members", type=int, default=3, help="ensemble size compared with 1")
     p.add_argument("--all", action="store_true",
                    help="fit nothing; report every candidate the results file holds for all the "
