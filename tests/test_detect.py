@@ -7,6 +7,8 @@ from __future__ import annotations
 import errno
 import json
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -74,6 +76,13 @@ def test_the_docstring_states_the_neighbours_the_detector_searches():
     assert f"to its {detector_module.NEIGHBOURS} nearest training rows" in doc
     assert f"up to {detector_module.MAX_REFERENCE:,} of them" in doc
     assert "{k}" not in doc and "{reference}" not in doc
+
+
+def test_the_detector_imports_without_docstrings():
+    """python -OO drops docstrings: filling in the defaults must not fail on the missing one."""
+    done = subprocess.run([sys.executable, "-OO", "-c", "import vaekit.detector"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
 
 
 def test_save_replaces_a_saved_detector_and_refuses_other_folders(tmp_path):

@@ -406,9 +406,10 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         self._index_reference(k)
 
 
-# the docstring states the defaults as they are (`help(VAEAnomalyDetector)`)
-VAEAnomalyDetector.__doc__ = VAEAnomalyDetector.__doc__.replace("{k}", str(NEIGHBOURS)).replace(
-    "{reference}", f"{MAX_REFERENCE:,}")
+# the docstring states the defaults as they are (`help(VAEAnomalyDetector)`; none under python -OO)
+if VAEAnomalyDetector.__doc__:
+    VAEAnomalyDetector.__doc__ = VAEAnomalyDetector.__doc__.replace(
+        "{k}", str(NEIGHBOURS)).replace("{reference}", f"{MAX_REFERENCE:,}")
 
 
 def check_save_target(path: str | Path) -> Path:
