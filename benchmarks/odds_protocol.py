@@ -8,10 +8,10 @@ the likelihood (--likelihoods) x the fraction of each training batch trimmed fro
 (--trims) x weight decay (--weight-decays) x the latent dimensions (--latents) x the prior
 (--priors) x Adam's learning rate (--lrs) x rows per batch (--batch-sizes) x score (--methods:
 elbo, reconstruction, kl, ...; auto: the detector's own choice) x ensemble size (1, or --members
-models with consecutive seeds, scores averaged in nats), every other option at its default. For each table of
-../shared/data/odds and each seed, the stratified 60/40 split of benchmarks/odds_anomaly.py (the
-same splits); the 60% is split again (stratified 60/40):
-each candidate is fit on the inner 60% and its *inner* AUROC is measured on the inner 40%, which is
+models with consecutive seeds, scores averaged in nats), every other option at its default. For
+each table of ../shared/data/odds and each seed, the stratified 60/40 split of
+benchmarks/odds_anomaly.py (the same splits); the 60% is split again (stratified 60/40): each
+candidate is fit on the inner 60% and its *inner* AUROC is measured on the inner 40%, which is
 all a choice may look at. Each candidate is also fit on the whole 60% and its *test* AUROC
 measured on the 40%, which no choice looks at. Then:
 
@@ -51,6 +51,13 @@ from vaekit import VAEAnomalyDetector  # noqa: E402
 
 def comma(kind):
     return lambda text: [kind(v) for v in text.split(",")]
+
+
+def batch_size(text: str) -> str:
+    """--batch-sizes' entries: rule, or a whole number of rows >= 1."""
+    if text != "rule" and not (text.isdigit() and int(text) >= 1):
+        raise argparse.ArgumentTypeError(f"{text!r}: give rule or a number of rows >= 1")
+    return text
 
 
 class Fit(NamedTuple):
@@ -241,7 +248,7 @@ def main(argv: list[str] | None = None) -> None:
                    help="p(z) of the fits: normal, mog, vamp (the detector's prior=), comma list")
     p.add_argument("--lrs", type=comma(float), default=[1e-3],
                    help="Adam learning rates (the detector's lr)")
-    p.add_argument("--batch-sizes", type=comma(str), default=["rule"],
+    p.add_argument("--batch-sizes", type=comma(batch_size), default=["rule"],
                    help="rows per batch: rule (the detector's default, config.default_sizes: "
                         "100 to 128, or all rows when fewer) or N, comma list")
     p.add_argument("--members", type=int, default=3, help="ensemble size compared with 1")
