@@ -60,6 +60,18 @@ def test_collapse_warns_after_warmup_only_and_logs_once_per_streak():
     assert all("warnings" not in r for r in healthy)
 
 
+def test_an_epoch_still_warming_up_by_steps_is_not_counted_for_collapse():
+    """--kl-warmup-steps: the epochs whose last step weighs the KL below the target beta are
+    warm-up, as the first --kl-warmup epochs are: the collapse streak starts after them."""
+    rows = [{**row(e, rate=0.01, active=0), "beta": b}
+            for e, b in enumerate([0.2, 0.6, 1.0, 1.0, 1.0], start=1)]
+    feed(Diagnostics(epochs=100, beta=1.0), rows)
+    assert [kinds(r) for r in rows] == [[], [], [], [], ["collapse"]]
+    without = [{k: v for k, v in r.items() if k != "warnings"} for r in rows]
+    feed(Diagnostics(epochs=100), without)  # no target given: the rows' beta is not read
+    assert [kinds(r) for r in without] == [[], [], ["collapse"], ["collapse"], ["collapse"]]
+
+
 def test_collapse_in_early_epochs_of_a_healthy_run_is_not_a_warning():
     rows = [row(1, rate=0.05, active=0), row(2, rate=0.3, active=5), row(3, rate=2.0, active=9)]
     feed(Diagnostics(epochs=3), rows)

@@ -23,6 +23,7 @@ EDGES = {
     "eval_mc_samples": ([0, -1], [1]),
     "iw_train_samples": ([0, -1], [1]),
     "kl_warmup": ([-1], [0, 1]),
+    "kl_warmup_steps": ([-1], [0, 1]),
     "patience": ([-1], [0, 1]),
     "image_size": ([0, -1], [1]),
     "hidden": (["0", "-1", "8,0"], ["1", "1,1"]),

@@ -119,6 +119,37 @@ def test_warmup_trains_the_same_weights_as_the_schedule_written_out(monkeypatch,
     assert same_weights(final_weights(tmp_path, "warm"), final_weights(tmp_path, "hand"))
 
 
+def test_warmup_in_steps_reaches_each_step_and_the_metrics(monkeypatch, tmp_path):
+    """--kl-warmup-steps: step s (0-based, counted across epochs) trains with beta * min(1, s / W);
+    an epoch's row reports its last step's weight."""
+    seen = recording(monkeypatch)
+    run = train_quiet(tmp_path, "steps", beta=2.0, kl_warmup_steps=20, epochs=3)
+    want = [2.0 * min(1.0, s / 20) for s in range(3 * DIGITS_BATCHES)]
+    assert [b for _, b, _ in seen] == pytest.approx(want)
+    assert [r["beta"] for r in run.metrics] == pytest.approx(
+        [want[(e + 1) * DIGITS_BATCHES - 1] for e in range(3)])  # 1.4, 2.0, 2.0
+
+
+def test_warmup_in_steps_trains_the_same_weights_as_the_schedule_written_out(monkeypatch,
+                                                                             tmp_path):
+    train_quiet(tmp_path, "warm", kl_warmup_steps=20, epochs=2)
+    train_quiet(tmp_path, "plain", epochs=2)
+
+    def scheduled(m, x, i, t):  # i: the 0-based call, one per gradient step
+        return min(1.0, i / 20) * t.kl.mean() - t.reconstruction.mean()
+
+    by_hand(monkeypatch, scheduled)
+    train_quiet(tmp_path, "hand", epochs=2)
+    warm = final_weights(tmp_path, "warm")
+    assert same_weights(warm, final_weights(tmp_path, "hand"))
+    assert not same_weights(warm, final_weights(tmp_path, "plain"), atol=1e-3)
+
+
+def test_warmup_in_epochs_and_in_steps_together_are_refused():
+    with pytest.raises(vaekit.VaekitError, match="--kl-warmup-steps"):
+        quick_config(kl_warmup=2, kl_warmup_steps=20)
+
+
 # --- --free-bits ------------------------------------------------------------------------------
 def test_free_bits_trains_the_same_weights_as_the_floor_applied_by_hand(monkeypatch, tmp_path):
     floor = 0.5

@@ -129,6 +129,9 @@ class TrainConfig:
     objective: str = opt("elbo", "training objective: elbo | iwae", choices=("elbo", "iwae"))
     iw_train_samples: int = opt(5, "importance samples per example for --objective iwae")
     kl_warmup: int = opt(0, "epochs over which beta rises linearly from 0 to --beta")
+    kl_warmup_steps: int = opt(0, "gradient steps over which beta rises linearly from 0 to "
+                               "--beta, step by step (instead of --kl-warmup's epochs: for a fit "
+                               "counted in steps, or epochs too long to warm up over)")
     free_bits: float = opt(0.0, "per-dimension KL floor in nats (loss only, never reported)")
     trim: float = opt(0.0, "leave out of each batch's loss the fraction TRIM of its examples with "
                       "the lowest objective (a least-trimmed fit that the worst-explained rows, "
@@ -337,6 +340,9 @@ def validate(cfg: Config) -> None:
         (t.eval_mc_samples >= 1, "--eval-mc-samples must be >= 1"),
         (t.iw_train_samples >= 1, "--iw-train-samples must be >= 1"),
         (t.kl_warmup >= 0, "--kl-warmup must be >= 0"),
+        (t.kl_warmup_steps >= 0, "--kl-warmup-steps must be >= 0"),
+        (t.kl_warmup == 0 or t.kl_warmup_steps == 0, "--kl-warmup (epochs) and --kl-warmup-steps "
+         "are two ways to give one warm-up: drop one"),
         (t.free_bits >= 0, "--free-bits must be >= 0"),
         (0 <= t.trim < 1, "--trim must be in [0, 1): the fraction of each batch left out of the loss"),
         (t.trim == 0 or t.free_bits == 0, "--trim and --free-bits do not combine: the floor applies "
@@ -344,11 +350,12 @@ def validate(cfg: Config) -> None:
         (t.patience is None or t.patience >= 0, "--patience must be >= 0"),
         (t.workers >= 0, "--workers must be >= 0"),
         (m.posterior_name != "point" or (t.objective == "elbo" and t.free_bits == 0
-                                          and t.kl_warmup == 0),
-         "--model ae has no KL term: drop --objective iwae, --free-bits and --kl-warmup"),
-        (t.objective == "elbo" or (t.free_bits == 0 and t.kl_warmup == 0 and t.beta == 1),
+                                          and t.kl_warmup == 0 and t.kl_warmup_steps == 0),
+         "--model ae has no KL term: drop --objective iwae, --free-bits and --kl-warmup(-steps)"),
+        (t.objective == "elbo" or (t.free_bits == 0 and t.kl_warmup == 0
+                                   and t.kl_warmup_steps == 0 and t.beta == 1),
          "--objective iwae is a bound on log p(x) with no KL weight: drop --beta, --free-bits "
-         "and --kl-warmup"),
+         "and --kl-warmup(-steps)"),
         (d.binarize == "none" or m.likelihood in ("bernoulli", "auto"),
          "--binarize dynamic needs --likelihood bernoulli"),
     ]

@@ -92,13 +92,19 @@ class Diagnostics:
     epoch)."""
 
     def __init__(self, epochs: int, warmup: int = 0, stochastic: bool = True,
-                 thresholds: Thresholds | None = None):
+                 thresholds: Thresholds | None = None, beta: float | None = None):
+        """warmup: the epochs of KL warm-up; beta: the target KL weight, when given an epoch
+        whose row reports a lower one (its last step still warming up, --kl-warmup-steps)
+        counts as warm-up too."""
         self.epochs, self.warmup, self.stochastic = epochs, warmup, stochastic
         self.t = thresholds or Thresholds()
+        self.beta = beta
         self.active: set[str] = set()
 
     def __call__(self, row: Row, state) -> None:
         final = row["epoch"] >= self.epochs
+        if self.beta is not None and row.get("beta", self.beta) < self.beta:
+            self.warmup = max(self.warmup, row["epoch"])
         warnings = []
         for kind, check in CHECKS.items():
             message = check(row, state.history, self.t, self.warmup, self.stochastic, final)
@@ -114,4 +120,5 @@ class Diagnostics:
 
 
 def diagnostics_hook(cfg) -> Diagnostics:
-    return Diagnostics(cfg.train.epochs, cfg.train.kl_warmup, cfg.model.model == "vae")
+    return Diagnostics(cfg.train.epochs, cfg.train.kl_warmup, cfg.model.model == "vae",
+                       beta=cfg.train.beta)

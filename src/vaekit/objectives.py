@@ -95,7 +95,17 @@ OBJECTIVES: dict[str, Callable] = {"elbo": elbo_objective, "iwae": iwae_objectiv
 
 
 def beta_at(epoch: int, beta: float, warmup: int) -> float:
-    """KL weight for a 0-based epoch: linear from 0 (epoch 0) to beta (epoch warmup)."""
+    """KL weight for a 0-based epoch (or step): linear from 0 (epoch 0) to beta (epoch warmup)."""
     if warmup <= 0:
         return beta
     return beta * min(1.0, epoch / warmup)
+
+
+def epoch_betas(t, epoch: int, n_batches: int) -> list[float]:
+    """The KL weight of each of the n_batches gradient steps of a 0-based epoch, by TrainConfig
+    t: the epoch's beta_at under --kl-warmup (epochs), or beta_at of the step (epoch * n_batches
+    + i) under --kl-warmup-steps."""
+    if t.kl_warmup_steps > 0:
+        first = epoch * n_batches
+        return [beta_at(first + i, t.beta, t.kl_warmup_steps) for i in range(n_batches)]
+    return [beta_at(epoch, t.beta, t.kl_warmup)] * n_batches

@@ -39,7 +39,7 @@ from .hooks import Hook, default_hooks
 from .images import pictured_rows, save_grid
 from .model import VAE
 from .nets import resolve_backbone
-from .objectives import beta_at
+from .objectives import epoch_betas
 from .optim import lr_at, make_average, make_optimizer, set_lr
 from .runs import (
     Run,
@@ -142,14 +142,15 @@ def resolved(cfg: Config, data: Dataset) -> Config:
                           backbone=resolve_backbone(cfg.model.backbone, data.shape)), cfg.train)
 
 
-def train_epoch(model: VAE, opt, source, cfg: Config, beta: float, bar, epoch: int = 0,
+def train_epoch(model: VAE, opt, source, cfg: Config, betas: list[float], bar, epoch: int = 0,
                 compute: Compute | None = None, average=None,
                 perturbation: Perturbation | None = None) -> tuple[dict[str, float], float]:
     """One pass over the epoch's shuffled global batches (`batches.py`), this rank's share of
     each. Returns the epoch's means over every rank (NaN/Inf when a batch diverged) and the loss
     of the first global batch. A rank's loss is weighted by its share of the global batch times
     the world size, so the wrapper's gradient average is the gradient of the global batch's mean
-    loss: N processes take the steps one process would."""
+    loss: N processes take the steps one process would. betas: the KL weight of each global
+    batch, in order (`objectives.epoch_betas`)."""
     t = cfg.train
     compute = compute or Compute(model)
     world = compute.group.world_size
@@ -176,7 +177,7 @@ def train_epoch(model: VAE, opt, source, cfg: Config, beta: float, bar, epoch: i
         extra = ({"batch_mean": GlobalMean(compute.group, total, share > 0)}
                  if world > 1 and t.free_bits > 0 else {})
         with compute.autocast():
-            loss, terms = compute.forward(xb, beta, t, **extra)
+            loss, terms = compute.forward(xb, betas[i], t, **extra)
         compute.step(loss * share * world if world > 1 else loss, opt)
         if average is not None:
             average.update_parameters(model)
@@ -348,10 +349,11 @@ def loop(cfg: Config, data: Dataset, model: VAE, opt, state: TrainState, hooks: 
     try:
         while state.epoch < t.epochs and state.stop is None:
             tick = time.perf_counter()
-            beta = beta_at(state.epoch, t.beta, t.kl_warmup)
+            betas = epoch_betas(t, state.epoch, n_batches)  # the KL weight of each step
+            beta = betas[-1]  # what the epoch's metrics row reports: its last step's
             set_lr(opt, lr_at(state.epoch, t))  # a function of the epoch: the same after a resume
-            part, first_loss = train_epoch(model, opt, source, cfg, beta, bar, state.epoch, compute,
-                                           state.average, state.perturbation)
+            part, first_loss = train_epoch(model, opt, source, cfg, betas, bar, state.epoch,
+                                           compute, state.average, state.perturbation)
             part["lr"] = opt.param_groups[0]["lr"]
             saved = on_master(partial(after_epoch, cfg, data, model, opt, state, hooks, beta, part,
                                       first_loss, tick, compute), compute.group)
