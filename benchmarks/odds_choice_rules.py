@@ -35,7 +35,7 @@ from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from odds_hybrid import isolation, knn  # noqa: E402
-from odds_scores import FIT_STEPS, run  # noqa: E402
+from odds_scores import FIT, run  # noqa: E402
 
 from vaekit import VAEAnomalyDetector  # noqa: E402
 from vaekit.detector import isolated_share  # noqa: E402
@@ -69,7 +69,7 @@ CANDIDATES = {"/3": ["L", "IF", "K10m"], "/2": ["L", "K10m"]}
 def aurocs(x_fit: np.ndarray, x_eval: np.ndarray, y_eval: np.ndarray, seed: int) -> dict[str, float]:
     mean, std = x_fit.mean(0), x_fit.std(0)
     std[std == 0] = 1.0
-    det = VAEAnomalyDetector(steps=FIT_STEPS, random_state=seed).fit(x_fit)
+    det = VAEAnomalyDetector(**FIT, random_state=seed).fit(x_fit)
     s = {"L": (det.member_scores(x_fit)[0], det.member_scores(x_eval)[0]),
          "IF": isolation(x_fit, x_eval, seed),
          "K10m": knn((x_fit - mean) / std, (x_eval - mean) / std, "manhattan")}

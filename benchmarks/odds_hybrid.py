@@ -42,7 +42,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.neighbors import NearestNeighbors
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from odds_scores import FIT_STEPS, run, standardized  # noqa: E402
+from odds_scores import FIT, run, standardized  # noqa: E402
 
 from vaekit import VAEAnomalyDetector  # noqa: E402
 
@@ -79,7 +79,7 @@ def aurocs(x_fit: np.ndarray, x_eval: np.ndarray, y_eval: np.ndarray, seed: int)
     mean, std = x_fit.mean(0), x_fit.std(0)
     std[std == 0] = 1.0
     u_fit, u_eval = (x_fit - mean) / std, (x_eval - mean) / std
-    det = VAEAnomalyDetector(steps=FIT_STEPS, random_state=seed).fit(x_fit)
+    det = VAEAnomalyDetector(**FIT, random_state=seed).fit(x_fit)
     s = {"L": (det.member_scores(x_fit)[0], det.member_scores(x_eval)[0]),
          "IF": isolation(x_fit, x_eval, seed),
          "K10": knn(u_fit, u_eval, "euclidean"),

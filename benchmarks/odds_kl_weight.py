@@ -20,7 +20,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from odds_scores import FIT_STEPS, run  # noqa: E402
+from odds_scores import FIT, run  # noqa: E402
 
 from vaekit import VAEAnomalyDetector  # noqa: E402
 
@@ -28,7 +28,7 @@ WEIGHTS = (0.25, 0.5, 2, 4, 8)
 
 
 def aurocs(x_fit: np.ndarray, x_eval: np.ndarray, y_eval: np.ndarray, seed: int) -> dict[str, float]:
-    det = VAEAnomalyDetector(steps=FIT_STEPS, random_state=seed).fit(x_fit)
+    det = VAEAnomalyDetector(**FIT, random_state=seed).fit(x_fit)
     r = det.member_scores(x_eval, "reconstruction")[0]
     k = det.member_scores(x_eval, "kl")[0]
     cols = {"L": det.member_scores(x_eval)[0], "R": r, "K": k}

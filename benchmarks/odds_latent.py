@@ -31,7 +31,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.neighbors import NearestNeighbors
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from odds_scores import FIT_STEPS, run, standardized  # noqa: E402
+from odds_scores import FIT, run, standardized  # noqa: E402
 
 from vaekit import VAEAnomalyDetector  # noqa: E402
 
@@ -48,7 +48,7 @@ def log_q_agg(z: torch.Tensor, mu: torch.Tensor, sd: torch.Tensor) -> torch.Tens
 
 
 def aurocs(x_fit: np.ndarray, x_eval: np.ndarray, y_eval: np.ndarray, seed: int) -> dict[str, float]:
-    det = VAEAnomalyDetector(steps=FIT_STEPS, random_state=seed).fit(x_fit)
+    det = VAEAnomalyDetector(**FIT, random_state=seed).fit(x_fit)
     with torch.no_grad():
         return latent_aurocs(det, x_fit, x_eval, y_eval, seed)
 

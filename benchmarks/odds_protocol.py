@@ -74,6 +74,7 @@ class Fit(NamedTuple):
     prior: str = "normal"
     lr: float = 1e-3
     batch: str = "rule"  # rows per batch: "rule" (config.default_sizes) or "N"
+    warmup: int = 0  # gradient steps of KL warm-up (the detector's kl_warmup_steps)
 
     def latent_dim(self, d: int) -> int | None:
         """The latent dimensions of a fit on d features (None: the detector's default rule)."""
@@ -105,6 +106,8 @@ class Fit(NamedTuple):
                 options[word] = float(value)
             elif word in ("latent", "prior", "batch"):
                 options[word] = value
+            elif word == "warmup":
+                options[word] = int(value)
             else:
                 try:
                     options["sigma"] = float(part)
@@ -118,7 +121,8 @@ LABELS = {"sigma": ("|{:g}", ", sigma {:g}"), "dropout": ("|dropout {:g}", ", dr
           "likelihood": ("|{}", ", {}"), "trim": ("|trim {:g}", ", trim {:g}"),
           "weight_decay": ("|weight_decay {:g}", ", weight decay {:g}"),
           "latent": ("|latent {}", ", latent {}"), "prior": ("|prior {}", ", prior {}"),
-          "lr": ("|lr {:g}", ", lr {:g}"), "batch": ("|batch {}", ", batch {}")}
+          "lr": ("|lr {:g}", ", lr {:g}"), "batch": ("|batch {}", ", batch {}"),
+          "warmup": ("|warmup {}", ", KL warm-up {} steps")}
 
 
 def fit_and_score(x_fit, x_eval, y_eval, fit: Fit, members: int, seed: int,
@@ -129,7 +133,8 @@ def fit_and_score(x_fit, x_eval, y_eval, fit: Fit, members: int, seed: int,
                              likelihood=fit.likelihood, trim=fit.trim,
                              weight_decay=fit.weight_decay, prior=fit.prior, lr=fit.lr,
                              latent_dim=fit.latent_dim(x_fit.shape[1]),
-                             batch_size=None if fit.batch == "rule" else int(fit.batch)).fit(x_fit)
+                             batch_size=None if fit.batch == "rule" else int(fit.batch),
+                             kl_warmup_steps=fit.warmup).fit(x_fit)
     out = {}
     for method in methods:
         if method == "auto":  # the detector's own choice of score (fit with its default method)
@@ -163,10 +168,10 @@ def fits(args, results: dict | None = None) -> list[Fit]:
         keys = [{k.split("|", 2)[2] for k in results if k.startswith(f"{t}|{seed}|")}
                 for t in args.tables for seed in range(args.seeds)]
         return sorted((Fit.from_key(k) for k in set.intersection(*keys)), key=Fit.key)
-    return [Fit(s, g, d, lik, t, w, z, pz, lr, b) for s in args.steps for g in args.sigmas
+    return [Fit(s, g, d, lik, t, w, z, pz, lr, b, kw) for s in args.steps for g in args.sigmas
             for d in args.dropouts for lik in args.likelihoods for t in args.trims
             for w in args.weight_decays for z in args.latents for pz in args.priors
-            for lr in args.lrs for b in args.batch_sizes]
+            for lr in args.lrs for b in args.batch_sizes for kw in args.warmups]
 
 
 def table_means(results: dict, args, part: str) -> dict:
@@ -251,6 +256,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch-sizes", type=comma(batch_size), default=["rule"],
                    help="rows per batch: rule (the detector's default, config.default_sizes: "
                         "100 to 128, or all rows when fewer) or N, comma list")
+    p.add_argument("--warmups", type=comma(int), default=[0],
+                   help="gradient steps of KL warm-up at the start of each fit (the detector's "
+                        "kl_warmup_steps; 0: none), comma list")
     p.add_argument("--members", type=int, default=3, help="ensemble size compared with 1")
     p.add_argument("--all", action="store_true",
                    help="fit nothing; report every candidate the results file holds for all the "

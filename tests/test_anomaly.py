@@ -294,6 +294,31 @@ def test_detector_defaults_fixed_laplace_of_unit_variance_trim_and_the_rules_pat
     assert float(given.log_scale.exp()) == pytest.approx(0.3, rel=1e-6)
 
 
+def test_detector_fit_weighs_the_kl_up_from_0_over_its_first_steps(monkeypatch):
+    """The KL's weight in the loss of the fit's s-th step (0-based, across epochs) is
+    min(1, s / kl_warmup_steps): 0 at the first step, 1 from step KL_WARMUP_STEPS (50) on;
+    kl_warmup_steps=0 trains at full weight throughout. 300 rows: 3 steps per epoch."""
+    from vaekit.detector_defaults import KL_WARMUP_STEPS
+    from vaekit.objectives import OBJECTIVES
+
+    real, seen = OBJECTIVES["elbo"], []
+
+    def objective(model, x, beta, cfg):
+        seen.append(beta)
+        return real(model, x, beta, cfg)
+
+    monkeypatch.setitem(OBJECTIVES, "elbo", objective)
+    x, _ = planted(300, 0, seed=8)
+    det = VAEAnomalyDetector(steps=90, method="elbo").fit(x)
+    assert det.config_.train.kl_warmup_steps == KL_WARMUP_STEPS == 50
+    assert seen == pytest.approx([min(1.0, s / 50) for s in range(90)])
+    seen.clear()
+    VAEAnomalyDetector(steps=30, method="elbo", kl_warmup_steps=0).fit(x)
+    assert seen == [1.0] * 30
+    with pytest.raises(ValueError, match="kl_warmup_steps"):
+        VAEAnomalyDetector(kl_warmup_steps=-1).fit(x)
+
+
 def test_detector_steps_set_the_epochs_without_early_stopping():
     """steps = gradient steps of a fit: 300 rows, 270 trained on (10% validate), batches of 100,
     3 steps per epoch: 30 steps are 10 epochs, and no early stop cuts them short. Given epochs

@@ -69,13 +69,31 @@ def test_a_loaded_detector_searches_as_many_neighbours_as_when_it_was_fit(tmp_pa
     assert VAEAnomalyDetector.load(folder).neighbours_.n_neighbors == 10
 
 
+def test_a_detector_saved_before_the_kl_warm_up_loads_as_fit_without_one(tmp_path):
+    """detector.json of a detector saved before kl_warmup_steps was a parameter lacks it: its fit
+    had no warm-up, so get_params says 0, not today's default; its scores are unchanged."""
+    x, _ = table()
+    det = VAEAnomalyDetector(method="elbo", steps=STEPS, kl_warmup_steps=0).fit(x)
+    folder = det.save(tmp_path / "det")
+    meta = folder / "detector.json"
+    body = json.loads(meta.read_text())
+    assert body["params"]["kl_warmup_steps"] == 0
+    del body["params"]["kl_warmup_steps"]
+    meta.write_text(json.dumps(body))
+    loaded = VAEAnomalyDetector.load(folder)
+    assert loaded.get_params() == det.get_params()
+    assert VAEAnomalyDetector().kl_warmup_steps == 50
+    np.testing.assert_array_equal(loaded.score_samples(x), det.score_samples(x))
+
+
 def test_the_docstring_states_the_neighbours_the_detector_searches():
     """help(VAEAnomalyDetector) gives the k and the reference size the code uses (it said 10 after
     the default became 3)."""
     doc = " ".join(VAEAnomalyDetector.__doc__.split())
     assert f"to its {detector_module.NEIGHBOURS} nearest training rows" in doc
     assert f"up to {detector_module.MAX_REFERENCE:,} of them" in doc
-    assert "{k}" not in doc and "{reference}" not in doc
+    assert f"default {detector_module.KL_WARMUP_STEPS}:" in doc
+    assert "{k}" not in doc and "{reference}" not in doc and "{warmup}" not in doc
 
 
 def test_the_detector_imports_without_docstrings():

@@ -9,7 +9,8 @@ and batch sizes by the same rule as `vaekit train` (`config.default_sizes`, on t
 on), and a short, trimmed fit: STEPS gradient steps (the training rule's ~20000 let the model
 learn the anomalies in its training data as well; see docs/anomaly.md), each leaving the fraction
 TRIM of its batch with the lowest ELBO out of the loss, so the rows the model explains worst (the
-outliers among them) do not pull it toward themselves. Scores are `anomaly.PER_EXAMPLE` (nats),
+outliers among them) do not pull it toward themselves, and whose first KL_WARMUP_STEPS steps weigh
+the KL term up from 0 to 1 (so the short fit uses its latent code). Scores are `anomaly.PER_EXAMPLE` (nats),
 averaged over `ensemble` models trained with seeds random_state, random_state + 1, ...; or
 `neighbours`, the mean L1 distance of the standardized row to its NEIGHBOURS nearest training
 rows other than itself, for anomalies that lie in a gap between clusters of normal rows, which a
@@ -47,6 +48,7 @@ from .config import Config, default_sizes
 from .data import dataset_from_arrays
 from .detector_defaults import (
     ISOLATED,
+    KL_WARMUP_STEPS,
     LIKELIHOOD,
     MAX_REFERENCE,
     METHODS,
@@ -104,6 +106,9 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
     trim: the fraction of each training batch with the lowest ELBO left out of the loss (`--trim`:
         rows the model explains worst, such as the outliers, pull on no gradient; default 0.2;
         0: a plain fit).
+    kl_warmup_steps: gradient steps over which the KL term's weight rises linearly from 0 to 1
+        at the start of the fit (`--kl-warmup-steps`; default {warmup}: a short fit that starts
+        with the KL at full weight may leave the latent code little used; 0: none).
     ensemble: models trained with consecutive seeds; their scores (nats) are averaged.
     samples: Monte Carlo draws per score (None: the score's default); random_state: int seed.
 
@@ -129,6 +134,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         "dropout": [Interval(Real, 0, 1, closed="left")],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
         "trim": [Interval(Real, 0, 1, closed="left")],
+        "kl_warmup_steps": [Interval(Integral, 0, None, closed="left")],
         "ensemble": [Interval(Integral, 1, None, closed="left")],
         "samples": [Interval(Integral, 1, None, closed="left"), None],
         "random_state": ["random_state"],
@@ -140,7 +146,8 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
                  patience: int | None = None, steps: int | None = STEPS, samples: int | None = None,
                  likelihood: str = LIKELIHOOD, sigma: float | None = None, prior: str = "normal",
                  dropout: float = 0.0,
-                 weight_decay: float = 0.0, trim: float = TRIM, ensemble: int = 1,
+                 weight_decay: float = 0.0, trim: float = TRIM,
+                 kl_warmup_steps: int = KL_WARMUP_STEPS, ensemble: int = 1,
                  random_state: int | None = 0):
         self.method = method
         self.contamination = contamination
@@ -158,6 +165,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         self.dropout = dropout
         self.weight_decay = weight_decay
         self.trim = trim
+        self.kl_warmup_steps = kl_warmup_steps
         self.ensemble = ensemble
         self.random_state = random_state
 
@@ -178,6 +186,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
                                  "likelihood": self.likelihood, "sigma": self._sigma(),
                                  "prior": self.prior,
                                  "dropout": self.dropout, "trim": self.trim,
+                                 "kl_warmup_steps": self.kl_warmup_steps,
                                  "weight_decay": self.weight_decay,
                                  "standardize": "on", "lr": self.lr,
                                  "seed": self._seed() + member})
@@ -362,8 +371,9 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
             body = json.loads(meta.read_text())
             if body.get("format") != FORMAT or body.get("version") != FORMAT_VERSION:
                 raise ValueError("another format")
-            det = cls(**{k: (tuple(v) if isinstance(v, list) else v)
-                         for k, v in body["params"].items()})
+            # a detector saved before the KL warm-up was a parameter was fit without one
+            params = {"kl_warmup_steps": 0, **body["params"]}
+            det = cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in params.items()})
             fitted = body["fitted"]
             det.method_, det.offset_ = str(fitted["method_"]), float(fitted["offset_"])
             det.n_features_in_, members = int(fitted["n_features_in_"]), int(fitted["members"])
@@ -409,7 +419,8 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
 # the docstring states the defaults as they are (`help(VAEAnomalyDetector)`; none under python -OO)
 if VAEAnomalyDetector.__doc__:
     VAEAnomalyDetector.__doc__ = VAEAnomalyDetector.__doc__.replace(
-        "{k}", str(NEIGHBOURS)).replace("{reference}", f"{MAX_REFERENCE:,}")
+        "{k}", str(NEIGHBOURS)).replace("{reference}", f"{MAX_REFERENCE:,}").replace(
+        "{warmup}", str(KL_WARMUP_STEPS))
 
 
 def check_save_target(path: str | Path) -> Path:

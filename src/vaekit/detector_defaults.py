@@ -10,6 +10,7 @@ from .anomaly import PER_EXAMPLE
 
 STEPS = 200  # gradient steps of a fit by default: chosen by the protocol of docs/anomaly.md
 TRIM = 0.2  # fraction of each training batch left out of the loss (lowest ELBO): the same protocol
+KL_WARMUP_STEPS = 50  # the KL's weight rises from 0 to 1 over a fit's first 50 steps: the same protocol
 LIKELIHOOD = "laplace-fixed"  # the same protocol, at the scale of unit variance (UNIT_VARIANCE)
 # sigma=None: the fixed likelihood's scale of unit variance in standardized units
 UNIT_VARIANCE = {"gaussian-fixed": 1.0, "laplace-fixed": math.sqrt(0.5)}  # Laplace: 2 b^2 = 1
