@@ -78,9 +78,10 @@ def test_same_seed_same_numbers(tmp_path):
     assert a.metrics[-1]["val_elbo"] != c.metrics[-1]["val_elbo"]
 
 
-def test_resume_equals_uninterrupted(tmp_path, capsys):
-    whole = vaekit.train(quick_config(epochs=4), out=tmp_path / "whole", quiet=True)
-    vaekit.train(quick_config(epochs=2), out=tmp_path / "part", quiet=True)
+@pytest.mark.parametrize("options", [{}, {"kl_warmup_steps": 40}])  # 15 steps an epoch: resumed
+def test_resume_equals_uninterrupted(tmp_path, capsys, options):    # mid-warm-up, at step 30
+    whole = vaekit.train(quick_config(epochs=4, **options), out=tmp_path / "whole", quiet=True)
+    vaekit.train(quick_config(epochs=2, **options), out=tmp_path / "part", quiet=True)
     code, _, err = run_cli(capsys, "train", "--resume", tmp_path / "part", "--epochs", "4",
                            "--quiet")
     assert code == 0, err
