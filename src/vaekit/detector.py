@@ -108,7 +108,8 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         0: a plain fit).
     kl_warmup_steps: gradient steps over which the KL term's weight rises linearly from 0 to 1
         at the start of the fit (`--kl-warmup-steps`; default {warmup}: a short fit that starts
-        with the KL at full weight may leave the latent code little used; 0: none).
+        with the KL at full weight may leave the latent code little used; 0: none). A fit of
+        fewer steps ends before the weight reaches 1; its scores are still the -ELBO at weight 1.
     ensemble: models trained with consecutive seeds; their scores (nats) are averaged.
     samples: Monte Carlo draws per score (None: the score's default); random_state: int seed.
 
