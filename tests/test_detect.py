@@ -210,6 +210,21 @@ def test_cli_fits_scores_and_flags_as_the_python_detector(tmp_path, capsys):
     assert f"score {det.method_}" in out and f"elbo {det.isolated_['elbo']:.3f}" in out
 
 
+def test_cli_kl_warmup_steps_reaches_the_detector(tmp_path, capsys):
+    """--kl-warmup-steps 0 fits as VAEAnomalyDetector(kl_warmup_steps=0): the same scores, and
+    not those of the default warm-up."""
+    x, _ = table()
+    np.save(tmp_path / "fit.npy", x)
+    code, _, err = run_cli(capsys, "detect", "--data", tmp_path / "fit.npy", "--steps", STEPS,
+                           "--method", "elbo", "--kl-warmup-steps", 0, "--out", tmp_path / "s.csv")
+    assert code == 0, err
+    scores = read_csv(tmp_path / "s.csv")["score"]
+    plain = VAEAnomalyDetector(steps=STEPS, method="elbo", kl_warmup_steps=0).fit(x)
+    warm = VAEAnomalyDetector(steps=STEPS, method="elbo").fit(x)
+    np.testing.assert_allclose(scores, -plain.score_samples(x), rtol=1e-6)
+    assert not np.allclose(scores, -warm.score_samples(x), rtol=1e-3)
+
+
 def test_cli_save_then_load_scores_new_rows_the_same(tmp_path, capsys):
     x, _ = table()
     new, labels = table(seed=7, n=120, outliers=6)
@@ -233,6 +248,8 @@ def test_cli_save_then_load_scores_new_rows_the_same(tmp_path, capsys):
     (["--contamination", "0.5"], ["--contamination", "(0, 0.5)"]),
     (["--steps", "0"], ["--steps", "at least 1"]),
     (["--ensemble", "0"], ["--ensemble"]),
+    (["--kl-warmup-steps", "-1"], ["--kl-warmup-steps", "at least 0"]),
+    (["--load", "DET", "--kl-warmup-steps", "10"], ["--kl-warmup-steps", "already fit"]),
     (["--load", "DET", "--method", "elbo"], ["--method", "already fit"]),
     (["--load", "DET", "--test-data", "DATA"], ["--test-data", "already fit"]),
     (["--load", "NOWHERE"], ["--load", "no such folder"]),

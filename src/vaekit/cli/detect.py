@@ -12,7 +12,7 @@ import numpy as np
 from .. import anomaly
 from ..config import DataConfig
 from ..data import check_finite
-from ..detector_defaults import METHODS, NEIGHBOURS, STEPS
+from ..detector_defaults import KL_WARMUP_STEPS, METHODS, NEIGHBOURS, STEPS
 from ..errors import VaekitError
 from ..outputs import check_out
 from ..runtime import set_threads
@@ -24,13 +24,14 @@ if TYPE_CHECKING:  # scikit-learn is loaded only when the command runs (`vaekit 
     from ..detector import VAEAnomalyDetector
 
 HELP = ("Unsupervised anomaly detection on a table, no run folder needed: fit VAEAnomalyDetector "
-        "(the benchmarked defaults of docs/anomaly.md: the -ELBO of a short trimmed fit, or the "
-        "neighbours' distance, chosen without labels) on the rows of --data, and score them (or "
-        "--test-data); --save keeps the fitted detector, --load scores with one. CSV "
+        "(the benchmarked defaults of docs/anomaly.md: the -ELBO of a short trimmed fit with a "
+        "KL warm-up, or the neighbours' distance, chosen without labels) on the rows of --data, "
+        "and score them (or --test-data); --save keeps the fitted detector, --load scores with one. CSV "
         "index,method,score[,label],flagged (higher = more anomalous; flagged: above the "
         "threshold that flags --contamination of the fit rows). With labels, AUROC and average "
         "precision.")
-FIT_OPTIONS = ("method", "contamination", "steps", "ensemble", "save")  # meaningless with --load
+# meaningless with --load
+FIT_OPTIONS = ("method", "contamination", "steps", "kl_warmup_steps", "ensemble", "save")
 
 
 def add_arguments(p) -> None:
@@ -55,6 +56,9 @@ def add_arguments(p) -> None:
                    "them (default: 0.1)")
     p.add_argument("--steps", type=int, metavar="N", help=f"gradient steps of the fit (default: "
                    f"{STEPS})")
+    p.add_argument("--kl-warmup-steps", type=int, metavar="N", help="gradient steps over which "
+                   "the KL term's weight rises from 0 to 1 at the start of the fit (0: none; "
+                   f"default: {KL_WARMUP_STEPS})")
     p.add_argument("--ensemble", type=int, metavar="K", help="models fit with seeds S, S+1, ...; "
                    "their VAE scores are averaged (default: 1)")
     add_seed_option(p, "the fit and the draws of the scores")
@@ -82,7 +86,7 @@ def check_options(args) -> None:
     """One line for each value the detector would refuse, before any data is read."""
     check_seed_option(args)
     if args.load:
-        given = [f"--{k}" for k in FIT_OPTIONS if getattr(args, k) is not None]
+        given = ["--" + k.replace("_", "-") for k in FIT_OPTIONS if getattr(args, k) is not None]
         if args.test_data:
             given.append("--test-data")
         if given:
@@ -98,6 +102,9 @@ def check_options(args) -> None:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise VaekitError(f"--{name} must be at least 1, got {value}")
+    if args.kl_warmup_steps is not None and args.kl_warmup_steps < 0:
+        raise VaekitError(f"--kl-warmup-steps must be at least 0 (0: none), got "
+                          f"{args.kl_warmup_steps}")
     if args.save:
         from ..detector import check_save_target
 
@@ -119,7 +126,7 @@ def fit(args, x: np.ndarray) -> tuple[VAEAnomalyDetector, str]:
     from ..detector import VAEAnomalyDetector
 
     given = {"method": args.method, "contamination": args.contamination, "steps": args.steps,
-             "ensemble": args.ensemble}
+             "kl_warmup_steps": args.kl_warmup_steps, "ensemble": args.ensemble}
     det = VAEAnomalyDetector(random_state=args.seed,
                              **{k: v for k, v in given.items() if v is not None})
     start = time.perf_counter()

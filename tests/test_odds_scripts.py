@@ -1,0 +1,47 @@
+"""Pieces of the ODDS benchmark scripts (benchmarks/odds_anomaly.py, odds_protocol.py) that the
+figures in docs/anomaly.md rest on: the margin report and the protocol's fit keys."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def scripts(request):
+    sys.path.insert(0, str(BENCHMARKS))
+    request.addfinalizer(lambda: sys.path.remove(str(BENCHMARKS)))
+    import odds_anomaly
+    import odds_protocol
+    return odds_anomaly, odds_protocol
+
+
+def test_the_margin_is_the_seeds_means_of_paired_differences(scripts):
+    """Two tables, three seeds: seed s's margin is the mean over tables of vaekit - other on split
+    s, written out here; the standard error is over the three seeds."""
+    odds_anomaly, _ = scripts
+    rows = {"a": {"auroc": {"vaekit": [0.9, 0.8, 0.7], "iforest": [0.8, 0.8, 0.8]}},
+            "b": {"auroc": {"vaekit": [0.6, 0.6, 0.9], "iforest": [0.5, 0.7, 0.6]}}}
+    want = [(0.1 + 0.1) / 2, (0.0 - 0.1) / 2, (-0.1 + 0.3) / 2]  # 0.1, -0.05, 0.1
+    np.testing.assert_allclose(odds_anomaly.seed_margins(rows, "iforest"), want)
+    se = np.std(want, ddof=1) / np.sqrt(3)
+    line = odds_anomaly.margin_line(rows, "iforest")
+    assert "+0.1000, -0.0500, +0.1000" in line
+    assert f"mean {np.mean(want):+.4f}" in line and f"over the seeds {se:.4f}" in line
+
+
+@pytest.mark.parametrize("options", [{}, {"warmup": 50}, {"trim": 0.2, "batch": "256",
+                                                         "warmup": 25, "lr": 2e-3}])
+def test_a_fit_key_reads_back_as_the_same_fit(scripts, options):
+    """Results files are keyed by Fit.key(); --all reads candidates back with Fit.from_key. An
+    option at its default stays out of the key, so files made before it existed keep theirs."""
+    _, odds_protocol = scripts
+    fit = odds_protocol.Fit(200, 0.7071, likelihood="laplace-fixed", **options)
+    assert odds_protocol.Fit.from_key(fit.key()) == fit
+    assert ("warmup" in fit.key()) == ("warmup" in options)
+    assert odds_protocol.Fit.from_key("200|0.7071|laplace-fixed|trim 0.2").warmup == 0
