@@ -1,24 +1,24 @@
 """`VAEAnomalyDetector`: a scikit-learn outlier detector trained by vaekit's one training loop.
 
 Tabular data: features standardized with the training statistics (kept in the model), a Laplace
-likelihood of fixed unit variance in standardized units (LIKELIHOOD: a learned variance per
-feature collapses onto discrete-valued features, whose reconstruction then dominates every score;
-and under a Gaussian one rare level of a near-constant feature, its square in the exponent, can
-outweigh the rest of a row), net
-and batch sizes by the same rule as `vaekit train` (`config.default_sizes`, on the rows trained
-on), and a short, trimmed fit: STEPS gradient steps (the training rule's ~20000 let the model
-learn the anomalies in its training data as well; see docs/anomaly.md), each leaving the fraction
-TRIM of its batch with the lowest ELBO out of the loss, so the rows the model explains worst (the
-outliers among them) do not pull it toward themselves, and whose first KL_WARMUP_STEPS steps weigh
-the KL term up from 0 to 1 (so the short fit uses its latent code). Scores are `anomaly.PER_EXAMPLE` (nats),
-averaged over `ensemble` models trained with seeds random_state, random_state + 1, ...; or
-`neighbours`, the mean L1 distance of the standardized row to its NEIGHBOURS nearest training
-rows other than itself, for anomalies that lie in a gap between clusters of normal rows, which a
-smooth density does not see. The default, `auto`, chooses between the -ELBO and `neighbours` at
-fit time, without labels: the one that sets apart the larger share of the training rows (robust
-z-score above ISOLATED). scikit-learn's sign convention is kept: `score_samples` is higher for
-more normal examples. How the defaults were chosen (leave-one-table-out and dev/confirm halves of
-20 ODDS tables), and how they compare with IsolationForest: docs/anomaly.md.
+likelihood of fixed unit variance in standardized units (LIKELIHOOD: a learned variance per feature
+collapses onto discrete-valued features, whose reconstruction then dominates every score; and under
+a Gaussian one rare level of a near-constant feature, its square in the exponent, can outweigh the
+rest of a row), net and batch sizes by the same rule as `vaekit train` (`config.default_sizes`, on
+the rows trained on), and a short, trimmed fit: STEPS gradient steps (the training rule's ~20000
+let the model learn the anomalies in its training data as well; see docs/anomaly.md), each leaving
+the fraction TRIM of its batch with the lowest ELBO out of the loss, so the rows the model explains
+worst (the outliers among them) do not pull it toward themselves, and whose first KL_WARMUP_STEPS
+steps weigh the KL term up from 0 to 1 (so the short fit uses its latent code). Scores are
+`anomaly.PER_EXAMPLE` (nats), averaged over `ensemble` models trained with seeds random_state,
+random_state + 1, ...; or `neighbours`, the mean L1 distance of the standardized row to its
+NEIGHBOURS nearest training rows other than itself, for anomalies that lie in a gap between
+clusters of normal rows, which a smooth density does not see. The default, `auto`, chooses between
+the -ELBO and `neighbours` at fit time, without labels: the one that sets apart the larger share of
+the training rows (robust z-score above ISOLATED). scikit-learn's sign convention is kept:
+`score_samples` is higher for more normal examples. How the defaults were chosen
+(leave-one-table-out and dev/confirm halves of 20 ODDS tables), and how they compare with
+IsolationForest: docs/anomaly.md.
 
 A fitted detector is saved as a folder (`save`, `VAEAnomalyDetector.load`, `vaekit detect --save`):
 detector.json (parameters and fitted attributes), config.yaml (the fit's config), model-K.pt per

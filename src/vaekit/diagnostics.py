@@ -93,9 +93,9 @@ class Diagnostics:
 
     def __init__(self, epochs: int, warmup: int = 0, stochastic: bool = True,
                  thresholds: Thresholds | None = None, beta: float | None = None):
-        """warmup: the epochs of KL warm-up; beta: the target KL weight, when given an epoch
-        whose row reports a lower one (its last step still warming up, --kl-warmup-steps)
-        counts as warm-up too."""
+        """warmup: the epochs of KL warm-up (--kl-warmup); beta: the target KL weight. When beta
+        is given, an epoch whose row reports a lower weight (its last step still warming up under
+        --kl-warmup-steps) counts as warm-up too."""
         self.epochs, self.warmup, self.stochastic = epochs, warmup, stochastic
         self.t = thresholds or Thresholds()
         self.beta = beta

@@ -26,8 +26,8 @@ if TYPE_CHECKING:  # scikit-learn is loaded only when the command runs (`vaekit 
 HELP = ("Unsupervised anomaly detection on a table, no run folder needed: fit VAEAnomalyDetector "
         "(the benchmarked defaults of docs/anomaly.md: the -ELBO of a short trimmed fit with a "
         "KL warm-up, or the neighbours' distance, chosen without labels) on the rows of --data, "
-        "and score them (or --test-data); --save keeps the fitted detector, --load scores with one. CSV "
-        "index,method,score[,label],flagged (higher = more anomalous; flagged: above the "
+        "and score them (or --test-data); --save keeps the fitted detector, --load scores with "
+        "one. CSV index,method,score[,label],flagged (higher = more anomalous; flagged: above the "
         "threshold that flags --contamination of the fit rows). With labels, AUROC and average "
         "precision.")
 # meaningless with --load
