@@ -20,6 +20,7 @@ mean over the half's tables, and the mean fit time (seconds, this machine, --thr
     python benchmarks/odds_anomaly.py --threads 1                      # both halves, 5 seeds
     python benchmarks/odds_anomaly.py --half confirm --seeds 5
     python benchmarks/odds_anomaly.py --tables wine,glass --seeds 2 --detectors vaekit,iforest
+    python benchmarks/odds_anomaly.py --first-seed 5 --seeds 5        # a replicate: seeds 5-9
 pyod is optional (pip install pyod, e.g. in a venv with --system-site-packages); without it its
 columns are skipped with the reason printed.
 """
@@ -202,7 +203,9 @@ def main() -> None:
                    help="which half of the protocol to run (default: both)")
     p.add_argument("--tables", help="comma list of tables instead of --half (each reported under "
                    "its half)")
-    p.add_argument("--seeds", type=int, default=5, help="number of seeds (0..N-1; default 5)")
+    p.add_argument("--seeds", type=int, default=5, help="number of seeds (default 5)")
+    p.add_argument("--first-seed", type=int, default=0, help="the seeds are FIRST..FIRST+N-1 "
+                   "(default 0: the benchmark's 0..N-1; another gives a replicate on new splits)")
     p.add_argument("--detectors", default=",".join(detectors()),
                    help="comma list (default: all: %(default)s)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
@@ -229,11 +232,13 @@ def main() -> None:
         p.error(f"no {', '.join(missing)} in {args.odds_dir}; give --odds-dir or other --tables")
     for half, tables in HALVES.items():
         print(f"{half} half: {', '.join(tables)}")
-    print(f"{'INNER (a split of the 60%)' if args.inner else 'TEST (the 40%)'}; {args.seeds} seeds "
-          f"(stratified 60/40 split per seed, the same for every detector); tables in {args.odds_dir}")
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    print(f"{'INNER (a split of the 60%)' if args.inner else 'TEST (the 40%)'}; seeds "
+          f"{seeds[0]}..{seeds[-1]} (stratified 60/40 split per seed, the same for every "
+          f"detector); tables in {args.odds_dir}")
     warm_up(dets)
-    rows = {n: run_table(args.odds_dir / f"{n}.npz", list(range(args.seeds)), args.inner, dets,
-                         args.scores) for n in names}
+    rows = {n: run_table(args.odds_dir / f"{n}.npz", seeds, args.inner, dets, args.scores)
+            for n in names}
     columns = list(next(iter(rows.values()))["auroc"])
     for half in [*HALVES, "other"]:
         part = {n: r for n, r in rows.items() if half_of(n) == half}
