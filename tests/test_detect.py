@@ -210,6 +210,32 @@ def test_cli_fits_scores_and_flags_as_the_python_detector(tmp_path, capsys):
     assert f"score {det.method_}" in out and f"elbo {det.isolated_['elbo']:.3f}" in out
 
 
+@pytest.mark.parametrize("shares, n, close", [
+    ((5 / 77, 6 / 77), 77, True),         # one row apart of 77: se 0.0415 > 0.013
+    ((0.070, 0.088), 2500, False),        # se 0.0076 < 0.018
+    ((2 / 960, 2 / 960), 960, True),      # a tie
+    ((0.0, 0.0), 50, True),               # neither sets a row apart: the choice rests on nothing
+])
+def test_close_call_is_a_difference_within_one_standard_error(shares, n, close):
+    det = VAEAnomalyDetector(steps=STEPS).fit(table()[0])
+    det.isolated_ = {"elbo": shares[0], "neighbours": shares[1]}
+    det.reference_rows_ = np.arange(n)
+    assert det.close_call() is close
+    with pytest.raises(ValueError, match="auto"):
+        VAEAnomalyDetector(method="elbo", steps=STEPS).fit(table()[0]).close_call()
+
+
+@pytest.mark.parametrize("close", [True, False])
+def test_cli_says_when_autos_choice_was_a_close_call(tmp_path, capsys, monkeypatch, close):
+    x, _ = table()
+    np.save(tmp_path / "fit.npy", x)
+    monkeypatch.setattr(VAEAnomalyDetector, "close_call", lambda self: close)
+    code, out, err = run_cli(capsys, "detect", "--data", tmp_path / "fit.npy", "--steps", STEPS,
+                             "--out", tmp_path / "s.csv")
+    assert code == 0, err
+    assert ("a close call" in out + err) is close
+
+
 def test_cli_kl_warmup_steps_reaches_the_detector(tmp_path, capsys):
     """--kl-warmup-steps 0 fits as VAEAnomalyDetector(kl_warmup_steps=0): the same scores, and
     not those of the default warm-up."""

@@ -253,6 +253,20 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
             scores[others] = -self._neighbour_distances(self._standardized(X[others]))
         return scores
 
+    def close_call(self) -> bool:
+        """After an `auto` fit: whether its two shares (isolated_) differ by at most one
+        standard error of the difference of two proportions over the rows they were counted on,
+        sqrt((p1 (1 - p1) + p2 (1 - p2)) / n). Then the choice rests on a few rows, and a fit with
+        another seed may keep the other score; on the ODDS tables such choices went wrong far more
+        often than the others (docs/anomaly.md)."""
+        check_is_fitted(self, "offset_")
+        if not hasattr(self, "isolated_"):
+            raise ValueError(f"close_call() is about method='auto''s choice; this detector was "
+                             f"fit with method={self.method!r}")
+        p, q = self.isolated_["elbo"], self.isolated_["neighbours"]
+        se = math.sqrt((p * (1 - p) + q * (1 - q)) / len(self.reference_rows_))
+        return abs(p - q) <= se  # a tie, even at 0 (neither sets a row apart), is a close call
+
     def fit_predict(self, X, y=None) -> np.ndarray:
         """fit(X).predict(X), from the training rows' scores fit computed (no second pass)."""
         return self.fit(X)._labels(self.train_score_samples_)

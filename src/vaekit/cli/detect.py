@@ -136,6 +136,10 @@ def fit(args, x: np.ndarray) -> tuple[VAEAnomalyDetector, str]:
     if hasattr(det, "isolated_"):
         shares = ", ".join(f"{k} {v:.3f}" for k, v in det.isolated_.items())
         line += f" (auto: share of fit rows set apart, {shares})"
+        if det.close_call():
+            line += ("; a close call: the two shares are within one standard error, so a fit "
+                     "with another --seed may keep the other score; with labels at hand, compare "
+                     "--method elbo and --method neighbours")
     return det, line
 
 
