@@ -17,7 +17,13 @@ from ..errors import VaekitError
 from ..outputs import check_out
 from ..runtime import set_threads
 from ..sources import read_source
-from .common import add_compute_options, add_field_option, add_seed_option, check_seed_option
+from .common import (
+    add_compute_options,
+    add_field_option,
+    add_seed_option,
+    check_seed_option,
+    option_name,
+)
 from .score import finish
 
 if TYPE_CHECKING:  # scikit-learn is loaded only when the command runs (`vaekit --help` skips it)
@@ -86,7 +92,7 @@ def check_options(args) -> None:
     """One line for each value the detector would refuse, before any data is read."""
     check_seed_option(args)
     if args.load:
-        given = ["--" + k.replace("_", "-") for k in FIT_OPTIONS if getattr(args, k) is not None]
+        given = [option_name(k) for k in FIT_OPTIONS if getattr(args, k) is not None]
         if args.test_data:
             given.append("--test-data")
         if given:
@@ -98,13 +104,10 @@ def check_options(args) -> None:
                               "`vaekit detect --save` wrote")
     if args.contamination is not None and not 0 < args.contamination < 0.5:
         raise VaekitError(f"--contamination must be in (0, 0.5), got {args.contamination:g}")
-    for name in ("steps", "ensemble"):
+    for name, least in (("steps", 1), ("ensemble", 1), ("kl_warmup_steps", 0)):
         value = getattr(args, name)
-        if value is not None and value < 1:
-            raise VaekitError(f"--{name} must be at least 1, got {value}")
-    if args.kl_warmup_steps is not None and args.kl_warmup_steps < 0:
-        raise VaekitError(f"--kl-warmup-steps must be at least 0 (0: none), got "
-                          f"{args.kl_warmup_steps}")
+        if value is not None and value < least:
+            raise VaekitError(f"{option_name(name)} must be at least {least}, got {value}")
     if args.save:
         from ..detector import check_save_target
 
