@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from itertools import product
 from pathlib import Path
 from typing import NamedTuple
 
@@ -102,13 +103,9 @@ class Fit(NamedTuple):
         options: dict = {}
         for part in parts:
             word, _, value = part.partition(" ")
-            if word in ("dropout", "trim", "weight_decay", "lr"):
-                options[word] = float(value)
-            elif word in ("latent", "prior", "batch"):
-                options[word] = value
-            elif word == "warmup":
-                options[word] = int(value)
-            else:
+            if word in LABELLED:  # "word value", of the type of the field's default
+                options[word] = type(cls._field_defaults[word])(value)
+            else:  # sigma and likelihood are written bare
                 try:
                     options["sigma"] = float(part)
                 except ValueError:
@@ -161,6 +158,13 @@ def collect(args, results: dict) -> None:
               f"{record['seconds']:.0f}s", flush=True)
 
 
+# Fit's fields written "word value" in a key (the others: steps first, sigma and likelihood bare)
+LABELLED = [f for f in LABELS if f not in ("sigma", "likelihood")]
+# the command line's list of each of Fit's fields, in the fields' order
+OPTION_LISTS = ("steps", "sigmas", "dropouts", "likelihoods", "trims", "weight_decays", "latents",
+                "priors", "lrs", "batch_sizes", "warmups")
+
+
 def fits(args, results: dict | None = None) -> list[Fit]:
     """Every fit a candidate needs: the product of the options' lists; with --all, every fit
     that `results` holds for all the tables and seeds."""
@@ -168,10 +172,7 @@ def fits(args, results: dict | None = None) -> list[Fit]:
         keys = [{k.split("|", 2)[2] for k in results if k.startswith(f"{t}|{seed}|")}
                 for t in args.tables for seed in range(args.seeds)]
         return sorted((Fit.from_key(k) for k in set.intersection(*keys)), key=Fit.key)
-    return [Fit(s, g, d, lik, t, w, z, pz, lr, b, kw) for s in args.steps for g in args.sigmas
-            for d in args.dropouts for lik in args.likelihoods for t in args.trims
-            for w in args.weight_decays for z in args.latents for pz in args.priors
-            for lr in args.lrs for b in args.batch_sizes for kw in args.warmups]
+    return [Fit(*options) for options in product(*(getattr(args, o) for o in OPTION_LISTS))]
 
 
 def table_means(results: dict, args, part: str) -> dict:

@@ -45,3 +45,18 @@ def test_a_fit_key_reads_back_as_the_same_fit(scripts, options):
     assert odds_protocol.Fit.from_key(fit.key()) == fit
     assert ("warmup" in fit.key()) == ("warmup" in options)
     assert odds_protocol.Fit.from_key("200|0.7071|laplace-fixed|trim 0.2").warmup == 0
+
+
+def test_the_candidates_are_the_product_of_the_option_lists_in_fits_field_order(scripts):
+    """Each of the command line's lists fills the Fit field of its place: 2 x 2 lists give 4 fits,
+    the last list varying fastest."""
+    _, odds_protocol = scripts
+    args = odds_protocol.argparse.Namespace(
+        all=False, steps=[100, 200], sigmas=[0.7071], dropouts=[0.0], likelihoods=["laplace-fixed"],
+        trims=[0.2], weight_decays=[0.0], latents=["rule"], priors=["normal"], lrs=[1e-3],
+        batch_sizes=["rule"], warmups=[0, 50])
+    assert len(odds_protocol.OPTION_LISTS) == len(odds_protocol.Fit._fields)
+    got = odds_protocol.fits(args)
+    want = [odds_protocol.Fit(s, 0.7071, 0.0, "laplace-fixed", 0.2, warmup=w)
+            for s in (100, 200) for w in (0, 50)]
+    assert got == want
