@@ -82,10 +82,11 @@ def collect(args, results: dict, aurocs: Callable, shown: tuple[str, ...]) -> No
         print(f"  {key}: test {cells}, {record['seconds']:.0f}s", flush=True)
 
 
-def report(args, results: dict, bound: tuple[str, ...] = ("L", "G", "D")) -> None:
-    """Mean AUROC per half (inner and test) of every column, paired against the column L, and the
-    mean over tables of the best of the `bound` columns chosen per table with the labels; also
-    used by odds_latent.py, odds_kl_weight.py and odds_hybrid.py."""
+def report(args, results: dict, bound: tuple[str, ...] = ("L", "G", "D"), reference: str = "L") -> None:
+    """Mean AUROC per half (inner and test) of every column, paired against the column `reference`
+    (L unless said), and the mean over tables of the best of the `bound` columns chosen per table
+    with the labels; also used by odds_latent.py, odds_kl_weight.py, odds_hybrid.py and
+    odds_kl_choice.py."""
     def mean(table: str, part: str, col: str) -> float:
         return float(np.mean([results[f"{table}|{s}"][part][col] for s in range(args.seeds)]))
 
@@ -93,13 +94,14 @@ def report(args, results: dict, bound: tuple[str, ...] = ("L", "G", "D")) -> Non
     halves = {h: [t for t in ts if t in tables] for h, ts in HALVES.items()}
     cols = list(results[f"{tables[0]}|0"]["test"])
     for part in ("inner", "test"):
-        print(f"\n{part} AUROC: mean per half, and paired against L over the {len(tables)} tables\n")
-        print("| score | dev | confirm | all | - L (+- s.e.) | tables better / worse |")
+        print(f"\n{part} AUROC: mean per half, and paired against {reference} over the "
+              f"{len(tables)} tables\n")
+        print(f"| score | dev | confirm | all | - {reference} (+- s.e.) | tables better / worse |")
         print("|---|---|---|---|---|---|")
         for c in cols:
             cells = [np.mean([mean(t, part, c) for t in ts]) if ts else float("nan")
                      for ts in (halves["dev"], halves["confirm"], tables)]
-            d = np.array([mean(t, part, c) - mean(t, part, "L") for t in tables])
+            d = np.array([mean(t, part, c) - mean(t, part, reference) for t in tables])
             se = d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("nan")
             print(f"| {c} | " + " | ".join(f"{v:.4f}" for v in cells)
                   + f" | {d.mean():+.4f} +- {se:.4f} | {(d > 0).sum()} / {(d < 0).sum()} |")
@@ -112,9 +114,10 @@ def report(args, results: dict, bound: tuple[str, ...] = ("L", "G", "D")) -> Non
 
 
 def run(description: str, aurocs: Callable, shown: tuple[str, ...] = ("L",),
-        bound: tuple[str, ...] = ("L", "G", "D")) -> None:
-    """The command line of odds_scores.py, odds_latent.py, odds_kl_weight.py and odds_hybrid.py:
-    the options, the fits --out lacks, the report (`bound`: as report's)."""
+        bound: tuple[str, ...] = ("L", "G", "D"), reference: str = "L") -> None:
+    """The command line of odds_scores.py, odds_latent.py, odds_kl_weight.py, odds_hybrid.py and
+    odds_kl_choice.py: the options, the fits --out lacks, the report (`bound`, `reference`: as
+    report's)."""
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--out", type=Path, required=True, help="results JSON (continued if it exists)")
     p.add_argument("--tables", type=lambda s: s.split(","), default=TABLES)
@@ -126,7 +129,7 @@ def run(description: str, aurocs: Callable, shown: tuple[str, ...] = ("L",),
     results = json.loads(args.out.read_text()) if args.out.is_file() else {}
     print(f"{len(args.tables)} tables, {args.seeds} seeds; results in {args.out}", flush=True)
     collect(args, results, aurocs, shown)
-    report(args, results, bound)
+    report(args, results, bound, reference)
 
 
 if __name__ == "__main__":

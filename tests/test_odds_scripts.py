@@ -1,5 +1,6 @@
 """Pieces of the ODDS benchmark scripts (benchmarks/odds_anomaly.py, odds_protocol.py) that the
-figures in docs/anomaly.md rest on: the margin report and the protocol's fit keys."""
+figures in docs/anomaly.md rest on: the margin report, the protocol's fit keys, and the share rule
+of odds_kl_choice.py."""
 
 from __future__ import annotations
 
@@ -60,3 +61,53 @@ def test_the_candidates_are_the_product_of_the_option_lists_in_fits_field_order(
     want = [odds_protocol.Fit(s, 0.7071, 0.0, "laplace-fixed", 0.2, warmup=w)
             for s in (100, 200) for w in (0, 50)]
     assert got == want
+
+
+@pytest.fixture(scope="module")
+def kl_choice(request):
+    sys.path.insert(0, str(BENCHMARKS))
+    request.addfinalizer(lambda: sys.path.remove(str(BENCHMARKS)))
+    import odds_kl_choice
+    return odds_kl_choice
+
+
+def test_the_share_rule_keeps_the_longer_tail_and_the_first_on_a_tie(kl_choice):
+    """Three candidates' fit-row scores: a bulk alone, the same bulk with 5% of rows 10 MADs out,
+    and the bulk again; the second is kept; between the first and third (equal shares) the first."""
+    rng = np.random.default_rng(0)
+    bulk = rng.normal(size=400)
+    tail = bulk.copy()
+    tail[:20] += 10
+    evals = [np.full(3, float(i)) for i in range(3)]
+    assert kl_choice.share_choice([bulk, tail, bulk], evals) is evals[1]
+    assert kl_choice.share_choice([bulk, bulk.copy()], evals[:2]) is evals[0]
+
+
+def iris_with_a_few_of_the_third_species():
+    """Rows off the structure of the rest (the -ELBO's kind of anomaly; the detector keeps it)."""
+    from sklearn.datasets import load_iris
+
+    x, y = load_iris(return_X_y=True)
+    return np.vstack([x[y != 0], x[y == 0][:12]]), np.r_[np.zeros(100), np.ones(12)]
+
+
+def rows_in_the_gap_between_two_clouds():
+    """Rows spread in the gap between two clouds (the distance's kind; the detector keeps it)."""
+    rng = np.random.default_rng(1)
+    normal = rng.normal(size=(400, 4)) + np.where(rng.random((400, 1)) < 0.5, -4.0, 4.0)
+    return np.vstack([normal, rng.uniform(-1.5, 1.5, size=(20, 4))]), np.r_[np.zeros(400), np.ones(20)]
+
+
+@pytest.mark.parametrize("data, kept", [(iris_with_a_few_of_the_third_species, "elbo"),
+                                        (rows_in_the_gap_between_two_clouds, "neighbours")])
+def test_the_share_rule_over_the_elbo_alone_is_the_detectors_auto(kl_choice, monkeypatch, data,
+                                                                   kept):
+    """With the weight 1 alone (the -ELBO and the neighbours' distance) the script's rule must
+    reproduce the detector's own choice, on data where it keeps either score."""
+    x, y = data()
+    x, y = x.astype(np.float32), y.astype(int)
+    monkeypatch.setattr(kl_choice, "RULES", {"auto w 1": (1,)})
+    got = kl_choice.aurocs(x[::2], x[1::2], y[1::2], seed=0)
+    other = {"elbo": "neighbours", "neighbours": "elbo"}[kept]
+    assert got["auto"] == got[kept] != got[other]  # the detector kept `kept`, and it shows
+    assert got["auto w 1"] == got["auto"]
