@@ -72,8 +72,9 @@ def kl_choice(request):
 
 
 def test_the_share_rule_keeps_the_longer_tail_and_the_first_on_a_tie(kl_choice):
-    """Three candidates' fit-row scores: a bulk alone, the same bulk with 5% of rows 10 MADs out,
-    and the bulk again; the second is kept; between the first and third (equal shares) the first."""
+    """Three candidates' fit-row scores: a bulk alone, the same bulk with 5% of its rows 10
+    standard deviations out, and the bulk again: the second is kept. Between two equal bulks (equal
+    shares) the first is."""
     rng = np.random.default_rng(0)
     bulk = rng.normal(size=400)
     tail = bulk.copy()
