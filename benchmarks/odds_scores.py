@@ -86,7 +86,7 @@ def report(args, results: dict, bound: tuple[str, ...] = ("L", "G", "D"), refere
     """Mean AUROC per half (inner and test) of every column, paired against the column `reference`
     (L unless said), and the mean over tables of the best of the `bound` columns chosen per table
     with the labels; also used by odds_latent.py, odds_kl_weight.py, odds_hybrid.py and
-    odds_kl_choice.py."""
+    odds_auto_variants.py."""
     def mean(table: str, part: str, col: str) -> float:
         return float(np.mean([results[f"{table}|{s}"][part][col] for s in range(args.seeds)]))
 
@@ -116,7 +116,7 @@ def report(args, results: dict, bound: tuple[str, ...] = ("L", "G", "D"), refere
 def run(description: str, aurocs: Callable, shown: tuple[str, ...] = ("L",),
         bound: tuple[str, ...] = ("L", "G", "D"), reference: str = "L") -> None:
     """The command line of odds_scores.py, odds_latent.py, odds_kl_weight.py, odds_hybrid.py and
-    odds_kl_choice.py: the options, the fits --out lacks, the report (`bound`, `reference`: as
+    odds_auto_variants.py: the options, the fits --out lacks, the report (`bound`, `reference`: as
     report's)."""
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--out", type=Path, required=True, help="results JSON (continued if it exists)")

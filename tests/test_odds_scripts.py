@@ -1,6 +1,6 @@
 """Pieces of the ODDS benchmark scripts (benchmarks/odds_anomaly.py, odds_protocol.py) that the
 figures in docs/anomaly.md rest on: the margin report, the protocol's fit keys, and the share rule
-of odds_kl_choice.py."""
+of odds_auto_variants.py."""
 
 from __future__ import annotations
 
@@ -64,14 +64,14 @@ def test_the_candidates_are_the_product_of_the_option_lists_in_fits_field_order(
 
 
 @pytest.fixture(scope="module")
-def kl_choice(request):
+def variants(request):
     sys.path.insert(0, str(BENCHMARKS))
     request.addfinalizer(lambda: sys.path.remove(str(BENCHMARKS)))
-    import odds_kl_choice
-    return odds_kl_choice
+    import odds_auto_variants
+    return odds_auto_variants
 
 
-def test_the_share_rule_keeps_the_longer_tail_and_the_first_on_a_tie(kl_choice):
+def test_the_share_rule_keeps_the_longer_tail_and_the_first_on_a_tie(variants):
     """Three candidates' fit-row scores: a bulk alone, the same bulk with 5% of its rows 10
     standard deviations out, and the bulk again: the second is kept. Between two equal bulks (equal
     shares) the first is."""
@@ -80,8 +80,8 @@ def test_the_share_rule_keeps_the_longer_tail_and_the_first_on_a_tie(kl_choice):
     tail = bulk.copy()
     tail[:20] += 10
     evals = [np.full(3, float(i)) for i in range(3)]
-    assert kl_choice.share_choice([bulk, tail, bulk], evals) is evals[1]
-    assert kl_choice.share_choice([bulk, bulk.copy()], evals[:2]) is evals[0]
+    assert variants.share_choice([bulk, tail, bulk], evals) is evals[1]
+    assert variants.share_choice([bulk, bulk.copy()], evals[:2]) is evals[0]
 
 
 def iris_with_a_few_of_the_third_species():
@@ -101,14 +101,23 @@ def rows_in_the_gap_between_two_clouds():
 
 @pytest.mark.parametrize("data, kept", [(iris_with_a_few_of_the_third_species, "elbo"),
                                         (rows_in_the_gap_between_two_clouds, "neighbours")])
-def test_the_share_rule_over_the_elbo_alone_is_the_detectors_auto(kl_choice, monkeypatch, data,
+def test_the_share_rule_over_the_elbo_alone_is_the_detectors_auto(variants, monkeypatch, data,
                                                                    kept):
     """With the weight 1 alone (the -ELBO and the neighbours' distance) the script's rule must
     reproduce the detector's own choice, on data where it keeps either score."""
     x, y = data()
     x, y = x.astype(np.float32), y.astype(int)
-    monkeypatch.setattr(kl_choice, "RULES", {"auto w 1": (1,)})
-    got = kl_choice.aurocs(x[::2], x[1::2], y[1::2], seed=0)
+    monkeypatch.setattr(variants, "RULES", {"auto w 1": (1,)})
+    got = variants.aurocs(x[::2], x[1::2], y[1::2], seed=0)
     other = {"elbo": "neighbours", "neighbours": "elbo"}[kept]
     assert got["auto"] == got[kept] != got[other]  # the detector kept `kept`, and it shows
     assert got["auto w 1"] == got["auto"]
+
+
+def test_the_log_distance_floors_copies_at_the_smallest_positive_distance(variants):
+    """A row whose nearest rows are all copies of it has r = 0; log r would be -inf and break the
+    median and MAD of the share, so it is floored at the fit rows' smallest positive r."""
+    fit_r = np.array([0.0, 0.5, 2.0, 0.0])
+    np.testing.assert_allclose(variants.log_distance(np.array([0.0, 0.25, 4.0]), fit_r),
+                               np.log([0.5, 0.5, 4.0]))
+    assert np.all(variants.log_distance(np.zeros(3), np.zeros(3)) == 0.0)  # nothing positive: 1

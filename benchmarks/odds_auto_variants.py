@@ -1,0 +1,128 @@
+"""Variants of the default detector's choice of score (`auto`), measured by the protocol of
+docs/anomaly.md (issue 12). `auto` keeps, of the -ELBO = R + K and the neighbours' distance r, the
+score that sets apart the larger share of the fit rows (robust z-score above 3). The variants:
+
+- `auto w ...`: the same share rule among R + w K for the listed weights (the first is 1: the
+  -ELBO) and r: the KL's weight chosen per table. R is the `reconstruction` score, K the `kl`
+  score of the same fit (R + K is its `elbo` score);
+- `auto log r`: the -ELBO's share against the share of log r (r floored at the smallest positive
+  distance among the fit rows). The nearest-neighbour density estimate is -log p(x) = d log r(x) +
+  const, so log r is the distance's counterpart of a -log density; the robust z-score does not
+  see the factor d;
+- `auto lof`: the -ELBO against the local outlier factor (Breunig et al. 2000; scikit-learn's
+  LocalOutlierFactor: its default 20 neighbours, L1 distances, over the detector's standardized
+  reference rows), which divides a row's reachability distance by its neighbours', so that a row
+  at the sparse edge of one smooth bulk scores about 1 and a row in a gap between clusters high;
+  `auto elbo/r/lof`: the three, by the same share. `lof` is its AUROC alone.
+
+Ties go to the -ELBO, as the detector's do. Per split (the splits of benchmarks/odds_anomaly.py:
+inner and test, as in odds_scores.py), one fit of today's default VAEAnomalyDetector (KL warm-up and
+all; not odds_scores.FIT) and the AUROC of `auto` (the detector's own score), its two candidates
+`elbo` and `neighbours`, and each variant.
+
+    python benchmarks/odds_auto_variants.py --out odds-auto-variants.json --seeds 5   # 20 tables
+    python benchmarks/odds_auto_variants.py --null     # the shares where there is nothing to find
+
+Results per split go to --out (JSON, kept: a rerun with the same file only fits what is missing;
+--seeds 10 on the same file adds seeds 5-9). --null prints, for 2000 rows of N(0, I) in 2 to 20
+dimensions, with no anomalies and with 3% of the rows scattered far out, the share each score sets
+apart, and the AUROC of the two scores where there are anomalies.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+from sklearn.neighbors import LocalOutlierFactor
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from odds_scores import run  # noqa: E402
+
+from vaekit import VAEAnomalyDetector  # noqa: E402
+from vaekit.detector import isolated_share  # noqa: E402
+
+RULES = {"auto w 1,2": (1, 2), "auto w 1,0.5,2": (1, 0.5, 2)}
+LOF_NEIGHBOURS = 20  # scikit-learn's default
+
+
+def share_choice(fit_scores: list[np.ndarray], eval_scores: list[np.ndarray]) -> np.ndarray:
+    """The evaluation rows' scores of the candidate whose fit rows' scores have the largest
+    isolated share (the detector's rule); a tie keeps the earliest."""
+    shares = [isolated_share(s) for s in fit_scores]
+    return eval_scores[shares.index(max(shares))]
+
+
+def log_distance(r: np.ndarray, fit_r: np.ndarray) -> np.ndarray:
+    """log r, r floored at the smallest positive distance among the fit rows' (a row whose
+    nearest rows are all copies of it has r = 0)."""
+    positive = fit_r[fit_r > 0]
+    return np.log(np.maximum(r, positive.min() if len(positive) else 1.0))
+
+
+def fitted_scores(det: VAEAnomalyDetector, x_fit: np.ndarray, x_eval: np.ndarray) -> dict:
+    """{"fit"|"eval": {"reconstruction", "kl", "elbo", "r"}} of an `auto` detector: the fit rows'
+    as its share counts them (its reference rows; each row's distance to its nearest rows other
+    than itself)."""
+    out = {}
+    for part, x in (("fit", x_fit), ("eval", x_eval)):
+        out[part] = {kind: det.member_scores(x, kind)[0] for kind in ("reconstruction", "kl", "elbo")}
+    out["fit"] = {k: v[det.reference_rows_] for k, v in out["fit"].items()}
+    out["fit"]["r"] = det._neighbour_distances(det.reference_)
+    out["eval"]["r"] = det._neighbour_distances(det._standardized(x_eval))
+    lof = LocalOutlierFactor(n_neighbors=min(LOF_NEIGHBOURS, len(det.reference_) - 1),
+                             metric="manhattan", novelty=True).fit(det.reference_)
+    out["fit"]["lof"] = -lof.negative_outlier_factor_  # each reference row leaving itself out
+    out["eval"]["lof"] = -lof.score_samples(det._standardized(x_eval))
+    return out
+
+
+def aurocs(x_fit: np.ndarray, x_eval: np.ndarray, y_eval: np.ndarray, seed: int) -> dict[str, float]:
+    det = VAEAnomalyDetector(random_state=seed).fit(x_fit)
+    s = fitted_scores(det, x_fit, x_eval)
+    cols = {"auto": -det.score_samples(x_eval), "elbo": s["eval"]["elbo"],
+            "neighbours": s["eval"]["r"]}
+    for rule, weights in RULES.items():
+        cands = {part: [p["reconstruction"] + w * p["kl"] for w in weights] + [p["r"]]
+                 for part, p in s.items()}
+        cols[rule] = share_choice(cands["fit"], cands["eval"])
+    logs = {part: log_distance(p["r"], s["fit"]["r"]) for part, p in s.items()}
+    cols["auto log r"] = share_choice([s["fit"]["elbo"], logs["fit"]],
+                                      [s["eval"]["elbo"], s["eval"]["r"]])
+    cols["lof"] = s["eval"]["lof"]
+    for rule, kinds in {"auto lof": ("elbo", "lof"), "auto elbo/r/lof": ("elbo", "r", "lof")}.items():
+        cols[rule] = share_choice([s["fit"][k] for k in kinds], [s["eval"][k] for k in kinds])
+    return {c: float(roc_auc_score(y_eval, v)) for c, v in cols.items()}
+
+
+def null_report(n: int = 2000, dims: tuple[int, ...] = (2, 5, 10, 20)) -> None:
+    """The shares of the -ELBO, r and log r over the fit rows of N(0, I) with no anomalies, and
+    with 3% of the rows scattered at radius sqrt(d) + 4 in random directions (the bulk's rows lie
+    near radius sqrt(d)); where there are anomalies, the AUROC of the -ELBO and of r."""
+    print("| d | anomalies | share -ELBO | share r | share log r | auto keeps | AUROC -ELBO | AUROC r |")
+    print("|---|---|---|---|---|---|---|---|")
+    for d in dims:
+        for frac in (0.0, 0.03):
+            rng = np.random.default_rng(d)
+            x = rng.normal(size=(n, d))
+            m = int(frac * n)
+            u = rng.normal(size=(m, d))
+            x[:m] = u / np.linalg.norm(u, axis=1, keepdims=True) * (np.sqrt(d) + 4)
+            det = VAEAnomalyDetector(random_state=0).fit(x.astype(np.float32))
+            s = fitted_scores(det, x, x)["fit"]
+            cells = [isolated_share(s["elbo"]), isolated_share(s["r"]),
+                     isolated_share(log_distance(s["r"], s["r"]))]
+            y = np.r_[np.ones(m), np.zeros(n - m)]
+            auc = [f"{roc_auc_score(y, v):.3f}" for v in (s["elbo"], s["r"])] if m else ["", ""]
+            print(f"| {d} | {frac:.0%} | " + " | ".join(f"{c:.3f}" for c in cells)
+                  + f" | {det.method_} | " + " | ".join(auc) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    if "--null" in sys.argv[1:]:
+        null_report()
+    else:
+        run(__doc__.split("\n")[0], aurocs, ("auto", "auto log r", "auto lof"),
+            bound=("elbo", "neighbours"), reference="auto")
