@@ -390,19 +390,52 @@ def brute_force_neighbours(reference: np.ndarray, x: np.ndarray, k: int):
     return np.where(d[:, 0] == 0, d[:, 1:k + 1].mean(1), d[:, :k].mean(1))
 
 
-def test_neighbours_score_is_the_mean_l1_distance_to_the_three_nearest_training_rows():
+def vouched(rows: np.ndarray, minus_elbo: np.ndarray) -> np.ndarray:
+    """The rows whose -ELBO a robust z-score, (s - median) / (1.4826 MAD), does not put above 3
+    (numpy; the MAD is not 0 on these data)."""
+    deviation = minus_elbo - np.median(minus_elbo)
+    return rows[deviation <= 3 * 1.4826 * np.median(np.abs(deviation))]
+
+
+def test_neighbours_score_is_the_mean_l1_distance_to_the_three_nearest_vouched_training_rows():
+    """The reference is the training rows whose -ELBO (a method="elbo" detector of the same seed
+    gives it) `auto`'s rule does not set apart; each row's score is its mean L1 distance to the 3
+    nearest of them, a training row leaving itself out."""
     x, _ = planted(300, 10, seed=11)
     test_x, _ = planted(40, 10, seed=12)
     det = VAEAnomalyDetector(method="neighbours", **FAST).fit(x)
     assert det.method_ == "neighbours"
     center, scale = x.astype(np.float64).mean(0), x.astype(np.float64).std(0)
-    expected = brute_force_neighbours((x - center) / scale, (test_x - center) / scale, 3)
+    minus_elbo = -VAEAnomalyDetector(method="elbo", **FAST).fit(x).score_samples(x)
+    reference = vouched((x - center) / scale, minus_elbo)
+    assert 250 < len(reference) < 310  # the far rows left out, the bulk kept
+    expected = brute_force_neighbours(reference, (test_x - center) / scale, 3)
     np.testing.assert_allclose(-det.score_samples(test_x), expected, rtol=1e-9)
     assert (det.predict(x) == -1).mean() == pytest.approx(0.1, abs=0.01)  # contamination 0.1
     copies = x[:5] + 0.0  # new rows identical to training rows score as those training rows do
     np.testing.assert_array_equal(det.score_samples(copies), det.score_samples(x)[:5])
-    expected = brute_force_neighbours((x - center) / scale, (x - center) / scale, 3)
+    expected = brute_force_neighbours(reference, (x - center) / scale, 3)
     np.testing.assert_allclose(-det.score_samples(x), expected, rtol=1e-9)  # each leaves itself out
+
+
+def test_a_cluster_of_anomalies_cannot_vouch_for_its_own_members():
+    """Twelve anomalies in one tight clump far from the bulk: to the plain distance over all the
+    training rows each is vouched for by its clump-mates (its 3 nearest rows are among them), so
+    they rank among the most normal rows. The -ELBO sets the clump apart, the reference leaves it
+    out, and the clump's rows then score above every normal row."""
+    rng = np.random.default_rng(21)
+    bulk = rng.normal(size=(400, 4))
+    clump = 6.0 + 0.02 * rng.normal(size=(12, 4))
+    x = np.vstack([bulk, clump]).astype(np.float32)
+    y = np.r_[np.zeros(400), np.ones(12)]
+    center, scale = x.astype(np.float64).mean(0), x.astype(np.float64).std(0)
+    u = (x - center) / scale
+    plain = brute_force_neighbours(u, u, 3)
+    assert roc_auc_score(y, plain) < 0.1  # the premise: the clump vouches for itself
+    det = VAEAnomalyDetector(method="neighbours", **FAST).fit(x)
+    assert roc_auc_score(y, -det.score_samples(x)) == 1.0
+    new_clump = (6.0 + 0.02 * rng.normal(size=(5, 4))).astype(np.float32)
+    assert det.score_samples(new_clump).max() < det.score_samples(bulk.astype(np.float32)).min()
 
 
 def test_neighbours_threshold_flags_the_contamination_share_of_new_rows_too():
@@ -419,8 +452,9 @@ def test_neighbours_threshold_flags_the_contamination_share_of_new_rows_too():
 
 def test_auto_chooses_the_score_that_sets_more_training_rows_apart():
     """isolated_ holds the two shares computed from the two scores of the training rows (the
-    VAE's -ELBO, as a method="elbo" detector of the same seed gives it, and the neighbours'
-    distances leaving each row itself out), and method_ is the larger's, elbo on a tie."""
+    VAE's -ELBO, as a method="elbo" detector of the same seed gives it, and the distances to all
+    the training rows, each leaving itself out), and method_ is the larger's, elbo on a tie; a
+    kept distance scores against the rows the -ELBO vouches for."""
     from vaekit.detector import isolated_share
     x, _ = planted(300, 15, seed=13)
     det = VAEAnomalyDetector(**FAST).fit(x)
@@ -431,8 +465,9 @@ def test_auto_chooses_the_score_that_sets_more_training_rows_apart():
     assert det.isolated_["neighbours"] == pytest.approx(isolated_share(own), abs=1 / len(x))
     larger = "neighbours" if det.isolated_["neighbours"] > det.isolated_["elbo"] else "elbo"
     assert det.method_ == larger
+    reference = vouched((x - center) / scale, -elbo.score_samples(x))  # where the distance is kept
     scores = (elbo.score_samples(x) if larger == "elbo"
-              else -brute_force_neighbours((x - center) / scale, (x - center) / scale, 3))
+              else -brute_force_neighbours(reference, (x - center) / scale, 3))
     np.testing.assert_allclose(det.score_samples(x), scores, rtol=1e-9)
 
 
@@ -478,7 +513,8 @@ def test_elbo_score_mean_is_minus_elbo_within_its_standard_error(planted_run, se
 
 def test_neighbours_keep_a_seeded_subset_of_the_training_rows_beyond_the_cap(monkeypatch):
     """Beyond MAX_REFERENCE training rows the neighbours' reference is a random subset (the same
-    for the same seed), standardized by all rows, and the scores are distances to it."""
+    for the same seed), standardized by all rows, and the scores are distances to the rows of it
+    that the -ELBO vouches for."""
     import vaekit.detector as detector
     monkeypatch.setattr(detector, "MAX_REFERENCE", 100)
     x, _ = planted(300, 10, seed=14)
@@ -488,7 +524,9 @@ def test_neighbours_keep_a_seeded_subset_of_the_training_rows_beyond_the_cap(mon
     assert len(det.reference_rows_) == 100 and len(set(det.reference_rows_)) == 100
     np.testing.assert_array_equal(det.reference_rows_, again.reference_rows_)
     center, scale = x.astype(np.float64).mean(0), x.astype(np.float64).std(0)
-    reference = (x[det.reference_rows_] - center) / scale
+    minus_elbo = -VAEAnomalyDetector(method="elbo", **FAST).fit(x).score_samples(x)
+    rows = det.reference_rows_
+    reference = vouched((x[rows] - center) / scale, minus_elbo[rows])
     expected = brute_force_neighbours(reference, (test_x - center) / scale, 3)
     np.testing.assert_allclose(-det.score_samples(test_x), expected, rtol=1e-9)
     auto = VAEAnomalyDetector(**FAST).fit(x)  # auto's shares come from the same subset
@@ -498,12 +536,12 @@ def test_neighbours_keep_a_seeded_subset_of_the_training_rows_beyond_the_cap(mon
 @pytest.mark.parametrize("cap", [None, 100])
 @pytest.mark.parametrize("kept", ["neighbours", "elbo"])
 def test_fit_scores_each_training_row_once_and_keeps_those_scores(monkeypatch, cap, kept):
-    """fit searches each training row's neighbours at most once (auto used to search the
-    reference for its share, then all rows again for offset_ where the reference is a subset):
-    the reference rows for auto's share, and the other rows only where the distance is kept. It
-    keeps the training rows' scores: train_score_samples_ is score_samples(X), whichever score was
-    kept, auto's shares are those of the reference rows' entries, and fit_predict is fit then
-    predict."""
+    """fit searches each training row's neighbours at most once per reference: auto's share
+    searches the reference rows among all of them, and only where a distance is kept (auto's or
+    neighbours') every training row is searched among the rows the -ELBO vouches for. It keeps
+    the training rows' scores: train_score_samples_ is score_samples(X), whichever score was
+    kept, auto's share is that of the reference rows' distances to all reference rows, and
+    fit_predict is fit then predict."""
     import vaekit.detector as detector
     if cap is not None:
         monkeypatch.setattr(detector, "MAX_REFERENCE", cap)
@@ -518,19 +556,16 @@ def test_fit_scores_each_training_row_once_and_keeps_those_scores(monkeypatch, c
     for method in ("auto", "neighbours", "elbo"):
         searches.clear()
         det = VAEAnomalyDetector(method=method, **FAST).fit(x)
-        if method == "elbo":
-            assert searches == []
-        elif method == "auto" and det.method_ == "elbo":
-            assert searches == [len(det.reference_rows_)]
-        else:
-            assert sum(searches) == len(x)
+        share_search = [len(det.reference_rows_)] if method == "auto" else []
+        assert searches == share_search + ([len(x)] if det.method_ == "neighbours" else [])
         np.testing.assert_array_equal(det.train_score_samples_, det.score_samples(x))
         if method == "auto":
             assert det.method_ == kept
-            rows = det.reference_rows_
-            neighbours = VAEAnomalyDetector(method="neighbours", **FAST).fit(x)
-            assert det.isolated_["neighbours"] == detector.isolated_share(
-                -neighbours.train_score_samples_[rows])
+            center, scale = x.astype(np.float64).mean(0), x.astype(np.float64).std(0)
+            reference = (x[det.reference_rows_] - center) / scale
+            own = brute_force_neighbours(reference, reference, 3)
+            assert det.isolated_["neighbours"] == pytest.approx(
+                detector.isolated_share(own), abs=1 / len(own))
         flags = VAEAnomalyDetector(method=method, **FAST).fit_predict(x)
         np.testing.assert_array_equal(flags, det.predict(x))
         assert (flags == -1).mean() == pytest.approx(0.1, abs=0.01)

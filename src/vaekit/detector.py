@@ -12,10 +12,12 @@ worst (the outliers among them) do not pull it toward themselves, and whose firs
 steps weigh the KL term up from 0 to 1 (so the short fit uses its latent code). Scores are
 `anomaly.PER_EXAMPLE` (nats), averaged over `ensemble` models trained with seeds random_state,
 random_state + 1, ...; or `neighbours`, the mean L1 distance of the standardized row to its
-NEIGHBOURS nearest training rows other than itself, for anomalies that lie in a gap between
-clusters of normal rows, which a smooth density does not see. The default, `auto`, chooses between
-the -ELBO and `neighbours` at fit time, without labels: the one that sets apart the larger share of
-the training rows (robust z-score above ISOLATED). scikit-learn's sign convention is kept:
+NEIGHBOURS nearest training rows other than itself, among those the -ELBO does not set apart (so
+that a cluster of anomalies cannot vouch for its own members), for anomalies that lie in a gap
+between clusters of normal rows, which a smooth density does not see. The default, `auto`, chooses
+between the -ELBO and `neighbours` at fit time, without labels: the one that sets apart the larger
+share of the training rows (robust z-score above ISOLATED; the distance's share counted over all
+the training rows). scikit-learn's sign convention is kept:
 `score_samples` is higher for more normal examples. How the defaults were chosen
 (leave-one-table-out and dev/confirm halves of 20 ODDS tables), and how they compare with
 IsolationForest: docs/anomaly.md.
@@ -23,7 +25,8 @@ IsolationForest: docs/anomaly.md.
 A fitted detector is saved as a folder (`save`, `VAEAnomalyDetector.load`, `vaekit detect --save`):
 detector.json (parameters and fitted attributes), config.yaml (the fit's config), model-K.pt per
 ensemble member (weights, read back with torch.load(weights_only=True)) and, for auto and
-neighbours, reference.npz (the neighbours' standardized reference rows; read without pickle).
+neighbours, reference.npz (the neighbours' standardized reference rows, those the -ELBO vouches
+for; read without pickle).
 Nothing in it is unpickled.
 """
 
@@ -82,11 +85,13 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         (`vaekit.anomaly.PER_EXAMPLE`: elbo, -ELBO in nats, ...). neighbours: the mean L1 distance
         of the row, standardized by the training rows' mean and standard deviation, to its {k}
         nearest training rows other than itself (up to {reference} of them, a seeded random subset
-        beyond; an identical training row counts as the row itself, once). auto: elbo or
-        neighbours, chosen in fit without labels as the one whose scores of the training rows
-        set the larger share apart (robust z-score, (s - median) / (1.4826 MAD), above 3; elbo
-        on a tie); method_ says which, isolated_ the two shares. See docs/anomaly.md for how it
-        was chosen.
+        beyond; an identical training row counts as the row itself, once), among those whose
+        -ELBO the rule below does not set apart (a cluster of anomalies the VAE isolates would
+        otherwise vouch for its own members). auto: elbo or neighbours, chosen in fit without
+        labels as the one whose scores of the training rows set the larger share apart (robust
+        z-score, (s - median) / (1.4826 MAD), above 3; elbo on a tie; the distances for this
+        share are to all the reference rows); method_ says which, isolated_ the two shares. See
+        docs/anomaly.md for how it was chosen.
     contamination: expected fraction of outliers in the training data; sets offset_.
     steps: gradient steps of each fit (epochs = steps / steps per epoch, at least 1; no early
     stopping, the best epoch by validation ELBO is kept). None: `vaekit train`'s rule (about 20000
@@ -223,35 +228,35 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         self.config_ = run.config  # as trained: the sizes resolved
         self.model_ = self.models_[0]
         self.method_ = self.method
-        if self.method in ("auto", "neighbours"):
-            self._keep_reference(X)
-        if self.method == "auto":
+        if self.method not in ("auto", "neighbours"):
+            self.train_score_samples_ = self.score_samples(X)
+        else:
             elbo = self.member_scores(X, "elbo").mean(axis=0)
-            own = self._neighbour_distances(self.reference_)  # each leaves itself out
-            self.isolated_ = {"elbo": isolated_share(elbo[self.reference_rows_]),
-                              "neighbours": isolated_share(own)}
-            self.method_ = max(self.isolated_, key=self.isolated_.get)  # elbo on a tie
+            self._keep_reference(X)  # every reference row, for auto's share
+            if self.method == "auto":
+                own = self._neighbour_distances(self.reference_)  # each leaves itself out
+                self.isolated_ = {"elbo": isolated_share(elbo[self.reference_rows_]),
+                                  "neighbours": isolated_share(own)}
+                self.method_ = max(self.isolated_, key=self.isolated_.get)  # elbo on a tie
             if self.method_ == "elbo":
                 self.train_score_samples_ = -elbo
-            else:  # the reference rows' distances are their scores: only the others searched
-                self.train_score_samples_ = self._training_distances(X, own)
-        else:
-            self.train_score_samples_ = self.score_samples(X)
+            else:  # the reference the -ELBO vouches for; every training row's distance to it
+                self._vouch_reference(elbo[self.reference_rows_])
+                self.train_score_samples_ = self.score_samples(X)
         # scikit-learn's contract: predict(X) flags the share `contamination` of X itself (and,
         # a row never counting itself among its neighbours, about that share of new rows too)
         self.offset_ = float(np.percentile(self.train_score_samples_, 100.0 * self.contamination))
         return self
 
-    def _training_distances(self, X: np.ndarray, own: np.ndarray) -> np.ndarray:
-        """score_samples(X) under neighbours, given `own`, the reference rows' distances: each
-        training row searched once (a reference row's own entry is what its query finds)."""
-        scores = np.empty(len(X))
-        scores[self.reference_rows_] = -own
-        others = np.ones(len(X), dtype=bool)
-        others[self.reference_rows_] = False
-        if others.any():
-            scores[others] = -self._neighbour_distances(self._standardized(X[others]))
-        return scores
+    def _vouch_reference(self, elbo: np.ndarray) -> None:
+        """Keep, of the reference rows, those whose -ELBO (`elbo`, theirs) the rule of `auto`
+        does not set apart (robust z-score at most ISOLATED), and index them: a cluster of
+        anomalies that the density model isolates cannot then vouch for its own members, as more
+        than k of them close together otherwise do (their distances to each other are small)."""
+        vouched = ~isolated(elbo)
+        if vouched.sum() > 1:  # a search needs 2 rows; with fewer, every reference row is kept
+            self.reference_ = self.reference_[vouched]
+            self._index_reference()
 
     def close_call(self) -> bool:
         """After an `auto` fit: whether its two shares (isolated_) differ by at most one
@@ -449,12 +454,17 @@ def check_save_target(path: str | Path) -> Path:
     return path
 
 
-def isolated_share(scores: np.ndarray, threshold: float = ISOLATED) -> float:
-    """The share of `scores` whose robust z-score, (s - median) / (1.4826 MAD), is above threshold;
-    where the MAD is 0, the scale is 1.2533 x the mean absolute deviation from the median (both
-    estimate a normal's standard deviation); where that is 0 too, nothing is set apart."""
+def isolated(scores: np.ndarray, threshold: float = ISOLATED) -> np.ndarray:
+    """Which `scores` a robust z-score, (s - median) / (1.4826 MAD), puts above threshold; where
+    the MAD is 0, the scale is 1.2533 x the mean absolute deviation from the median (both estimate
+    a normal's standard deviation); where that is 0 too, none."""
     deviation = scores - np.median(scores)
     scale = 1.4826 * np.median(np.abs(deviation))
     if scale == 0:
         scale = 1.2533 * np.mean(np.abs(deviation))
-    return float(np.mean(deviation > threshold * scale)) if scale > 0 else 0.0
+    return deviation > threshold * scale if scale > 0 else np.zeros(len(scores), dtype=bool)
+
+
+def isolated_share(scores: np.ndarray, threshold: float = ISOLATED) -> float:
+    """The share of `scores` that `isolated` sets apart."""
+    return float(np.mean(isolated(scores, threshold)))

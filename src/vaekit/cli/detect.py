@@ -55,7 +55,8 @@ def add_arguments(p) -> None:
                    "(detector.json, config.yaml, weights; a detector saved there is replaced)")
     p.add_argument("--method", choices=sorted(METHODS), help="the score: auto (chosen at fit "
                    "time between elbo and neighbours, without labels) | neighbours (mean L1 "
-                   f"distance of the standardized row to its {NEIGHBOURS} nearest fit rows) | a VAE score "
+                   f"distance of the standardized row to its {NEIGHBOURS} nearest fit rows, among those the "
+                   "-ELBO does not set apart) | a VAE score "
                    "in nats (elbo: the -ELBO; ...) (default: auto)")
     p.add_argument("--contamination", type=float, metavar="C", help="expected fraction of "
                    "anomalies among the fit rows, in (0, 0.5): the threshold flags that share of "
