@@ -103,15 +103,18 @@ def rows_in_the_gap_between_two_clouds():
                                         (rows_in_the_gap_between_two_clouds, "neighbours")])
 def test_the_share_rule_over_the_elbo_alone_is_the_detectors_auto(variants, monkeypatch, data,
                                                                    kept):
-    """With the weight 1 alone (the -ELBO and the neighbours' distance) the script's rule must
-    reproduce the detector's own choice, on data where it keeps either score."""
+    """With the weight 1 alone (the -ELBO and the distance r to all the reference rows) the
+    script's rule must reproduce the detector's own choice, on data where it keeps either score:
+    the detector scores with the -ELBO or the vouched distance, `auto (plain r)` with the -ELBO or
+    r."""
     x, y = data()
     x, y = x.astype(np.float32), y.astype(int)
     monkeypatch.setattr(variants, "RULES", {"auto w 1": (1,)})
     got = variants.aurocs(x[::2], x[1::2], y[1::2], seed=0)
     other = {"elbo": "neighbours", "neighbours": "elbo"}[kept]
-    assert got["auto"] == got[kept] != got[other]  # the detector kept `kept`, and it shows
-    assert got["auto w 1"] == got["auto"]
+    assert got["auto (plain r)"] == got[kept] != got[other]  # the detector kept `kept`
+    assert got["auto"] == got["elbo" if kept == "elbo" else "vouched r"]
+    assert got["auto w 1"] == got["auto (plain r)"]
 
 
 def test_the_log_distance_floors_copies_at_the_smallest_positive_distance(variants):
