@@ -234,6 +234,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
             elbo = self.member_scores(X, "elbo").mean(axis=0)
             self._keep_reference(X)  # every reference row, for auto's share
             if self.method == "auto":
+                self._index_reference()
                 own = self._neighbour_distances(self.reference_)  # each leaves itself out
                 self.isolated_ = {"elbo": isolated_share(elbo[self.reference_rows_]),
                                   "neighbours": isolated_share(own)}
@@ -256,7 +257,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
         vouched = ~isolated(elbo)
         if vouched.sum() > 1:  # a search needs 2 rows; with fewer, every reference row is kept
             self.reference_ = self.reference_[vouched]
-            self._index_reference()
+        self._index_reference()
 
     def close_call(self) -> bool:
         """After an `auto` fit: whether its two shares (isolated_) differ by at most one
@@ -290,8 +291,7 @@ class VAEAnomalyDetector(OutlierMixin, BaseEstimator):
             rows = np.sort(np.random.default_rng(self._seed()).choice(len(X), MAX_REFERENCE,
                                                                       replace=False))
         self.reference_rows_ = rows
-        self.reference_ = self._standardized(X[rows])
-        self._index_reference()
+        self.reference_ = self._standardized(X[rows])  # indexed where it is searched
 
     def _standardized(self, X: np.ndarray) -> np.ndarray:
         """Rows in the neighbours' units: standardized by the training rows' mean and std."""
