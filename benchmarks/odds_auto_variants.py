@@ -54,7 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from odds_scores import run  # noqa: E402
 
 from vaekit import VAEAnomalyDetector  # noqa: E402
-from vaekit.detector import isolated, isolated_share  # noqa: E402
+from vaekit.detector import isolated_share  # noqa: E402
 
 RULES = {"auto w 1,2": (1, 2), "auto w 1,0.5,2": (1, 0.5, 2)}
 LOF_NEIGHBOURS = 20  # scikit-learn's default
@@ -84,15 +84,18 @@ def fitted_scores(det: VAEAnomalyDetector, x_fit: np.ndarray, x_eval: np.ndarray
     for part, x in (("fit", x_fit), ("eval", x_eval)):
         out[part] = {kind: det.member_scores(x, kind)[0] for kind in ("reconstruction", "kl", "elbo")}
     out["fit"] = {k: v[det.reference_rows_] for k, v in out["fit"].items()}
-    full = det._standardized(x_fit[det.reference_rows_])
-    for name, rows in (("r", full), ("vouched r", full[~isolated(out["fit"]["elbo"])])):
+    full = det._standardized(x_fit[det.reference_rows_])  # det.reference_ is vouched for if r kept
+    for name in ("r", "vouched r"):
         other = copy.copy(det)  # the same detector, another reference
-        other.reference_ = rows
-        other._index_reference()
+        other.reference_ = full
+        if name == "r":
+            other._index_reference()
+        else:  # the detector's own rule
+            other._vouch_reference(out["fit"]["elbo"])
         out["fit"][name] = other._neighbour_distances(full)
         out["eval"][name] = other._neighbour_distances(det._standardized(x_eval))
-    lof = LocalOutlierFactor(n_neighbors=min(LOF_NEIGHBOURS, len(det.reference_) - 1),
-                             metric="manhattan", novelty=True).fit(det.reference_)
+    lof = LocalOutlierFactor(n_neighbors=min(LOF_NEIGHBOURS, len(full) - 1),
+                             metric="manhattan", novelty=True).fit(full)
     out["fit"]["lof"] = -lof.negative_outlier_factor_  # each reference row leaving itself out
     out["eval"]["lof"] = -lof.score_samples(det._standardized(x_eval))
     return out

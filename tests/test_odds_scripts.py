@@ -93,10 +93,13 @@ def iris_with_a_few_of_the_third_species():
 
 
 def rows_in_the_gap_between_two_clouds():
-    """Rows spread in the gap between two clouds (the distance's kind; the detector keeps it)."""
+    """Rows spread in the gap between two clouds (the distance's kind; the detector keeps it), and
+    4 far out, which the -ELBO sets apart: the detector's reference is then smaller than the
+    training rows, which the script's plain distance and LOF must not inherit."""
     rng = np.random.default_rng(1)
     normal = rng.normal(size=(400, 4)) + np.where(rng.random((400, 1)) < 0.5, -4.0, 4.0)
-    return np.vstack([normal, rng.uniform(-1.5, 1.5, size=(20, 4))]), np.r_[np.zeros(400), np.ones(20)]
+    odd = np.vstack([rng.uniform(-1.5, 1.5, size=(20, 4)), 12 + rng.normal(size=(4, 4))])
+    return np.vstack([normal, odd]), np.r_[np.zeros(400), np.ones(24)]
 
 
 @pytest.mark.parametrize("data, kept", [(iris_with_a_few_of_the_third_species, "elbo"),
@@ -124,3 +127,28 @@ def test_the_log_distance_floors_copies_at_the_smallest_positive_distance(varian
     np.testing.assert_allclose(variants.log_distance(np.array([0.0, 0.25, 4.0]), fit_r),
                                np.log([0.5, 0.5, 4.0]))
     assert np.all(variants.log_distance(np.zeros(3), np.zeros(3)) == 0.0)  # nothing positive: 1
+
+
+def test_the_scripts_distances_and_lof_count_every_training_row(variants):
+    """Where the detector keeps the distance and the -ELBO sets rows apart, its own reference is
+    smaller than the training rows; the script's plain distance r and LOF are over all of them
+    (scikit-learn and numpy here), and its vouched distance is the detector's own score."""
+    from sklearn.neighbors import LocalOutlierFactor
+
+    from vaekit import VAEAnomalyDetector
+
+    x, _ = rows_in_the_gap_between_two_clouds()
+    x_fit, x_eval = x[::2].astype(np.float32), x[1::2].astype(np.float32)
+    det = VAEAnomalyDetector(random_state=0).fit(x_fit)
+    assert det.method_ == "neighbours" and len(det.reference_) < len(x_fit)  # the premise
+    got = variants.fitted_scores(det, x_fit, x_eval)
+    fit = x_fit.astype(np.float64)
+    center, scale = fit.mean(0), fit.std(0)
+    u_fit, u_eval = (fit - center) / scale, (x_eval - center) / scale
+    lof = LocalOutlierFactor(n_neighbors=20, metric="manhattan", novelty=True).fit(u_fit)
+    np.testing.assert_allclose(got["fit"]["lof"], -lof.negative_outlier_factor_, rtol=1e-9)
+    np.testing.assert_allclose(got["eval"]["lof"], -lof.score_samples(u_eval), rtol=1e-9)
+    d = np.sort(np.abs(u_eval[:, None, :] - u_fit[None, :, :]).sum(-1), axis=1)
+    plain = np.where(d[:, 0] == 0, d[:, 1:4].mean(1), d[:, :3].mean(1))
+    np.testing.assert_allclose(got["eval"]["r"], plain, rtol=1e-9)
+    np.testing.assert_allclose(got["eval"]["vouched r"], -det.score_samples(x_eval), rtol=1e-9)
