@@ -210,6 +210,20 @@ def test_cli_fits_scores_and_flags_as_the_python_detector(tmp_path, capsys):
     assert f"score {det.method_}" in out and f"elbo {det.isolated_['elbo']:.3f}" in out
 
 
+def test_cli_reads_float_labels_of_0_and_1_as_the_anomaly_labels(tmp_path, capsys):
+    """Labels stored as floats 0.0/1.0 (numpy's and pandas' default dtype) say which rows are
+    anomalies as 0/1 integers do: AUROC and average precision are printed. (They were compared
+    as text, "0.0" and "1.0" were not "0" and "1", and the metrics were left out in silence.)"""
+    x, y = table()
+    np.savez(tmp_path / "fit.npz", X=x, y=y.astype(np.float64))
+    code, out, err = run_cli(capsys, "detect", "--data", tmp_path / "fit.npz", "--steps", STEPS,
+                             "--out", tmp_path / "s.csv")
+    assert code == 0, err
+    scores = read_csv(tmp_path / "s.csv")["score"]
+    auroc, ap = roc_auc_score(y, scores), average_precision_score(y, scores)
+    assert f"AUROC {auroc:.4f}  average precision {ap:.4f} (15 anomalies in 300)" in out
+
+
 @pytest.mark.parametrize("shares, n, close", [
     ((5 / 77, 6 / 77), 77, True),         # one row apart of 77: se 0.0415 > 0.013
     ((0.070, 0.088), 2500, False),        # se 0.0076 < 0.018

@@ -324,9 +324,13 @@ def threshold(reference_scores: Tensor | np.ndarray, rate: float) -> float:
 
 def anomaly_target(y: np.ndarray, anomaly_label: str | None = None) -> np.ndarray | None:
     """Labels -> 1 for anomalies, 0 for normal: `anomaly_label` (compared as text), or 1 when the
-    labels are 0/1. None when the labels do not say which examples are anomalies."""
+    labels are 0/1 (as numbers, 0.0/1.0 included, or as text). None when the labels do not say
+    which examples are anomalies."""
     if anomaly_label is not None:
         return label_mask(y, anomaly_label).astype(np.int64)
+    y = np.asarray(y)
+    if y.dtype.kind in "biuf":  # numbers: float labels 0.0/1.0 (numpy's and pandas' default) too
+        return (y == 1).astype(np.int64) if set(np.unique(y).tolist()) <= {0, 1} else None
     text = np.asarray([str(v) for v in y])
     return (text == "1").astype(np.int64) if set(text.tolist()) <= {"0", "1"} else None
 
